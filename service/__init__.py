@@ -1,0 +1,1 @@
+"""Recovery service for the practice-logbook app's synced history."""

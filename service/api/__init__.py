@@ -1,0 +1,1 @@
+"""HTTP controllers: parse, authorise, call the pipeline, shape the response."""

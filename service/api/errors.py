@@ -1,0 +1,94 @@
+"""Every error is RFC 9457 problem+json: status, title, detail, and `errors` naming field and reason."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException, ProblemDetailsPlugin
+
+log = logging.getLogger("service.api")
+
+
+class FieldError(Exception):
+    """A request the service understands but refuses, pointing at the field at fault."""
+
+    def __init__(self, status: int, field: str, reason: str, detail: str | None = None) -> None:
+        super().__init__(detail or reason)
+        self.status = status
+        self.field = field
+        self.reason = reason
+        self.detail = detail or reason
+
+
+def problem(status: int, detail: str, errors: list[dict[str, Any]] | None = None, **extra: Any) -> ProblemDetailsException:
+    body: dict[str, Any] = dict(extra)
+    if errors:
+        body["errors"] = errors
+    return ProblemDetailsException(
+        status_code=status,
+        title=HTTPStatus(status).phrase,
+        detail=detail,
+        type_="about:blank",
+        extra=body or None,
+    )
+
+
+def _validation_errors(exc: ValidationException) -> list[dict[str, Any]]:
+    if not isinstance(exc.extra, list):
+        return []
+    errors = []
+    for item in exc.extra:
+        if isinstance(item, dict):
+            key = item.get("key") or "body"
+            errors.append({"field": str(key), "reason": str(item.get("message", "invalid"))})
+    return errors
+
+
+def _from_validation(exc: ValidationException) -> ProblemDetailsException:
+    errors = _validation_errors(exc)
+    if errors:
+        # Well-formed JSON of the wrong shape: the request is understood but cannot be processed.
+        return problem(422, "The request body does not have the expected shape", errors)
+    return problem(400, "The request body is not valid JSON", [{"field": "body", "reason": str(exc.detail)}])
+
+
+def _from_http(exc: HTTPException) -> ProblemDetailsException:
+    if isinstance(exc, ProblemDetailsException):
+        return exc
+    if isinstance(exc, ValidationException):
+        return _from_validation(exc)
+    detail = str(exc.detail) if exc.detail else HTTPStatus(exc.status_code).phrase
+    errors: list[dict[str, Any]] = []
+    if exc.status_code == 413:
+        errors = [{"field": "body", "reason": "request body is larger than the configured limit"}]
+    elif exc.status_code == 401:
+        errors = [{"field": "Authorization", "reason": detail}]
+    p = problem(exc.status_code, detail, errors)
+    p.headers = exc.headers
+    return p
+
+
+def _from_field_error(exc: FieldError) -> ProblemDetailsException:
+    return problem(exc.status, exc.detail, [{"field": exc.field, "reason": exc.reason}])
+
+
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    # Never leak internals; the log has the traceback.
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem(500, "The service could not process this request").to_response(request)
+
+
+def problem_details_plugin() -> ProblemDetailsPlugin:
+    return ProblemDetailsPlugin(
+        ProblemDetailsConfig(
+            enable_for_all_http_exceptions=True,
+            exception_to_problem_detail_map={HTTPException: _from_http, FieldError: _from_field_error},
+        )
+    )
+
+
+unexpected_error_handlers = {Exception: _unexpected}

@@ -1,0 +1,184 @@
+"""The app's own sync endpoints, so an unchanged device can point at the service (CONTRACT section 4)."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.params import Parameter
+from typing_extensions import Annotated
+
+from service.api.auth import Principal
+from service.api.errors import FieldError
+from service.api.schemas import (
+    PUSH_GROUPS,
+    Conflict,
+    PullResponse,
+    PushRequest,
+    PushResponse,
+    PushStats,
+    RawPushRequest,
+    RecoverySummary,
+    SyncStatus,
+)
+from service.domain import outcomes as oc
+from service.domain.documents import lowercase_enums
+from service.pipeline import Idempotency, IdempotencyConflict, IncomingRecord, Replayed, Upload, UploadResult, ingest
+from service.pipeline import sha256_hex
+from service.store import reads
+from service.store.database import Database
+
+_TOKEN_CHARS = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_raw_push = msgspec.json.Decoder(RawPushRequest)
+_encode = msgspec.json.Encoder().encode
+_GROUP_OF_TYPE = {entity_type: group for group, entity_type in PUSH_GROUPS.items()}
+
+DeviceHeader = Annotated[
+    str | None, Parameter(header="X-Device-ID", required=False, description="The uploading device, `dev_` + 16 chars")
+]
+IdempotencyHeader = Annotated[
+    str | None,
+    Parameter(header="X-Idempotency-Key", required=False, description="<= 64 chars of [A-Za-z0-9_-]; kept 24 h"),
+]
+
+
+def header_token(value: str | None, field: str) -> str | None:
+    if value is None:
+        return None
+    if not _TOKEN_CHARS.match(value):
+        raise FieldError(400, field, "must be 1 to 64 characters of A-Z, a-z, 0-9, '_' or '-'")
+    return value
+
+
+_CONFLICT_OUTCOMES = {oc.QUARANTINED, oc.KEPT_EXISTING, oc.SUPPRESSED}
+
+
+def render_push(result: UploadResult, user_resolved: bool) -> bytes:
+    counts = result.receipt.counts()
+    processed = {group: 0 for group in PUSH_GROUPS}
+    conflicts = []
+    for r in result.receipt.results:
+        group = _GROUP_OF_TYPE.get(r.entity_type)
+        if group is not None:
+            processed[group] += 1
+        if r.outcome in _CONFLICT_OUTCOMES:
+            conflicts.append(Conflict(r.entity_id, r.entity_type, r.reason or r.outcome))
+    response = PushResponse(
+        success=True,
+        syncToken=result.sync_token,
+        conflicts=conflicts,
+        stats=PushStats(
+            entriesProcessed=processed["entries"],
+            duplicatesPrevented=counts[oc.DUPLICATE] + counts[oc.CONTENT_DUPLICATE],
+            goalsProcessed=processed["goals"],
+            practicePlansProcessed=processed["practicePlans"],
+            planOccurrencesProcessed=processed["planOccurrences"],
+        ),
+        recovery=RecoverySummary(uploadId=result.upload_id, counts=counts, userResolved=user_resolved),
+    )
+    return _encode(response)
+
+
+def _json_response(body: bytes) -> Response[Any]:
+    return Response(content=body, media_type="application/json", status_code=200)
+
+
+class SyncController(Controller):
+    path = "/api/sync"
+    tags = ["app sync"]
+
+    @post(
+        "/push",
+        status_code=200,
+        summary="Push local changes (the app's format)",
+        description="Each record gets its own outcome; quarantined and kept-existing records are listed in "
+        "`conflicts` with their reason. One push is one transaction.",
+    )
+    async def push(
+        self,
+        request: Request[Principal, Any, Any],
+        data: PushRequest,
+        device_id: DeviceHeader = None,
+        idempotency_key: IdempotencyHeader = None,
+    ) -> Response[PushResponse]:
+        principal = request.user
+        device = header_token(device_id, "X-Device-ID")
+        key = header_token(idempotency_key, "X-Idempotency-Key")
+        body = await request.body()
+        raw = _raw_push.decode(body)  # already validated as `data`; this keeps each record's bytes
+        records = [
+            IncomingRecord(entity_type, bytes(item), value)
+            for group, entity_type in PUSH_GROUPS.items()
+            for item, value in zip(getattr(raw.changes, group), getattr(data.changes, group), strict=True)
+        ]
+        upload = Upload(
+            owner=principal.owner,
+            user=principal.user,
+            device_id=device,
+            source="push",
+            records=records,
+            email=principal.email,
+            alias_from=principal.alias_from,
+            payload_sha256=sha256_hex(body),
+        )
+        user_resolved = principal.user is not None
+        try:
+            outcome = await ingest(
+                request.app.state.db,
+                upload,
+                idempotency=Idempotency(key, sha256_hex(body)) if key else None,
+                render=lambda result: render_push(result, user_resolved),
+            )
+        except IdempotencyConflict as exc:
+            raise FieldError(
+                422, "X-Idempotency-Key", "this key was used with a different request body in the last 24 hours"
+            ) from exc
+        if isinstance(outcome, Replayed):
+            return _json_response(outcome.response)
+        return _json_response(render_push(outcome, user_resolved))
+
+    @post("/pull", status_code=200, summary="Pull the user's live documents (the app's format)")
+    async def pull(self, request: Request[Principal, Any, Any]) -> PullResponse:
+        principal = request.user
+        db: Database = request.app.state.db
+        groups: dict[str, list[dict[str, Any]]] = {group: [] for group in PUSH_GROUPS}
+        async with db.read() as conn:
+            rows = await reads.live_documents(conn, principal.user.id) if principal.user else []
+            seq = await reads.current_seq(conn)
+        for row in rows:
+            group = _GROUP_OF_TYPE.get(row["entity_type"])
+            if group is None:
+                continue
+            document = msgspec.json.decode(row["data"])
+            if isinstance(document, dict):
+                groups[group].append(lowercase_enums(row["entity_type"], document))
+        return PullResponse(
+            entries=groups["entries"],
+            goals=groups["goals"],
+            practicePlans=groups["practicePlans"],
+            planOccurrences=groups["planOccurrences"],
+            planTemplates=groups["planTemplates"],
+            syncToken=str(seq),
+            timestamp=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        )
+
+    @get("/status", summary="Sync status of the caller")
+    async def status(self, request: Request[Principal, Any, Any]) -> SyncStatus:
+        principal = request.user
+        db: Database = request.app.state.db
+        if principal.user is None:
+            return SyncStatus(None, None, 0, {}, userResolved=False)
+        async with db.read() as conn:
+            meta = await reads.sync_metadata(conn, principal.user.id)
+            counts = await reads.live_counts(conn, principal.user.id)
+            devices = await reads.device_count(conn, principal.user.id)
+        return SyncStatus(
+            lastSyncTime=meta["last_sync_time"] if meta else None,
+            lastSyncToken=meta["last_sync_token"] if meta else None,
+            deviceCount=devices,
+            entityCounts=counts,
+            userResolved=True,
+        )

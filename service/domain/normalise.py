@@ -1,0 +1,481 @@
+"""Turn one uploaded record into the app's stored form, a deletion, or a quarantine reason.
+
+CONTRACT sections 3, 6 and 7; `tests/fixtures/normalization_vectors.json` is authoritative. A logbook
+entry goes through the repairs the app itself would refuse to make (step 1), then the app's own rules
+(step 2), and comes out as the document the app would have stored plus its `logbook_entries` row.
+Goals keep the app's goal columns (step 3); every other entity type is stored as the document it is.
+
+`normalise` never raises on JSON data: every record ends as Normalised, Tombstone or Rejection.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from service.domain.checksum import canonical_bytes, canonical_json, checksum, checksum_of_bytes
+from service.domain.records import (
+    ENTITY_TYPES,
+    FUTURE_TIME,
+    GOAL,
+    INVALID_TIME,
+    INVALID_VALUE,
+    LOGBOOK_ENTRY,
+    MAX_DOCUMENT_BYTES,
+    MISSING_FIELD,
+    MISSING_ID,
+    NOT_AN_OBJECT,
+    REPERTOIRE_ITEM,
+    TOO_LARGE,
+    UNKNOWN_ENTITY_TYPE,
+    USER_MISMATCH,
+    USER_PREFERENCES,
+    LogbookRow,
+    Normalisation,
+    Normalised,
+    Rejection,
+    Tombstone,
+)
+from service.domain.times import is_iso_z, js_round, ms_to_iso_z, to_epoch_ms
+
+ENTRY_TYPES = frozenset(
+    {"practice", "performance", "lesson", "rehearsal", "technique", "status_change", "masterclass", "other"}
+)
+MOODS = frozenset({"frustrated", "neutral", "satisfied", "excited", "proud"})
+
+# The fields the app keeps in a stored entry and in each of its pieces (CONTRACT section 6 step 2).
+ENTRY_FIELDS = frozenset(
+    {
+        "id", "user_id", "timestamp", "duration", "type", "instrument", "pieces", "techniques", "goal_ids",
+        "goalIds", "notes", "mood", "tags", "session_id", "metadata", "created_at", "createdAt",
+        "updated_at", "updatedAt", "sync_version", "checksum", "deleted_at", "deletedAt", "device_id",
+    }
+)  # fmt: skip
+PIECE_FIELDS = frozenset({"id", "title", "composer", "duration"})
+GOAL_FIELDS = frozenset(
+    {
+        "id", "user_id", "title", "description", "type", "target_value", "current_value", "target_date",
+        "status", "created_at", "updated_at",
+    }
+)  # fmt: skip
+
+# Left out of an entry's content key: the same session logged under two ids differs only in these.
+CONTENT_KEY_IGNORED = frozenset(
+    {
+        "id",
+        "user_id",
+        "created_at",
+        "createdAt",
+        "updated_at",
+        "updatedAt",
+        "device_id",
+        "sync_version",
+        "checksum",
+    }
+)
+
+GOAL_STATUSES = frozenset({"active", "completed", "abandoned"})
+LEGACY_GOAL_STATUSES = {"paused": "active", "cancelled": "abandoned"}
+
+# The production `logbook_entries` table still carries CHECKs from an older enum set.
+ROW_TYPES = frozenset({"practice", "performance", "lesson", "rehearsal", "technique"})
+ROW_INSTRUMENTS = frozenset({"piano", "guitar"})
+ROW_MOODS = frozenset({"frustrated", "neutral", "satisfied", "excited"})
+_SQLITE_INTEGER_MAX = 2**63 - 1
+
+REQUIRED_ENTRY_FIELDS = ("timestamp", "duration", "type", "instrument")
+# Entry times the app stores as epoch ms, and the ones it stores as ISO-Z strings.
+ENTRY_MS_TIMES = ("timestamp", "created_at", "updated_at")
+ENTRY_ISO_TIMES = ("createdAt", "updatedAt")
+# Times of any document that order versions; the first one present is the version's time.
+VERSION_TIMES = ("updatedAt", "updated_at", "createdAt", "created_at")
+ENTRY_LIST_FIELDS = ("pieces", "techniques", "tags", "goal_ids", "goalIds")
+
+FUTURE_TOLERANCE_MS = 24 * 60 * 60 * 1000
+
+# Canonical Scorebook ids are kept as they are. ASCII-only case folding, as in JavaScript's /i.
+_CANONICAL_SCORE_ID = re.compile(r"score_[a-z0-9]+(?:[-_][a-z0-9]+)*", re.ASCII | re.IGNORECASE)
+# JavaScript's \s and String.prototype.trim: WhiteSpace and LineTerminator code points.
+_JS_SPACE = "\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+_JS_SPACE_RUN = re.compile(f"[{_JS_SPACE}]+")
+_JS_TRIM = re.compile(f"^[{_JS_SPACE}]+|[{_JS_SPACE}]+$")
+_TITLE_PUNCTUATION = str.maketrans(
+    {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-"}
+)
+_COMPOSER_PUNCTUATION = str.maketrans(
+    {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-", ".": None}
+)
+
+
+class _Quarantine(Exception):
+    """Raised inside this module when a record cannot go in; `normalise` turns it into a Rejection."""
+
+    def __init__(self, reason: str, field: str | None, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.field = field
+        self.detail = detail
+
+
+def normalise(entity_type: str, raw: object, user_id: str, *, now_ms: int) -> Normalisation:
+    """The app's stored form of one uploaded record (or its deletion, or why it is quarantined).
+
+    `user_id` is the uploading user; `now_ms` is the upload time, against which future times are judged.
+    """
+    if entity_type not in ENTITY_TYPES:
+        return Rejection(
+            entity_type, None, UNKNOWN_ENTITY_TYPE, "entity_type", f"unknown entity type {_show(entity_type)}"
+        )
+    if not isinstance(raw, dict):
+        return Rejection(
+            entity_type, None, NOT_AN_OBJECT, None, f"the record is {_json_kind(raw)}, not an object"
+        )
+    entity_id = _entity_id(entity_type, raw, user_id)
+    if entity_id is None:
+        return Rejection(entity_type, None, MISSING_ID, "id", "the record has no id string")
+    try:
+        _check_owner(raw, user_id)
+        if _js_truthy(raw.get("deletedAt")):
+            return _tombstone(entity_type, entity_id, raw["deletedAt"], now_ms)
+        return _NORMALISERS.get(entity_type, _normalise_document)(
+            entity_type, entity_id, raw, user_id, now_ms
+        )
+    except _Quarantine as quarantine:
+        return Rejection(entity_type, entity_id, quarantine.reason, quarantine.field, quarantine.detail)
+
+
+def score_id(title: str, composer: str | None) -> str:
+    """The score id the app builds for a piece from its title and composer."""
+    normal_title = _normal_title(title)
+    normal_composer = _normal_composer(composer or "") or "unknown"
+    # Titles often contain a dash ("Sonata K. 331 - Rondo"), so the pair then needs a delimiter it lacks.
+    delimiter = "||" if "-" in normal_title or "-" in normal_composer else "-"
+    return normal_title + delimiter + normal_composer
+
+
+def normalise_score_id(existing: str) -> str:
+    """An existing piece id in the current format; canonical Scorebook ids are kept."""
+    trimmed = _js_trim(existing)
+    if _CANONICAL_SCORE_ID.fullmatch(trimmed):
+        return trimmed
+    delimiter = "||" if "||" in trimmed else "-"
+    title, _, composer = trimmed.partition(delimiter)
+    return score_id(title, composer)
+
+
+# --- the record as a whole -------------------------------------------------------------------------
+
+
+def _entity_id(entity_type: str, raw: Mapping[str, Any], user_id: str) -> str | None:
+    if entity_type == REPERTOIRE_ITEM:
+        candidates: Iterable[object] = (raw.get("scoreId"), raw.get("id"))
+    elif entity_type == USER_PREFERENCES:
+        # Preferences are one document per user, keyed by the user id.
+        candidates = (raw.get("id"), raw.get("userId"), raw.get("user_id"), user_id)
+    else:
+        candidates = (raw.get("id"),)
+    for candidate in candidates:
+        if isinstance(candidate, str) and candidate:
+            return candidate
+    return None
+
+
+def _check_owner(raw: Mapping[str, Any], user_id: str) -> None:
+    # A falsy owner is "absent" to the app, which then fills in the uploader.
+    for field in ("user_id", "userId"):
+        owner = raw.get(field)
+        if _js_truthy(owner) and owner != user_id:
+            raise _Quarantine(USER_MISMATCH, field, f"the record belongs to {_show(owner)}, not the uploader")
+
+
+def _tombstone(entity_type: str, entity_id: str, deleted_at: object, now_ms: int) -> Tombstone:
+    deleted_ms = _parse_time("deletedAt", deleted_at, now_ms)
+    return Tombstone(entity_type, entity_id, ms_to_iso_z(deleted_ms), deleted_ms)
+
+
+def _stored(
+    entity_type: str,
+    entity_id: str,
+    data: dict[str, Any],
+    times: Mapping[str, int],
+    **entry_extras: Any,
+) -> Normalised:
+    try:
+        encoded = canonical_bytes(data)
+    except (TypeError, RecursionError) as error:
+        raise _Quarantine(INVALID_VALUE, None, f"the document cannot be stored as JSON: {error}") from None
+    if len(encoded) > MAX_DOCUMENT_BYTES:
+        raise _Quarantine(
+            TOO_LARGE, None, f"the stored document is {len(encoded)} bytes, over D1's {MAX_DOCUMENT_BYTES}"
+        )
+    updated_ms = next((times[field] for field in VERSION_TIMES if field in times), None)
+    return Normalised(entity_type, entity_id, data, checksum_of_bytes(encoded), updated_ms, **entry_extras)
+
+
+# --- logbook entries ---------------------------------------------------------------------------------
+
+
+def _normalise_entry(
+    entity_type: str, entity_id: str, raw: dict[str, Any], user_id: str, now_ms: int
+) -> Normalised:
+    _check_required_fields(raw)
+    entry = {key: value for key, value in raw.items() if key in ENTRY_FIELDS}
+    # Step 1: what the app itself would refuse, repaired.
+    _repair_enums(entry)
+    _repair_duration(entry)
+    times = _repair_entry_times(entry, now_ms)
+    _check_value_types(entry)
+    # Step 2: the app's own rules.
+    _apply_app_field_rules(entry, user_id, times)
+    if isinstance(entry.get("pieces"), list):
+        entry["pieces"] = [_normalise_piece(piece) for piece in entry["pieces"]]
+    row, refusal = _logbook_row(entity_id, entry, times)
+    content = {key: value for key, value in entry.items() if key not in CONTENT_KEY_IGNORED}
+    return _stored(
+        entity_type,
+        entity_id,
+        entry,
+        times,
+        content_key=checksum(content),
+        logbook_row=row,
+        logbook_refusal=refusal,
+    )
+
+
+def _check_required_fields(raw: Mapping[str, Any]) -> None:
+    for field in REQUIRED_ENTRY_FIELDS:
+        if raw.get(field) is None:
+            raise _Quarantine(MISSING_FIELD, field, f"a logbook entry needs {field}")
+
+
+def _repair_enums(entry: dict[str, Any]) -> None:
+    # Clients from before July 2025 sent PRACTICE, PIANO, SATISFIED.
+    for field in ("type", "instrument", "mood"):
+        if isinstance(entry.get(field), str):
+            entry[field] = entry[field].lower()
+    entry_type, instrument, mood = entry["type"], entry["instrument"], entry.get("mood")
+    if not (isinstance(entry_type, str) and entry_type in ENTRY_TYPES):
+        raise _Quarantine(INVALID_VALUE, "type", f"type {_show(entry_type)} is not one the app knows")
+    if not (isinstance(instrument, str) and instrument):
+        raise _Quarantine(INVALID_VALUE, "instrument", "instrument must be a non-empty string")
+    if mood is not None and not (isinstance(mood, str) and mood in MOODS):
+        raise _Quarantine(INVALID_VALUE, "mood", f"mood {_show(mood)} is not one the app knows")
+
+
+def _repair_duration(entry: dict[str, Any]) -> None:
+    duration = entry["duration"]
+    if type(duration) not in (int, float) or (isinstance(duration, float) and not math.isfinite(duration)):
+        raise _Quarantine(INVALID_VALUE, "duration", f"duration {_show(duration)} is not a number of minutes")
+    if duration < 0:
+        raise _Quarantine(INVALID_VALUE, "duration", f"duration {_show(duration)} is negative")
+    entry["duration"] = js_round(duration)
+
+
+def _repair_entry_times(entry: dict[str, Any], now_ms: int) -> dict[str, int]:
+    """Validate every time of the entry and put each in the form the app stores; returns them in ms."""
+    times: dict[str, int] = {}
+    for field in ENTRY_MS_TIMES:
+        if _given(entry.get(field)):
+            times[field] = entry[field] = _parse_time(field, entry[field], now_ms)
+    for field in ENTRY_ISO_TIMES:
+        value = entry.get(field)
+        if _given(value):
+            times[field] = _parse_time(field, value, now_ms)
+            if not is_iso_z(value):
+                entry[field] = ms_to_iso_z(times[field])
+    return times
+
+
+def _check_value_types(entry: Mapping[str, Any]) -> None:
+    for field in ENTRY_LIST_FIELDS:
+        if entry.get(field) is not None and not isinstance(entry[field], list):
+            raise _Quarantine(INVALID_VALUE, field, f"{field} must be a list, got {_json_kind(entry[field])}")
+    for field, kind, name in (
+        ("notes", str, "a string"),
+        ("session_id", str, "a string"),
+        ("metadata", dict, "an object"),
+    ):
+        if entry.get(field) is not None and not isinstance(entry[field], kind):
+            raise _Quarantine(
+                INVALID_VALUE, field, f"{field} must be {name} or null, got {_json_kind(entry[field])}"
+            )
+
+
+def _apply_app_field_rules(entry: dict[str, Any], user_id: str, times: dict[str, int]) -> None:
+    # "Present" is JavaScript truthiness here, exactly as in the app: an empty list is present.
+    if not _js_truthy(entry.get("user_id")):
+        entry["user_id"] = user_id
+    if _js_truthy(entry.get("goalIds")) and not _js_truthy(entry.get("goal_ids")):
+        entry["goal_ids"] = entry.pop("goalIds")
+    for camel, snake in (("createdAt", "created_at"), ("updatedAt", "updated_at")):
+        if _js_truthy(entry.get(camel)) and not _js_truthy(entry.get(snake)):
+            entry[snake] = entry[camel]
+            times[snake] = times[camel]
+
+
+def _normalise_piece(piece: object) -> dict[str, Any]:
+    if not isinstance(piece, dict):
+        raise _Quarantine(INVALID_VALUE, "pieces", f"a piece is {_json_kind(piece)}, not an object")
+    # The app refuses `composer: null`; without the key the piece is the same piece.
+    kept = {
+        key: value
+        for key, value in piece.items()
+        if key in PIECE_FIELDS and not (key == "composer" and value is None)
+    }
+    title, composer, existing = kept.get("title"), kept.get("composer"), kept.get("id")
+    if title is not None and not isinstance(title, str):
+        raise _Quarantine(INVALID_VALUE, "pieces", f"a piece title is {_json_kind(title)}, not a string")
+    if composer is not None and not isinstance(composer, str):
+        raise _Quarantine(
+            INVALID_VALUE, "pieces", f"a piece composer is {_json_kind(composer)}, not a string"
+        )
+    if isinstance(existing, str) and _js_trim(existing):
+        kept["id"] = normalise_score_id(existing)
+    elif title:
+        kept["id"] = score_id(title, composer)
+    else:
+        kept.pop("id", None)  # the app writes `id: undefined`, which JSON drops
+    return kept
+
+
+def _logbook_row(
+    entity_id: str, entry: Mapping[str, Any], times: Mapping[str, int]
+) -> tuple[LogbookRow | None, str | None]:
+    """The entry's `logbook_entries` row, or why the production table's CHECKs would refuse it."""
+    refused = [
+        f"{field} {_show(entry.get(field))}"
+        for field, allowed in (("type", ROW_TYPES), ("instrument", ROW_INSTRUMENTS), ("mood", ROW_MOODS))
+        if not (entry.get(field) in allowed or (field == "mood" and entry.get(field) is None))
+    ]
+    if refused:
+        return None, "logbook_entries CHECK refuses " + ", ".join(refused)
+    if entry["duration"] > _SQLITE_INTEGER_MAX:
+        return None, f"logbook_entries cannot hold duration {entry['duration']} in an INTEGER column"
+    timestamp = times["timestamp"]
+    created = _first(times, ("created_at", "createdAt"), default=timestamp)
+    updated = _first(times, ("updated_at", "updatedAt"), default=created)
+    metadata = entry.get("metadata")
+    row = LogbookRow(
+        id=entity_id,
+        timestamp=timestamp,
+        duration=entry["duration"],
+        type=entry["type"],
+        instrument=entry["instrument"],
+        pieces=canonical_json(entry.get("pieces") or []),
+        techniques=canonical_json(entry.get("techniques") or []),
+        goal_ids=canonical_json(entry.get("goal_ids") or []),
+        notes=entry.get("notes"),
+        mood=entry.get("mood"),
+        tags=canonical_json(entry.get("tags") or []),
+        session_id=entry.get("session_id"),
+        metadata=None if metadata is None else canonical_json(metadata),
+        created_at=created,
+        updated_at=updated,
+    )
+    return row, None
+
+
+# --- goals and plain documents -------------------------------------------------------------------------
+
+
+def _normalise_goal(
+    entity_type: str, entity_id: str, raw: dict[str, Any], user_id: str, now_ms: int
+) -> Normalised:
+    times = _document_times(raw, now_ms)
+    goal = {key: value for key, value in raw.items() if key in GOAL_FIELDS}
+    goal["status"] = _goal_status(goal.get("status"))
+    title = goal.get("title")
+    if title is not None and not isinstance(title, str):
+        raise _Quarantine(INVALID_VALUE, "title", f"title must be a string, got {_json_kind(title)}")
+    return _stored(entity_type, entity_id, goal, times)
+
+
+def _goal_status(status: object) -> str:
+    if status is None:
+        raise _Quarantine(MISSING_FIELD, "status", "a goal needs a status")
+    if isinstance(status, str):
+        lowered = status.lower()
+        mapped = LEGACY_GOAL_STATUSES.get(lowered, lowered)
+        if mapped in GOAL_STATUSES:
+            return mapped
+    raise _Quarantine(INVALID_VALUE, "status", f"goal status {_show(status)} is not one the app knows")
+
+
+def _normalise_document(
+    entity_type: str, entity_id: str, raw: dict[str, Any], user_id: str, now_ms: int
+) -> Normalised:
+    # Plans, occurrences, templates, repertoire and preferences are stored as the device holds them.
+    return _stored(entity_type, entity_id, dict(raw), _document_times(raw, now_ms))
+
+
+def _document_times(raw: Mapping[str, Any], now_ms: int) -> dict[str, int]:
+    return {
+        field: _parse_time(field, raw[field], now_ms) for field in VERSION_TIMES if _given(raw.get(field))
+    }
+
+
+_Normaliser = Callable[[str, str, dict[str, Any], str, int], Normalised]
+_NORMALISERS: dict[str, _Normaliser] = {LOGBOOK_ENTRY: _normalise_entry, GOAL: _normalise_goal}
+
+
+# --- small helpers -----------------------------------------------------------------------------------
+
+
+def _parse_time(field: str, value: object, now_ms: int) -> int:
+    ms = to_epoch_ms(value)
+    if ms is None:
+        raise _Quarantine(INVALID_TIME, field, f"{field} {_show(value)} is not a time")
+    if ms > now_ms + FUTURE_TOLERANCE_MS:
+        raise _Quarantine(FUTURE_TIME, field, f"{field} {ms_to_iso_z(ms)} is more than a day in the future")
+    return ms
+
+
+def _given(value: object) -> bool:
+    # An optional time sent as null or "" is simply not given.
+    return value is not None and value != ""
+
+
+def _js_truthy(value: object) -> bool:
+    """JavaScript truthiness of a JSON value: everything except null, false, 0, NaN and ""."""
+    if value is None or value is False:
+        return False
+    if isinstance(value, (int, float, str)):
+        return bool(value) and value == value
+    return True
+
+
+def _first(times: Mapping[str, int], fields: Iterable[str], *, default: int) -> int:
+    return next((times[field] for field in fields if field in times), default)
+
+
+def _js_trim(text: str) -> str:
+    return _JS_TRIM.sub("", text)
+
+
+def _normal_title(title: str) -> str:
+    return _JS_SPACE_RUN.sub(" ", _js_trim(title.lower())).translate(_TITLE_PUNCTUATION)
+
+
+def _normal_composer(composer: str) -> str:
+    # Periods go too: "J.S. Bach" and "JS Bach" are the same composer.
+    return _JS_SPACE_RUN.sub(" ", _js_trim(composer.lower())).translate(_COMPOSER_PUNCTUATION)
+
+
+def _json_kind(value: object) -> str:
+    kinds = {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+    }
+    return "null" if value is None else kinds.get(type(value), type(value).__name__)
+
+
+def _show(value: object) -> str:
+    """A short printable form of a value for a rejection's detail."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,105 @@
+"""The shapes a record takes on its way through the pipeline (CONTRACT sections 3, 6 and 7)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+LOGBOOK_ENTRY = "logbook_entry"
+GOAL = "goal"
+PRACTICE_PLAN = "practice_plan"
+PLAN_OCCURRENCE = "plan_occurrence"
+PLAN_TEMPLATE = "plan_template"
+REPERTOIRE_ITEM = "repertoire_item"
+USER_PREFERENCES = "user_preferences"
+
+ENTITY_TYPES: tuple[str, ...] = (
+    LOGBOOK_ENTRY,
+    GOAL,
+    PRACTICE_PLAN,
+    PLAN_OCCURRENCE,
+    PLAN_TEMPLATE,
+    REPERTOIRE_ITEM,
+    USER_PREFERENCES,
+)
+
+# D1's row limit: a stored document larger than this cannot go in.
+MAX_DOCUMENT_BYTES = 2 * 1024 * 1024
+
+
+class LogbookRow(msgspec.Struct, frozen=True):
+    """The content columns of a `logbook_entries` row (times in epoch ms, lists and metadata as JSON text).
+
+    The store adds `user_id`, `sync_version`, `checksum` and `device_id` when it writes the row.
+    """
+
+    id: str
+    timestamp: int
+    duration: int
+    type: str
+    instrument: str
+    pieces: str
+    techniques: str
+    goal_ids: str
+    notes: str | None
+    mood: str | None
+    tags: str
+    session_id: str | None
+    metadata: str | None
+    created_at: int
+    updated_at: int
+
+
+class Normalised(msgspec.Struct, frozen=True):
+    """A live record in the app's stored form, ready to be merged."""
+
+    entity_type: str
+    entity_id: str
+    # The document exactly as the app would store it in sync_data.data.
+    data: dict[str, Any]
+    # CONTRACT section 5 checksum of `data`.
+    checksum: str
+    # The client's last-modified time (epoch ms) from updatedAt/updated_at; orders competing versions.
+    updated_ms: int | None
+    # Logbook entries only: checksum of the document without id, user, times, device, version and
+    # checksum fields, so the same session logged under two ids is recognised (CONTRACT section 8).
+    content_key: str | None = None
+    # Logbook entries only: the relational copy, or None when the legacy CHECKs would refuse it.
+    logbook_row: LogbookRow | None = None
+    # Logbook entries only: why `logbook_entries` refuses the row (None when it accepts it).
+    logbook_refusal: str | None = None
+
+
+class Tombstone(msgspec.Struct, frozen=True):
+    """A deletion: a record with a present `deletedAt`, or an id in a device's deleted list."""
+
+    entity_type: str
+    entity_id: str
+    deleted_at: str  # ISO-8601 with `Z` and milliseconds
+    deleted_ms: int
+
+
+class Rejection(msgspec.Struct, frozen=True):
+    """A record that cannot go in. It is quarantined (kept verbatim) with this reason."""
+
+    entity_type: str
+    entity_id: str | None
+    reason: str
+    field: str | None = None
+    detail: str = ""
+
+
+Normalisation = Normalised | Tombstone | Rejection
+
+# Quarantine reasons (CONTRACT section 7). Stable strings: clients and support staff filter on them.
+UNKNOWN_USER = "unknown_user"
+USER_MISMATCH = "user_mismatch"
+MISSING_ID = "missing_id"
+UNKNOWN_ENTITY_TYPE = "unknown_entity_type"
+NOT_AN_OBJECT = "not_an_object"
+INVALID_VALUE = "invalid_value"
+MISSING_FIELD = "missing_field"
+INVALID_TIME = "invalid_time"
+FUTURE_TIME = "future_time"
+TOO_LARGE = "too_large"

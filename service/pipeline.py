@@ -1,0 +1,210 @@
+"""The one path every record takes, whatever its source (push, recovery upload, export file, replay).
+
+    Upload -> normalise each record (pure) -> in one write transaction: load the state of the batch's
+    keys, plan the merge (pure), apply it, keep the raw records, quarantine what cannot go in, and write
+    the ledger row and the user's progress -> Receipt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from service.domain import records as rec
+from service.domain.merge import plan_merge
+from service.domain.normalise import normalise
+from service.domain.outcomes import Receipt
+from service.domain.records import Normalised, Rejection, Tombstone
+from service.domain.times import ms_to_iso_z
+from service.store import uploads as store
+from service.store.database import Database, GuardedConnection
+from service.store.uploads import QuarantineRow, RawRecordRow, UserRecord
+
+_json = msgspec.json.Encoder()
+
+
+class IncomingRecord(msgspec.Struct, frozen=True):
+    """One record as the device sent it: its entity type and its JSON bytes, verbatim."""
+
+    entity_type: str
+    raw: bytes
+    # The decoded value when the caller already has it (UNSET: decoded here from `raw`).
+    value: Any = msgspec.UNSET
+
+
+class Upload(msgspec.Struct):
+    """A batch of one user's records from one source."""
+
+    owner: str  # who the records belong to: the user's id, or the unknown token subject
+    user: UserRecord | None  # the user in `users`; None when nobody matches (everything is quarantined)
+    device_id: str | None
+    source: str  # push | recovery | export | replay
+    records: list[IncomingRecord]
+    deleted: dict[str, list[Any]] = msgspec.field(default_factory=dict)
+    email: str | None = None
+    alias_from: str | None = None  # a token subject that was mapped to `user` by email
+    file_name: str | None = None
+    payload_sha256: str | None = None
+
+
+class UploadResult(msgspec.Struct, frozen=True):
+    upload_id: str
+    receipt: Receipt
+    sync_token: str
+
+
+class IdempotencyConflict(Exception):
+    """The idempotency key was used before with a different request body."""
+
+
+class Idempotency(msgspec.Struct, frozen=True):
+    key: str
+    request_sha256: str
+
+
+class Replayed(msgspec.Struct, frozen=True):
+    """The stored answer of an earlier request with the same idempotency key and body."""
+
+    response: bytes
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _deletion_raw(entity_type: str, entity_id: Any) -> bytes:
+    return _json.encode({"entity_type": entity_type, "id": entity_id, "deleted": True})
+
+
+def normalise_upload(upload: Upload, now_ms: int) -> tuple[list[Normalised | Tombstone | Rejection], list[bytes]]:
+    """Every record of the upload, normalised in order (live records, then the deleted lists)."""
+    results: list[Normalised | Tombstone | Rejection] = []
+    raws: list[bytes] = []
+    user_id = upload.user.id if upload.user is not None else None
+    for record in upload.records:
+        raws.append(record.raw)
+        value = record.value
+        if value is msgspec.UNSET:
+            try:
+                value = msgspec.json.decode(record.raw)
+            except msgspec.DecodeError:
+                results.append(Rejection(record.entity_type, None, rec.NOT_AN_OBJECT, detail="not valid JSON"))
+                continue
+        if user_id is None:
+            entity_id = value.get("id") if isinstance(value, dict) else None
+            results.append(
+                Rejection(record.entity_type, entity_id if isinstance(entity_id, str) else None, rec.UNKNOWN_USER,
+                          field="sub", detail="no user with this id or email exists")
+            )
+            continue
+        results.append(normalise(record.entity_type, value, user_id, now_ms=now_ms))
+    deleted_at = ms_to_iso_z(now_ms)
+    for entity_type, ids in upload.deleted.items():
+        for entity_id in ids:
+            raws.append(_deletion_raw(entity_type, entity_id))
+            valid_id = entity_id if isinstance(entity_id, str) and entity_id else None
+            if user_id is None:
+                results.append(Rejection(entity_type, valid_id, rec.UNKNOWN_USER, field="sub"))
+            elif entity_type not in rec.ENTITY_TYPES:
+                results.append(Rejection(entity_type, valid_id, rec.UNKNOWN_ENTITY_TYPE, field="entity_type"))
+            elif valid_id is None:
+                results.append(Rejection(entity_type, None, rec.MISSING_ID, field="id"))
+            else:
+                # An id in a device's deleted list counts as deleted at the time of its upload.
+                results.append(Tombstone(entity_type, valid_id, deleted_at, now_ms))
+    return results, raws
+
+
+async def _apply(
+    conn: GuardedConnection,
+    upload: Upload,
+    normalised: list[Normalised | Tombstone | Rejection],
+    raws: list[bytes],
+    upload_id: str,
+) -> Receipt:
+    user_id = upload.user.id if upload.user is not None else None
+    if user_id is None:
+        plan = plan_merge(normalised, {}, {})
+    else:
+        keys = {(r.entity_type, r.entity_id) for r in normalised if not isinstance(r, Rejection)}
+        content_keys = {r.content_key for r in normalised if isinstance(r, Normalised) and r.content_key}
+        stored = await store.load_state(conn, user_id, keys)
+        live_content = await store.load_live_content(conn, user_id, content_keys)
+        plan = plan_merge(normalised, stored, live_content)
+        await store.apply_plan(conn, plan, user_id=user_id, device_id=upload.device_id, upload_id=upload_id)
+        kept = [
+            RawRecordRow(r.entity_type, r.entity_id, raw.decode("utf-8", "replace"), sha256_hex(raw))
+            for r, raw in zip(normalised, raws, strict=True)
+            if not isinstance(r, Rejection)
+        ]
+        await store.keep_raw_records(conn, kept, user_id=user_id, device_id=upload.device_id, upload_id=upload_id)
+        if upload.alias_from is not None and upload.user is not None and upload.email is not None:
+            await store.record_alias(conn, upload.alias_from, upload.user, upload.email)
+    await store.quarantine(
+        conn,
+        [
+            QuarantineRow(q.rejection.entity_type, q.rejection.entity_id, raws[q.index].decode("utf-8", "replace"),
+                          q.rejection.reason, q.rejection.field, q.rejection.detail)
+            for q in plan.quarantined
+        ],
+        owner=user_id or upload.owner,
+        email=upload.email,
+        device_id=upload.device_id,
+        upload_id=upload_id,
+    )
+    receipt = Receipt(plan.results)
+    payload_sha = upload.payload_sha256 or sha256_hex(b"\n".join(raws))
+    await store.record_upload(
+        conn,
+        receipt,
+        upload_id=upload_id,
+        user_id=user_id or upload.owner,
+        device_id=upload.device_id,
+        source=upload.source,
+        file_name=upload.file_name,
+        payload_sha256=payload_sha,
+    )
+    return receipt
+
+
+async def ingest(
+    db: Database,
+    upload: Upload,
+    *,
+    dry_run: bool = False,
+    idempotency: Idempotency | None = None,
+    render: Callable[[UploadResult], bytes] | None = None,
+    now_ms: int | None = None,
+) -> UploadResult | Replayed:
+    """Take one upload through the pipeline in one transaction.
+
+    With `idempotency`, the rendered answer is stored with the key, and a repeat of the same key and
+    body gets that answer back with nothing written. A dry run does everything, then rolls back.
+    """
+    now = time.time()
+    now_ms = now_ms if now_ms is not None else int(now * 1000)
+    normalised, raws = normalise_upload(upload, now_ms)  # pure work, done before queueing for the writer
+    upload_id = f"upl_{uuid.uuid4().hex}"
+    async with db.write(commit=not dry_run) as conn:
+        if idempotency is not None and upload.user is not None:
+            previous = await store.find_idempotent_response(conn, upload.user.id, idempotency.key, now)
+            if previous is not None:
+                if previous.request_sha256 != idempotency.request_sha256:
+                    raise IdempotencyConflict(idempotency.key)
+                return Replayed(previous.response)
+        receipt = await _apply(conn, upload, normalised, raws, upload_id)
+        seq_row = await conn.fetchone("SELECT current_value FROM sync_sequence WHERE id = 1")
+        sync_token = str(seq_row["current_value"] if seq_row is not None else 0)
+        result = UploadResult(upload_id, receipt, sync_token)
+        if upload.user is not None:
+            await store.touch_sync_metadata(conn, upload.user.id, upload.device_id, sync_token)
+            if idempotency is not None and render is not None:
+                await store.remember_response(
+                    conn, upload.user.id, idempotency.key, idempotency.request_sha256, render(result), now
+                )
+    return result

@@ -1,0 +1,401 @@
+"""The batch statements one upload needs: load the state of its keys, apply its merge plan, account for it.
+
+Each function takes the connection of an open write transaction and runs a fixed number of statements
+whatever the number of records (keys travel as one JSON parameter, rows through `executemany`).
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from service.domain.merge import EntityKey, MergePlan, StoredEntity
+from service.domain.outcomes import Receipt
+from service.domain.records import LOGBOOK_ENTRY
+from service.domain.times import to_epoch_ms
+from service.store.database import GuardedConnection
+
+_json = msgspec.json.Encoder()
+
+
+def utc_now_text() -> str:
+    """The app's TIMESTAMP form: `YYYY-MM-DD HH:MM:SS` in UTC."""
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def ms_to_timestamp_text(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def new_row_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(10)}"
+
+
+def _keys_param(keys: Iterable[EntityKey]) -> str:
+    return _json.encode([list(k) for k in keys]).decode()
+
+
+def _document_updated_ms(data: str, row_updated_at: str | None) -> int | None:
+    """A row the app stored before the service existed: its client time, else the server's."""
+    try:
+        document = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        document = None
+    if isinstance(document, dict):
+        for field in ("updatedAt", "updated_at", "createdAt", "created_at"):
+            value = document.get(field)
+            if value:
+                ms = to_epoch_ms(value)
+                if ms is not None:
+                    return ms
+    return to_epoch_ms(row_updated_at) if row_updated_at else None
+
+
+async def load_state(conn: GuardedConnection, user_id: str, keys: set[EntityKey]) -> dict[EntityKey, StoredEntity]:
+    """The stored state of every key (two queries: sync_data rows and the service's merge state)."""
+    if not keys:
+        return {}
+    param = _keys_param(keys)
+    stored: dict[EntityKey, StoredEntity] = {}
+    rows = await conn.fetchall(
+        """
+        WITH k(entity_type, entity_id) AS (SELECT value ->> 0, value ->> 1 FROM json_each(?))
+        SELECT s.entity_type, s.entity_id, s.id, s.checksum, s.version, s.deleted_at, s.data, s.updated_at
+        FROM k JOIN sync_data s
+          ON s.user_id = ? AND s.entity_type = k.entity_type AND s.entity_id = k.entity_id
+        """,
+        (param, user_id),
+    )
+    for r in rows:
+        deleted_at = r["deleted_at"]
+        stored[(r["entity_type"], r["entity_id"])] = StoredEntity(
+            row_id=r["id"],
+            checksum=r["checksum"],
+            version=r["version"] or 1,
+            live=deleted_at is None,
+            data=r["data"],
+            updated_ms=_document_updated_ms(r["data"], r["updated_at"]),
+            deleted_ms=to_epoch_ms(deleted_at) if deleted_at is not None else None,
+        )
+    rows = await conn.fetchall(
+        """
+        WITH k(entity_type, entity_id) AS (SELECT value ->> 0, value ->> 1 FROM json_each(?))
+        SELECT e.entity_type, e.entity_id, e.updated_ms, e.deleted_ms, e.content_key, e.duplicate_of
+        FROM k JOIN recovery_entity_state e
+          ON e.user_id = ? AND e.entity_type = k.entity_type AND e.entity_id = k.entity_id
+        """,
+        (param, user_id),
+    )
+    for r in rows:
+        key = (r["entity_type"], r["entity_id"])
+        entity = stored.setdefault(key, StoredEntity())
+        if r["updated_ms"] is not None:
+            entity.updated_ms = r["updated_ms"]
+        if not entity.live and r["deleted_ms"] is not None:
+            entity.deleted_ms = r["deleted_ms"]
+        entity.content_key = r["content_key"]
+        entity.duplicate_of = r["duplicate_of"]
+    return stored
+
+
+async def load_live_content(conn: GuardedConnection, user_id: str, content_keys: set[str]) -> dict[str, str]:
+    """content_key -> entity_id of the user's live logbook entries with that content."""
+    if not content_keys:
+        return {}
+    rows = await conn.fetchall(
+        """
+        SELECT e.content_key, MIN(e.entity_id) AS entity_id
+        FROM recovery_entity_state e
+        JOIN sync_data s
+          ON s.user_id = e.user_id AND s.entity_type = e.entity_type AND s.entity_id = e.entity_id
+         AND s.deleted_at IS NULL
+        WHERE e.user_id = ? AND e.entity_type = ? AND e.duplicate_of IS NULL
+          AND e.content_key IN (SELECT value FROM json_each(?))
+        GROUP BY e.content_key
+        """,
+        (user_id, LOGBOOK_ENTRY, _json.encode(sorted(content_keys)).decode()),
+    )
+    return {r["content_key"]: r["entity_id"] for r in rows}
+
+
+async def next_seq_values(conn: GuardedConnection, count: int) -> int:
+    """Reserve `count` values of the app's global change number; returns the first."""
+    row = await conn.fetchone(
+        "SELECT MAX((SELECT current_value FROM sync_sequence WHERE id = 1),"
+        " COALESCE((SELECT MAX(seq) FROM sync_data), 0)) AS current"
+    )
+    current = int(row["current"]) if row is not None and row["current"] is not None else 0
+    await conn.execute("UPDATE sync_sequence SET current_value = ? WHERE id = 1", (current + count,))
+    return current + 1
+
+
+_INSERT_SYNC = """
+INSERT INTO sync_data (id, user_id, entity_type, entity_id, data, checksum, version, deleted_at, device_id, seq)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_UPDATE_SYNC = """
+UPDATE sync_data SET data = ?, checksum = ?, version = ?, deleted_at = ?, device_id = ?, seq = ?
+WHERE id = ?
+"""
+_UPSERT_LOGBOOK = """
+INSERT INTO logbook_entries (id, user_id, timestamp, duration, type, instrument, pieces, techniques, goal_ids,
+  notes, mood, tags, session_id, metadata, created_at, updated_at, sync_version, checksum, deleted_at, device_id)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)
+ON CONFLICT (id) DO UPDATE SET
+  timestamp = excluded.timestamp, duration = excluded.duration, type = excluded.type,
+  instrument = excluded.instrument, pieces = excluded.pieces, techniques = excluded.techniques,
+  goal_ids = excluded.goal_ids, notes = excluded.notes, mood = excluded.mood, tags = excluded.tags,
+  session_id = excluded.session_id, metadata = excluded.metadata, created_at = excluded.created_at,
+  updated_at = excluded.updated_at, sync_version = excluded.sync_version, checksum = excluded.checksum,
+  deleted_at = NULL, device_id = excluded.device_id
+WHERE logbook_entries.user_id = excluded.user_id
+"""
+_DELETE_LOGBOOK = """
+UPDATE logbook_entries SET deleted_at = ?, sync_version = ?, device_id = ? WHERE id = ? AND user_id = ?
+"""
+_UPSERT_STATE = """
+INSERT INTO recovery_entity_state (user_id, entity_type, entity_id, updated_ms, deleted_ms, content_key, duplicate_of)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (user_id, entity_type, entity_id) DO UPDATE SET
+  updated_ms = excluded.updated_ms, deleted_ms = excluded.deleted_ms,
+  content_key = excluded.content_key, duplicate_of = excluded.duplicate_of
+"""
+
+
+async def apply_plan(
+    conn: GuardedConnection, plan: MergePlan, *, user_id: str, device_id: str | None, upload_id: str
+) -> None:
+    """Write the plan's rows: sync_data with fresh seq values, logbook_entries, merge state, archive."""
+    now = utc_now_text()
+    if plan.sync_writes:
+        seq = await next_seq_values(conn, len(plan.sync_writes))
+        inserts: list[tuple[Any, ...]] = []
+        updates: list[tuple[Any, ...]] = []
+        logbook_upserts: list[tuple[Any, ...]] = []
+        logbook_deletes: list[tuple[Any, ...]] = []
+        for w in plan.sync_writes:
+            deleted_at = ms_to_timestamp_text(w.deleted_ms) if w.deleted_ms is not None else None
+            if w.row_id is None:
+                inserts.append(
+                    (new_row_id("sync"), user_id, w.entity_type, w.entity_id, w.data, w.checksum,
+                     w.version, deleted_at, device_id, seq)
+                )
+            else:
+                updates.append((w.data, w.checksum, w.version, deleted_at, device_id, seq, w.row_id))
+            seq += 1
+            if w.entity_type != LOGBOOK_ENTRY:
+                continue
+            if deleted_at is not None:
+                logbook_deletes.append((deleted_at, w.version, device_id, w.entity_id, user_id))
+            elif w.logbook_row is not None:
+                r = w.logbook_row
+                logbook_upserts.append(
+                    (r.id, user_id, r.timestamp, r.duration, r.type, r.instrument, r.pieces, r.techniques,
+                     r.goal_ids, r.notes, r.mood, r.tags, r.session_id, r.metadata, r.created_at,
+                     r.updated_at, w.version, w.checksum, device_id)
+                )
+        if inserts:
+            await conn.executemany(_INSERT_SYNC, inserts)
+        if updates:
+            await conn.executemany(_UPDATE_SYNC, updates)
+        if logbook_upserts:
+            await conn.executemany(_UPSERT_LOGBOOK, logbook_upserts)
+        if logbook_deletes:
+            await conn.executemany(_DELETE_LOGBOOK, logbook_deletes)
+    if plan.state_writes:
+        await conn.executemany(
+            _UPSERT_STATE,
+            [(user_id, s.entity_type, s.entity_id, s.updated_ms, s.deleted_ms, s.content_key, s.duplicate_of)
+             for s in plan.state_writes],
+        )
+    if plan.archived:
+        await conn.executemany(
+            """INSERT INTO recovery_archive (user_id, entity_type, entity_id, data, checksum, updated_ms, reason,
+                 upload_id, archived_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            [(user_id, a.entity_type, a.entity_id, a.data, a.checksum, a.updated_ms, a.reason, upload_id, now)
+             for a in plan.archived],
+        )
+
+
+class RawRecordRow(msgspec.Struct):
+    entity_type: str
+    entity_id: str | None
+    raw: str
+    raw_sha256: str
+
+
+async def keep_raw_records(
+    conn: GuardedConnection, rows: list[RawRecordRow], *, user_id: str, device_id: str | None, upload_id: str
+) -> None:
+    """Keep every distinct raw record verbatim (once per distinct content), and which device sent it."""
+    now = utc_now_text()
+    keyed = [r for r in rows if r.entity_id is not None]
+    if keyed:
+        await conn.executemany(
+            """INSERT INTO recovery_raw_records (user_id, entity_type, entity_id, raw_sha256, raw, upload_id,
+                 device_id, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT DO NOTHING""",
+            [(user_id, r.entity_type, r.entity_id, r.raw_sha256, r.raw, upload_id, device_id, now) for r in keyed],
+        )
+        if device_id is not None:
+            await conn.executemany(
+                """INSERT INTO recovery_device_records (user_id, device_id, entity_type, entity_id)
+                   VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING""",
+                [(user_id, device_id, r.entity_type, r.entity_id) for r in keyed],
+            )
+
+
+class QuarantineRow(msgspec.Struct):
+    entity_type: str
+    entity_id: str | None
+    raw: str
+    reason: str
+    field: str | None
+    detail: str
+
+
+async def quarantine(
+    conn: GuardedConnection,
+    rows: list[QuarantineRow],
+    *,
+    owner: str,
+    email: str | None,
+    device_id: str | None,
+    upload_id: str,
+) -> None:
+    if not rows:
+        return
+    now = utc_now_text()
+    await conn.executemany(
+        """INSERT INTO recovery_quarantine (owner, email, entity_type, entity_id, raw, reason, field, detail,
+             upload_id, device_id, quarantined_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        [(owner, email, q.entity_type, q.entity_id, q.raw, q.reason, q.field, q.detail, upload_id, device_id, now)
+         for q in rows],
+    )
+
+
+async def record_upload(
+    conn: GuardedConnection,
+    receipt: Receipt,
+    *,
+    upload_id: str,
+    user_id: str,
+    device_id: str | None,
+    source: str,
+    file_name: str | None,
+    payload_sha256: str,
+) -> None:
+    """The ledger row, the user's running totals, and the device's first/last upload."""
+    now = utc_now_text()
+    await conn.execute(
+        """INSERT INTO recovery_ledger (upload_id, user_id, device_id, source, file_name, payload_sha256, received,
+             counts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        (upload_id, user_id, device_id, source, file_name, payload_sha256, receipt.received,
+         _json.encode(receipt.counts()).decode(), now),
+    )
+    by_type = receipt.counts_by_type()
+    if by_type:
+        await conn.executemany(
+            """INSERT INTO recovery_progress (user_id, entity_type, outcome, n) VALUES (?, ?, ?, ?)
+               ON CONFLICT (user_id, entity_type, outcome) DO UPDATE SET n = n + excluded.n""",
+            [(user_id, entity_type, outcome, n) for (entity_type, outcome), n in by_type.items()],
+        )
+    await conn.execute(
+        """INSERT INTO recovery_users (user_id, first_upload_at, last_upload_at) VALUES (?, ?, ?)
+           ON CONFLICT (user_id) DO UPDATE SET last_upload_at = excluded.last_upload_at""",
+        (user_id, now, now),
+    )
+    if device_id is not None:
+        await conn.execute(
+            """INSERT INTO recovery_devices (user_id, device_id, first_upload_at, last_upload_at)
+               VALUES (?, ?, ?, ?)
+               ON CONFLICT (user_id, device_id) DO UPDATE SET last_upload_at = excluded.last_upload_at""",
+            (user_id, device_id, now, now),
+        )
+
+
+async def touch_sync_metadata(conn: GuardedConnection, user_id: str, device_id: str | None, sync_token: str) -> None:
+    """What the app records on every sync, for a user that exists (the row references users)."""
+    await conn.execute(
+        """INSERT INTO sync_metadata (user_id, last_sync_token, last_sync_time, device_count, last_device_id)
+           VALUES (?, ?, ?, 1, ?)
+           ON CONFLICT (user_id) DO UPDATE SET last_sync_token = excluded.last_sync_token,
+             last_sync_time = excluded.last_sync_time,
+             last_device_id = COALESCE(excluded.last_device_id, sync_metadata.last_device_id)""",
+        (user_id, sync_token, utc_now_text(), device_id),
+    )
+
+
+# ---- idempotency -----------------------------------------------------------------------------------
+
+IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+
+
+class StoredResponse(msgspec.Struct):
+    request_sha256: str
+    response: bytes
+
+
+async def find_idempotent_response(
+    conn: GuardedConnection, user_id: str, key: str, now: float
+) -> StoredResponse | None:
+    row = await conn.fetchone(
+        "SELECT request_sha256, response FROM recovery_idempotency WHERE user_id = ? AND key = ? AND created_at > ?",
+        (user_id, key, now - IDEMPOTENCY_TTL_SECONDS),
+    )
+    if row is None:
+        return None
+    return StoredResponse(row["request_sha256"], row["response"].encode())
+
+
+async def remember_response(
+    conn: GuardedConnection, user_id: str, key: str, request_sha256: str, response: bytes, now: float
+) -> None:
+    await conn.execute(
+        """INSERT INTO recovery_idempotency (user_id, key, request_sha256, response, created_at)
+           VALUES (?, ?, ?, ?, ?)
+           ON CONFLICT (user_id, key) DO UPDATE SET request_sha256 = excluded.request_sha256,
+             response = excluded.response, created_at = excluded.created_at""",
+        (user_id, key, request_sha256, response.decode(), now),
+    )
+    # Expired keys are the service's own bookkeeping; clearing them keeps the table small.
+    await conn.execute("DELETE FROM recovery_idempotency WHERE created_at < ?", (now - IDEMPOTENCY_TTL_SECONDS,))
+
+
+# ---- users -----------------------------------------------------------------------------------------
+
+
+class UserRecord(msgspec.Struct):
+    id: str
+    email: str
+    role: str | None
+
+
+def _user(row: sqlite3.Row | None) -> UserRecord | None:
+    return None if row is None else UserRecord(row["id"], row["email"], row["role"])
+
+
+async def find_user(conn: GuardedConnection, user_id: str) -> UserRecord | None:
+    return _user(await conn.fetchone("SELECT id, email, role FROM users WHERE id = ?", (user_id,)))
+
+
+async def find_user_by_email(conn: GuardedConnection, email: str) -> UserRecord | None:
+    return _user(
+        await conn.fetchone(
+            "SELECT id, email, role FROM users WHERE LOWER(email) = LOWER(?) ORDER BY id LIMIT 1", (email,)
+        )
+    )
+
+
+async def record_alias(conn: GuardedConnection, token_sub: str, user: UserRecord, email: str) -> None:
+    await conn.execute(
+        """INSERT INTO recovery_user_aliases (token_sub, user_id, email, mapped_at) VALUES (?, ?, ?, ?)
+           ON CONFLICT (token_sub) DO UPDATE SET user_id = excluded.user_id, email = excluded.email,
+             mapped_at = excluded.mapped_at""",
+        (token_sub, user.id, email, utc_now_text()),
+    )

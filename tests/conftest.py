@@ -1,0 +1,82 @@
+"""Shared fixtures: an app on a fresh database file, users, and tokens as the app issues them."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from service.app import create_app
+from service.config import Settings
+from service.tokens import issue_token
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SECRET = "test-secret-that-is-long-enough-for-hs256"
+
+ADA = ("user_Q1w2E3r4T5y6U7i8O9p0a", "ada.pianist@example.com", "user")
+BEN = ("user_B2c3D4e5F6g7H8i9J0k1l", "Ben.Guitar@Example.com", "user")
+ADMIN = ("user_Adm1nAdm1nAdm1nAdm1n", "support@example.com", "admin")
+
+
+def load_fixture(name: str) -> Any:
+    return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+
+
+def token_for(user: tuple[str, str, str], *, lifetime: timedelta = timedelta(days=30), secret: str = SECRET) -> str:
+    return issue_token(secret, user[0], user[1], lifetime=lifetime)
+
+
+def auth(user: tuple[str, str, str], **headers: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token_for(user)}", **headers}
+
+
+def add_users(db_path: str, *users: tuple[str, str, str]) -> None:
+    with sqlite3.connect(db_path) as conn:
+        conn.executemany(
+            "INSERT INTO users (id, email, display_name, role) VALUES (?, ?, ?, ?)",
+            [(u[0], u[1], u[1].split("@")[0], u[2]) for u in users],
+        )
+
+
+def query(db_path: str, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+    conn = sqlite3.connect(db_path)
+    conn.row_factory = sqlite3.Row
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> str:
+    return str(tmp_path / "app.db")
+
+
+@pytest.fixture
+def settings(db_path: str) -> Settings:
+    return Settings(db_path=db_path, jwt_secret=SECRET, max_body_bytes=2 * 1024 * 1024)
+
+
+@pytest.fixture
+def app(settings: Settings) -> Litestar:
+    return create_app(settings)
+
+
+@pytest.fixture
+async def client(app: Litestar, db_path: str) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    """A client on a started app whose database holds Ada, Ben and an admin."""
+    async with AsyncTestClient(app=app) as client:
+        add_users(db_path, ADA, BEN, ADMIN)
+        yield client
+
+
+@pytest.fixture
+def anyio_backend() -> Iterator[str]:
+    yield "asyncio"
