@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import time
+from datetime import timedelta
 
-from litestar.security.jwt import Token
+import jwt
 
 TOKEN_LIFETIME = timedelta(days=30)
 
 
 def issue_token(secret: str, user_id: str, email: str, *, lifetime: timedelta = TOKEN_LIFETIME) -> str:
-    now = datetime.now(UTC)
-    token = Token(sub=user_id, exp=now + lifetime, iat=now, extras={"email": email})
-    return token.encode(secret=secret, algorithm="HS256")
+    now = int(time.time())
+    claims = {"sub": user_id, "email": email, "iat": now, "exp": now + int(lifetime.total_seconds())}
+    return jwt.encode(claims, secret, algorithm="HS256")

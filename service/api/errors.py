@@ -56,6 +56,10 @@ def _from_validation(exc: ValidationException) -> ProblemDetailsException:
     return problem(400, "The request body is not valid JSON", [{"field": "body", "reason": str(exc.detail)}])
 
 
+# The part of the request an error without a more precise field points at.
+_FIELD_BY_STATUS = {400: "body", 401: "Authorization", 403: "Authorization", 404: "path", 405: "method"}
+
+
 def _from_http(exc: HTTPException) -> ProblemDetailsException:
     if isinstance(exc, ProblemDetailsException):
         return exc
@@ -65,8 +69,8 @@ def _from_http(exc: HTTPException) -> ProblemDetailsException:
     errors: list[dict[str, Any]] = []
     if exc.status_code == 413:
         errors = [{"field": "body", "reason": "request body is larger than the configured limit"}]
-    elif exc.status_code == 401:
-        errors = [{"field": "Authorization", "reason": detail}]
+    elif exc.status_code in _FIELD_BY_STATUS:
+        errors = [{"field": _FIELD_BY_STATUS[exc.status_code], "reason": detail}]
     p = problem(exc.status_code, detail, errors)
     p.headers = exc.headers
     return p

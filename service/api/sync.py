@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.params import Parameter
-from typing_extensions import Annotated
+from litestar.params import HeaderParameter, JSONBody
 
 from service.api.auth import Principal
 from service.api.errors import FieldError
@@ -37,11 +36,14 @@ _encode = msgspec.json.Encoder().encode
 _GROUP_OF_TYPE = {entity_type: group for group, entity_type in PUSH_GROUPS.items()}
 
 DeviceHeader = Annotated[
-    str | None, Parameter(header="X-Device-ID", required=False, description="The uploading device, `dev_` + 16 chars")
+    str | None,
+    HeaderParameter(name="X-Device-ID", required=False, description="The uploading device, `dev_` + 16 chars"),
 ]
 IdempotencyHeader = Annotated[
     str | None,
-    Parameter(header="X-Idempotency-Key", required=False, description="<= 64 chars of [A-Za-z0-9_-]; kept 24 h"),
+    HeaderParameter(
+        name="X-Idempotency-Key", required=False, description="<= 64 chars of [A-Za-z0-9_-]; kept 24 h"
+    ),
 ]
 
 
@@ -100,7 +102,7 @@ class SyncController(Controller):
     async def push(
         self,
         request: Request[Principal, Any, Any],
-        data: PushRequest,
+        data: JSONBody[PushRequest],
         device_id: DeviceHeader = None,
         idempotency_key: IdempotencyHeader = None,
     ) -> Response[PushResponse]:

@@ -19,7 +19,7 @@ import hashlib
 import json.encoder
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 # `json`'s C string encoder for ensure_ascii=False: it escapes exactly what JSON.stringify escapes
@@ -46,25 +46,40 @@ def canonical_json(value: Any) -> str:
 
     Raises TypeError for values JSON cannot hold (and RecursionError for absurdly deep nesting).
     """
-    text = _encode(value)
-    if not text.isascii() and _SURROGATES.search(text):
-        text = _SURROGATES.sub(_write_surrogates, text)
-    return text
+    return _finish(_encode(value))
 
 
-def canonical_bytes(value: Any) -> bytes:
-    """The UTF-8 bytes the checksum is taken over (also the size of the stored document)."""
-    return canonical_json(value).encode("utf-8")
+class CanonicalObject:
+    """A JSON object encoded member by member, so that parts of it can be reused without re-encoding.
+
+    `text()` is `canonical_json` of the whole object, `text(omit=...)` that of the object without some
+    members, and `value_text(key)` the canonical JSON of one member's value.
+    """
+
+    __slots__ = ("_layout", "_values")
+
+    def __init__(self, obj: Mapping[str, Any]) -> None:
+        data = obj if type(obj) is dict else dict(obj)
+        self._layout = _layout_of(data)
+        self._values = {key: _encode(data[key]) for key, _ in self._layout}
+
+    def text(self, omit: Collection[str] = ()) -> str:
+        values = self._values
+        members = [prefix + values[key] for key, prefix in self._layout if key not in omit]
+        return _finish("{" + ",".join(members) + "}")
+
+    def value_text(self, key: str) -> str:
+        return _finish(self._values[key])
 
 
 def checksum(value: Any) -> str:
     """Lowercase hex SHA-256 of the canonical JSON text: the app's `sync_data.checksum`."""
-    return hashlib.sha256(canonical_bytes(value)).hexdigest()
+    return checksum_of_text(canonical_json(value))
 
 
-def checksum_of_bytes(data: bytes) -> str:
-    """Lowercase hex SHA-256 of already encoded canonical bytes."""
-    return hashlib.sha256(data).hexdigest()
+def checksum_of_text(text: str) -> str:
+    """Lowercase hex SHA-256 of a canonical JSON text's UTF-8 bytes."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def js_number(x: float) -> str:
@@ -106,11 +121,12 @@ def _encode(value: Any) -> str:
 
 
 def _encode_object(obj: dict[str, Any]) -> str:
+    return "{" + ",".join([prefix + _encode(obj[key]) for key, prefix in _layout_of(obj)]) + "}"
+
+
+def _layout_of(obj: dict[str, Any]) -> _Layout:
     shape = tuple(obj)
-    layout = _layouts.get(shape)
-    if layout is None:
-        layout = _layout(shape)
-    return "{" + ",".join([prefix + _encode(obj[key]) for key, prefix in layout]) + "}"
+    return _layouts.get(shape) or _layout(shape)
 
 
 def _layout(shape: tuple[str, ...]) -> _Layout:
@@ -169,6 +185,14 @@ def _js_number_from_digits(x: float) -> str:
         suffix = f"e{'+' if power >= 0 else '-'}{abs(power)}"
         text = (digits if count == 1 else digits[0] + "." + digits[1:]) + suffix
     return "-" + text if x < 0 else text
+
+
+def _finish(text: str) -> str:
+    # Surrogate code points can only come from strings (and only from unusual ones); checking the
+    # finished text once is far cheaper than checking every string.
+    if not text.isascii() and _SURROGATES.search(text):
+        return _SURROGATES.sub(_write_surrogates, text)
+    return text
 
 
 def _write_surrogates(match: re.Match[str]) -> str:

@@ -201,7 +201,14 @@ class _Planner:
         data = encode_document(n.data)
         if not w.live and w.deleted_ms is not None:
             if not _newer(n.updated_ms, w.deleted_ms):
-                self._archive(key, data, n.checksum, n.updated_ms, "older than deletion")
+                # Stays deleted. The deleted row keeps the newest version older than the deletion, so
+                # the rows are the same whichever came first, the deletion or the copies.
+                if not w.present or (w.checksum != n.checksum and _newer(n.updated_ms, w.updated_ms)):
+                    if w.present and w.data is not None and w.checksum is not None:
+                        self._archive(key, w.data, w.checksum, w.updated_ms, "superseded by newer version")
+                    self._write(key, w, n, data, live=False)
+                elif w.checksum != n.checksum:
+                    self._archive(key, data, n.checksum, n.updated_ms, "older than deletion")
                 self._result(n, oc.SUPPRESSED, reason="deleted_later")
                 return
             outcome = oc.UPDATED if w.present else oc.INSERTED
@@ -250,16 +257,18 @@ class _Planner:
         elif self._live_content.get(w.content_key) == key[1]:
             del self._live_content[w.content_key]
 
-    def _write(self, key: EntityKey, w: _Working, n: Normalised, data: str) -> None:
+    def _write(self, key: EntityKey, w: _Working, n: Normalised, data: str, *, live: bool = True) -> None:
         if w.live:
             self._set_content(key, w, live=False)
         w.data, w.checksum, w.updated_ms = data, n.checksum, n.updated_ms
         w.content_key, w.duplicate_of = n.content_key, None
         w.logbook_row = n.logbook_row
         w.version += 1
-        w.live = w.present = True
+        w.live = live
+        w.present = True
         w.row_changed = w.state_changed = True
-        self._set_content(key, w, live=True)
+        if live:
+            self._set_content(key, w, live=True)
 
     def writes(self) -> tuple[list[SyncWrite], list[StateWrite]]:
         sync_writes: list[SyncWrite] = []

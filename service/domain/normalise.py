@@ -13,9 +13,9 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
-from service.domain.checksum import canonical_bytes, canonical_json, checksum, checksum_of_bytes
+from service.domain.checksum import CanonicalObject, canonical_json, checksum_of_text
 from service.domain.records import (
     ENTITY_TYPES,
     FUTURE_TIME,
@@ -94,6 +94,8 @@ VERSION_TIMES = ("updatedAt", "updated_at", "createdAt", "created_at")
 ENTRY_LIST_FIELDS = ("pieces", "techniques", "tags", "goal_ids", "goalIds")
 
 FUTURE_TOLERANCE_MS = 24 * 60 * 60 * 1000
+
+_T = TypeVar("_T")
 
 # Canonical Scorebook ids are kept as they are. ASCII-only case folding, as in JavaScript's /i.
 _CANONICAL_SCORE_ID = re.compile(r"score_[a-z0-9]+(?:[-_][a-z0-9]+)*", re.ASCII | re.IGNORECASE)
@@ -199,19 +201,37 @@ def _stored(
     entity_type: str,
     entity_id: str,
     data: dict[str, Any],
+    text: str,
     times: Mapping[str, int],
     **entry_extras: Any,
 ) -> Normalised:
-    try:
-        encoded = canonical_bytes(data)
-    except (TypeError, RecursionError) as error:
-        raise _Quarantine(INVALID_VALUE, None, f"the document cannot be stored as JSON: {error}") from None
-    if len(encoded) > MAX_DOCUMENT_BYTES:
+    """The Normalised record for `data`, whose canonical JSON is `text`."""
+    # UTF-8 needs at most 4 bytes a character, so short texts need no encoding to be measured.
+    if len(text) > MAX_DOCUMENT_BYTES // 4 and (size := len(text.encode("utf-8"))) > MAX_DOCUMENT_BYTES:
         raise _Quarantine(
-            TOO_LARGE, None, f"the stored document is {len(encoded)} bytes, over D1's {MAX_DOCUMENT_BYTES}"
+            TOO_LARGE, None, f"the stored document is {size} bytes, over D1's {MAX_DOCUMENT_BYTES}"
         )
-    updated_ms = next((times[field] for field in VERSION_TIMES if field in times), None)
-    return Normalised(entity_type, entity_id, data, checksum_of_bytes(encoded), updated_ms, **entry_extras)
+    updated_ms = _first(times, VERSION_TIMES, default=None)
+    return Normalised(entity_type, entity_id, data, checksum_of_text(text), updated_ms, **entry_extras)
+
+
+def _canonical_json(data: dict[str, Any]) -> str:
+    try:
+        return canonical_json(data)
+    except (TypeError, RecursionError) as error:
+        raise _unstorable(error) from None
+
+
+def _canonical_object(data: dict[str, Any]) -> CanonicalObject:
+    try:
+        return CanonicalObject(data)
+    except (TypeError, RecursionError) as error:
+        raise _unstorable(error) from None
+
+
+def _unstorable(error: Exception) -> _Quarantine:
+    # Only reachable with values JSON cannot carry, or nesting deeper than Python's recursion limit.
+    return _Quarantine(INVALID_VALUE, None, f"the document cannot be stored as JSON: {type(error).__name__}")
 
 
 # --- logbook entries ---------------------------------------------------------------------------------
@@ -231,14 +251,16 @@ def _normalise_entry(
     _apply_app_field_rules(entry, user_id, times)
     if isinstance(entry.get("pieces"), list):
         entry["pieces"] = [_normalise_piece(piece) for piece in entry["pieces"]]
-    row, refusal = _logbook_row(entity_id, entry, times)
-    content = {key: value for key, value in entry.items() if key not in CONTENT_KEY_IGNORED}
+    # Encode each field once: the document, its content key and the row's JSON columns share the texts.
+    encoded = _canonical_object(entry)
+    row, refusal = _logbook_row(entity_id, entry, encoded, times)
     return _stored(
         entity_type,
         entity_id,
         entry,
+        encoded.text(),
         times,
-        content_key=checksum(content),
+        content_key=checksum_of_text(encoded.text(omit=CONTENT_KEY_IGNORED)),
         logbook_row=row,
         logbook_refusal=refusal,
     )
@@ -341,9 +363,12 @@ def _normalise_piece(piece: object) -> dict[str, Any]:
 
 
 def _logbook_row(
-    entity_id: str, entry: Mapping[str, Any], times: Mapping[str, int]
+    entity_id: str, entry: Mapping[str, Any], encoded: CanonicalObject, times: Mapping[str, int]
 ) -> tuple[LogbookRow | None, str | None]:
-    """The entry's `logbook_entries` row, or why the production table's CHECKs would refuse it."""
+    """The entry's `logbook_entries` row, or why the production table's CHECKs would refuse it.
+
+    The row's JSON columns reuse the entry's canonical encoding (`encoded`).
+    """
     refused = [
         f"{field} {_show(entry.get(field))}"
         for field, allowed in (("type", ROW_TYPES), ("instrument", ROW_INSTRUMENTS), ("mood", ROW_MOODS))
@@ -356,21 +381,24 @@ def _logbook_row(
     timestamp = times["timestamp"]
     created = _first(times, ("created_at", "createdAt"), default=timestamp)
     updated = _first(times, ("updated_at", "updatedAt"), default=created)
-    metadata = entry.get("metadata")
+
+    def json_list(field: str) -> str:
+        return encoded.value_text(field) if entry.get(field) else "[]"
+
     row = LogbookRow(
         id=entity_id,
         timestamp=timestamp,
         duration=entry["duration"],
         type=entry["type"],
         instrument=entry["instrument"],
-        pieces=canonical_json(entry.get("pieces") or []),
-        techniques=canonical_json(entry.get("techniques") or []),
-        goal_ids=canonical_json(entry.get("goal_ids") or []),
+        pieces=json_list("pieces"),
+        techniques=json_list("techniques"),
+        goal_ids=json_list("goal_ids"),
         notes=entry.get("notes"),
         mood=entry.get("mood"),
-        tags=canonical_json(entry.get("tags") or []),
+        tags=json_list("tags"),
         session_id=entry.get("session_id"),
-        metadata=None if metadata is None else canonical_json(metadata),
+        metadata=None if entry.get("metadata") is None else encoded.value_text("metadata"),
         created_at=created,
         updated_at=updated,
     )
@@ -389,7 +417,7 @@ def _normalise_goal(
     title = goal.get("title")
     if title is not None and not isinstance(title, str):
         raise _Quarantine(INVALID_VALUE, "title", f"title must be a string, got {_json_kind(title)}")
-    return _stored(entity_type, entity_id, goal, times)
+    return _stored(entity_type, entity_id, goal, _canonical_json(goal), times)
 
 
 def _goal_status(status: object) -> str:
@@ -407,7 +435,9 @@ def _normalise_document(
     entity_type: str, entity_id: str, raw: dict[str, Any], user_id: str, now_ms: int
 ) -> Normalised:
     # Plans, occurrences, templates, repertoire and preferences are stored as the device holds them.
-    return _stored(entity_type, entity_id, dict(raw), _document_times(raw, now_ms))
+    times = _document_times(raw, now_ms)
+    document = dict(raw)
+    return _stored(entity_type, entity_id, document, _canonical_json(document), times)
 
 
 def _document_times(raw: Mapping[str, Any], now_ms: int) -> dict[str, int]:
@@ -446,7 +476,8 @@ def _js_truthy(value: object) -> bool:
     return True
 
 
-def _first(times: Mapping[str, int], fields: Iterable[str], *, default: int) -> int:
+def _first(times: Mapping[str, int], fields: Iterable[str], *, default: _T) -> int | _T:
+    """The time of the first of `fields` that was given."""
     return next((times[field] for field in fields if field in times), default)
 
 

@@ -23,10 +23,9 @@ _ISO_Z = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?
 # Every date-time form accepted on the way in. A missing zone means UTC: legacy `YYYY-MM-DD HH:MM:SS`
 # rows were written by SQLite's CURRENT_TIMESTAMP, and the app's server runs in UTC.
 _DATE_TIME = re.compile(
-    r"(?P<year>[0-9]{4})-(?P<month>[0-9]{2})-(?P<day>[0-9]{2})"
-    r"(?:[Tt ](?P<hour>[0-9]{2}):(?P<minute>[0-9]{2})"
-    r"(?::(?P<second>[0-9]{2})(?:\.(?P<fraction>[0-9]+))?)?"
-    r"(?P<zone>[Zz]|(?P<sign>[+-])(?P<zone_hour>[0-9]{2})(?::?(?P<zone_minute>[0-9]{2}))?)?)?"
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})"  # date
+    r"(?:[Tt ]([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:\.([0-9]+))?)?"  # time: hour, minute, second, fraction
+    r"(?:[Zz]|([+-])([0-9]{2})(?::?([0-9]{2}))?)?)?"  # zone: sign, hours, minutes
 )
 
 # Numeric strings are epoch ms (old clients stringified `Date.now()`). Longer digit runs cannot be a valid
@@ -50,9 +49,11 @@ def to_epoch_ms(value: object) -> int | None:
     if isinstance(value, float):
         return _float_ms(value)
     if isinstance(value, str):
+        match = _DATE_TIME.fullmatch(value)
+        if match is not None:
+            return _date_time_ms(match)
         if _NUMERIC.fullmatch(value):
             return _float_ms(float(value)) if "." in value else to_epoch_ms(int(value))
-        return _parse_date_time(value)
     return None
 
 
@@ -91,28 +92,25 @@ def _float_ms(value: float) -> int | None:
     return int(value)
 
 
-def _parse_date_time(text: str) -> int | None:
-    match = _DATE_TIME.fullmatch(text)
-    if match is None:
-        return None
-    year, month, day = int(match["year"]), int(match["month"]), int(match["day"])
-    hour = int(match["hour"] or 0)
-    minute = int(match["minute"] or 0)
-    second = int(match["second"] or 0)
-    # Date.parse keeps milliseconds and drops any finer digits.
-    millis = int((match["fraction"] or "0")[:3].ljust(3, "0"))
+def _date_time_ms(match: re.Match[str]) -> int | None:
+    """Epoch ms of the parts `_DATE_TIME` matched, or None when they name no real time."""
+    parts = match.groups()
+    year, month, day, hour, minute, second = [int(part or 0) for part in parts[:6]]
+    fraction, sign, zone_hour, zone_minute = parts[6:]
     if not (1 <= month <= 12 and 1 <= day <= _days_in_month(year, month)):
         return None
     if hour > 23 or minute > 59 or second > 59:
         return None
-    offset_minutes = 0
-    if match["sign"]:
-        zone_hour, zone_minute = int(match["zone_hour"]), int(match["zone_minute"] or 0)
-        if zone_hour > 23 or zone_minute > 59:
+    if sign:
+        offset_hour, offset_minute = int(zone_hour or 0), int(zone_minute or 0)
+        if offset_hour > 23 or offset_minute > 59:
             return None
-        offset_minutes = (zone_hour * 60 + zone_minute) * (-1 if match["sign"] == "-" else 1)
-    seconds = _days_from_civil(year, month, day) * 86_400 + hour * 3600 + (minute - offset_minutes) * 60
-    return (seconds + second) * 1000 + millis
+        offset = offset_hour * 60 + offset_minute
+        minute -= offset if sign == "+" else -offset
+    # Date.parse keeps milliseconds and drops any finer digits.
+    millis = int(fraction[:3].ljust(3, "0")) if fraction else 0
+    seconds = _days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second
+    return seconds * 1000 + millis
 
 
 def _days_in_month(year: int, month: int) -> int:

@@ -77,6 +77,17 @@ class Catalog:
             and key.on_delete in ROW_CHANGING_ACTIONS
         ]
 
+    def all_referencing(self, parent: str) -> tuple[str, ...]:
+        """Names of the other tables with any foreign key to `parent`, whatever its ON DELETE action."""
+        return tuple(
+            dict.fromkeys(
+                table.name
+                for table in self.tables.values()
+                for key in table.foreign_keys
+                if key.parent.lower() == parent.lower() and table.name.lower() != parent.lower()
+            )
+        )
+
     def effects_of_deleting_rows(self, parent: str) -> tuple[ChildEffect, ...]:
         """Every table whose rows are deleted or changed when rows of `parent` are deleted.
 

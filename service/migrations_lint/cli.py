@@ -35,14 +35,21 @@ def run(args: argparse.Namespace) -> int:
     """Lint (and optionally simulate) the migrations; 0 clean, 1 errors or rows lost, 2 unreadable input."""
     try:
         migrations = load_migrations(args.paths)
-        findings = lint_migrations(migrations)
-        simulation = simulate_migrations(migrations) if args.simulate else None
     except MigrationInputError as error:
-        print(f"{error.location}: error: {error.message}", file=sys.stderr)
+        _print_error(error)
         return EXIT_UNREADABLE
-    report = LintReport([m.name for m in migrations], findings, simulation)
+    lint = lint_migrations(migrations)
+    # The simulation replays the same statements, so it is pointless once one cannot execute.
+    simulation = simulate_migrations(migrations) if args.simulate and lint.error is None else None
+    report = LintReport([m.name for m in migrations], lint.findings, simulation, lint.error)
     print(render_json(report) if args.format == "json" else render_text(report))
+    if lint.error:
+        _print_error(lint.error)
     return report.exit_code()
+
+
+def _print_error(error: MigrationInputError) -> None:
+    print(f"{error.location}: error: {error.message}", file=sys.stderr)
 
 
 def load_migrations(paths: list[Path]) -> list[MigrationFile]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from . import rules, sql_text
-from .catalog import Catalog, CatalogReader
+from .catalog import Catalog, CatalogReader, Table
 from .model import Finding, MigrationFile, MigrationInputError, Statement
 from .rules import Site
 
@@ -40,14 +40,23 @@ def open_scratch_database() -> sqlite3.Connection:
     return connection
 
 
-def lint_migrations(migrations: list[MigrationFile]) -> list[Finding]:
+@dataclass(frozen=True)
+class LintResult:
+    findings: list[Finding]
+    # Set when SQLite could not execute a statement; `findings` then covers what came before it.
+    error: MigrationInputError | None
+
+
+def lint_migrations(migrations: list[MigrationFile]) -> LintResult:
     linter = Linter()
     try:
         for migration in migrations:
             linter.lint_file(migration)
+    except MigrationInputError as error:
+        return LintResult(linter.findings, error)
     finally:
         linter.close()
-    return linter.findings
+    return LintResult(linter.findings, None)
 
 
 class Linter:
@@ -58,6 +67,8 @@ class Linter:
         self._copies: dict[str, list[Copy]] = {}
         # How a table got its current name, for explaining rename-first rebuilds.
         self._renamed_from: dict[str, Rename] = {}
+        # Parents dropped in the current file while children still referenced them, with the DROP's site.
+        self._dropped_with_children: list[tuple[Site, str]] = []
         self.findings: list[Finding] = []
 
     def close(self) -> None:
@@ -65,12 +76,27 @@ class Linter:
 
     def lint_file(self, migration: MigrationFile) -> None:
         file_findings: list[Finding] = []
-        for index, statement in enumerate(migration.statements):
-            before = self._catalog.current()
-            self._execute(migration, statement)
-            after = self._catalog.current()
-            file_findings += self._check(migration, index, before, after)
-        self.findings += rules.settle_pragma_findings(file_findings)
+        self._dropped_with_children = []
+        try:
+            for index, statement in enumerate(migration.statements):
+                before = self._catalog.current()
+                self._execute(migration, statement)
+                after = self._catalog.current()
+                file_findings += self._check(migration, index, before, after)
+            file_findings += self._dangling_references()
+        finally:
+            file_findings.sort(key=lambda finding: finding.line)
+            self.findings += rules.settle_pragma_findings(file_findings)
+
+    def _dangling_references(self) -> list[Finding]:
+        """Children left pointing at a table that this file dropped and did not bring back."""
+        catalog = self._catalog.current()
+        findings = []
+        for site, parent in self._dropped_with_children:
+            children = catalog.all_referencing(parent)
+            if children and not catalog.has(parent):
+                findings.append(rules.dangling_foreign_key(site, parent, children))
+        return findings
 
     def _execute(self, migration: MigrationFile, statement: Statement) -> None:
         if sql_text.is_transaction_control(statement) or sql_text.is_foreign_keys_pragma(statement):
@@ -130,33 +156,44 @@ class Linter:
         for table in before.tables.values():
             if after.has(table.name):
                 continue
-            children = before.effects_of_deleting_rows(table.name)
-            copies = self._forget_dropped(table.name)
-            if children and copies:
-                steps = self._rebuild_steps(migration, index, table.name, copies[-1])
-                findings.append(rules.rebuild_referenced_parent(site, table.name, children, steps))
-            elif children:
-                findings.append(rules.drop_referenced_parent(site, table.name, children))
-            if not copies and table.holds_rows:
-                findings.append(rules.drop_without_copy(site, table.name))
+            findings += self._judge_drop(migration, index, site, table, before)
+            if after.all_referencing(table.name):
+                self._dropped_with_children.append((site, table.name))
+            self._forget_dropped(table.name)
         return findings
 
-    def _forget_dropped(self, table: str) -> list[Copy]:
-        """Return the copies of `table`'s rows, and forget them and every copy *into* it."""
-        copies = self._copies.pop(table.lower(), [])
+    def _judge_drop(
+        self, migration: MigrationFile, index: int, site: Site, table: Table, before: Catalog
+    ) -> list[Finding]:
+        children = before.effects_of_deleting_rows(table.name)
+        copies = self._copies.get(table.name.lower(), [])
+        if children and copies:
+            renamed = self._renamed_from.get(table.name.lower())
+            original = renamed.old_name if renamed else table.name
+            steps = self._rebuild_steps(migration, index, table.name, copies[-1])
+            return [rules.rebuild_referenced_parent(site, table.name, original, children, steps)]
+        findings = []
+        if children:
+            findings.append(rules.drop_referenced_parent(site, table.name, children))
+        if not copies and table.holds_rows:
+            findings.append(rules.drop_without_copy(site, table.name))
+        return findings
+
+    def _forget_dropped(self, table: str) -> None:
+        """A dropped table's rows are gone: forget copies of them, every copy *into* it, and its name."""
+        self._copies.pop(table.lower(), None)
         for source, kept in self._copies.items():
             self._copies[source] = [copy for copy in kept if copy.target.lower() != table.lower()]
         self._renamed_from.pop(table.lower(), None)
-        return copies
 
     def _rebuild_steps(self, migration: MigrationFile, index: int, table: str, copy: Copy) -> list[str]:
         """Describe the rebuild around the DROP at statement `index` for the finding's message."""
         steps = []
         renamed = self._renamed_from.get(table.lower())
         if renamed:
+            where = _location(renamed.file, renamed.line, migration)
             steps.append(
-                f"{renamed.old_name} renamed to {table} at "
-                f"{_location(renamed.file, renamed.line, migration)}, which made its children reference {table}"
+                f"{renamed.old_name} renamed to {table} at {where}, which made its children reference {table}"
             )
         steps.append(f"rows copied into {copy.target} at {_location(copy.file, copy.line, migration)}")
         steps.append(f"{table} dropped at line {migration.statements[index].line}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from .model import FileSimulation, Finding
+from .model import FileSimulation, Finding, MigrationInputError
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1
@@ -16,9 +16,12 @@ EXIT_UNREADABLE = 2
 class LintReport:
     files: list[str]
     findings: list[Finding]
-    simulation: list[FileSimulation] | None  # None when --simulate was not asked for
+    simulation: list[FileSimulation] | None  # None when --simulate was not asked for (or could not run)
+    error: MigrationInputError | None = None  # a statement SQLite could not execute; linting stopped there
 
     def exit_code(self) -> int:
+        if self.error:
+            return EXIT_UNREADABLE
         failed = any(f.severity == "error" for f in self.findings) or any(
             result.failed for result in self.simulation or []
         )
@@ -31,6 +34,9 @@ def render_json(report: LintReport) -> str:
             "files": report.files,
             "findings": [asdict(finding) for finding in report.findings],
             "simulation": [_simulation_dict(result) for result in report.simulation or []],
+            "error": {"location": report.error.location, "message": report.error.message}
+            if report.error
+            else None,
         },
         indent=2,
     )
@@ -76,7 +82,7 @@ def _simulation_lines(result: FileSimulation) -> list[str]:
     else:
         lines = [f"  {result.file}: no rows lost"]
     if result.dropped_tables:
-        dropped = ", ".join(f"{table.table} ({table.rows} rows)" for table in result.dropped_tables)
+        dropped = ", ".join(f"{table.table} ({_count(table.rows, 'row')})" for table in result.dropped_tables)
         lines.append(f"      dropped: {dropped}")
     if result.seeded:
         seeded = ", ".join(f"{table.table} ({table.rows})" for table in result.seeded)
@@ -95,6 +101,8 @@ def _summary(report: LintReport) -> str:
         if report.findings
         else f"No findings in {files}."
     )
+    if report.error:
+        return f"Linting stopped at {report.error.location}: {report.error.message}. Before that: {summary}"
     if report.simulation is None:
         return summary
     losing = sum(bool(result.lost_rows) for result in report.simulation)

@@ -16,6 +16,7 @@ REPLACE_INTO_REFERENCED_PARENT = "replace-into-referenced-parent"
 DELETE_ALL_FROM_REFERENCED_PARENT = "delete-all-from-referenced-parent"
 DROP_WITHOUT_COPY = "drop-without-copy"
 TRANSACTION_STATEMENT = "transaction-statement"
+DANGLING_FOREIGN_KEY = "dangling-foreign-key"
 
 # Findings whose statement deletes rows of a parent and so fires its ON DELETE actions.
 CASCADING_RULES = frozenset(
@@ -73,8 +74,9 @@ def drop_referenced_parent(site: Site, table: str, children: tuple[ChildEffect, 
 
 
 def rebuild_referenced_parent(
-    site: Site, table: str, children: tuple[ChildEffect, ...], steps: list[str]
+    site: Site, table: str, original: str, children: tuple[ChildEffect, ...], steps: list[str]
 ) -> Finding:
+    """`table` is the dropped table; `original` the name it had before a rename-first rebuild."""
     return Finding(
         rule=REBUILD_REFERENCED_PARENT,
         severity="error",
@@ -84,11 +86,11 @@ def rebuild_referenced_parent(
         table=table,
         children=children,
         message=(
-            f"Table rebuild of {table} (create, copy, drop, rename: {'; '.join(steps)}). Copying keeps "
+            f"Table rebuild of {original} (create, copy, drop, rename: {'; '.join(steps)}). Copying keeps "
             f"the rows of {table}, but DROP TABLE {table} deletes them first, and the ON DELETE actions "
             f"then wipe or change every row of {_names(children)}."
         ),
-        safe_pattern=_in_place_alternative(table, children),
+        safe_pattern=_in_place_alternative(original, children),
     )
 
 
@@ -199,6 +201,28 @@ def transaction_statement(site: Site) -> Finding:
             f"rejects explicit transaction statements (the linter skips it)."
         ),
         safe_pattern="Remove BEGIN / COMMIT / END / ROLLBACK / SAVEPOINT / RELEASE: the file is atomic.",
+    )
+
+
+def dangling_foreign_key(site: Site, parent: str, children: tuple[str, ...]) -> Finding:
+    names = ", ".join(children)
+    return Finding(
+        rule=DANGLING_FOREIGN_KEY,
+        severity="error",
+        file=site.file,
+        line=site.line,
+        statement=site.statement,
+        table=parent,
+        children=(),
+        message=(
+            f"After this file {names} still reference {parent}, which it dropped and did not recreate: "
+            f"every insert, update or delete on them fails with 'no such table: main.{parent}'. (Renaming "
+            f"a parent away re-points its children at the new name, SQLite 3.26+.)"
+        ),
+        safe_pattern=(
+            f"Do not rename or drop a table that other tables reference; change it in place with ALTER TABLE "
+            f"... ADD COLUMN / RENAME COLUMN / DROP COLUMN, or rebuild {names} to reference the new table."
+        ),
     )
 
 

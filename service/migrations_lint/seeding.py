@@ -89,7 +89,7 @@ def _synthetic_row(
     table: Table,
     number: int,
     allowed: dict[str, list[object]],
-    parent_rows: dict[ForeignKey, list[tuple[object, ...]]],
+    parent_rows: dict[ForeignKey, list[tuple[object, ...]] | None],
     *,
     fill_all: bool,
 ) -> dict[str, object] | str:
@@ -100,10 +100,12 @@ def _synthetic_row(
         if not column.generated and (fill_all or needs_value):
             row[column.name] = synthetic_value(column, number, allowed.get(column.name.lower()))
     for key in table.foreign_keys:
-        values = _foreign_key_values(table, key, number, parent_rows[key], row)
+        candidates = parent_rows[key]
+        values = None if candidates is None else _foreign_key_values(table, key, number, candidates, row)
         if values is None:
             if any(_column(table, name).not_null for name in key.child_columns):
-                return f"no row in parent table {key.parent} to reference"
+                missing = "does not exist" if candidates is None else "has no row to reference"
+                return f"parent table {key.parent} {missing}"
             values = dict.fromkeys(key.child_columns)
         row.update(values)
     return row
@@ -130,9 +132,12 @@ def _foreign_key_values(
 
 def _parent_key_rows(
     connection: sqlite3.Connection, catalog: Catalog, key: ForeignKey
-) -> list[tuple[object, ...]]:
+) -> list[tuple[object, ...]] | None:
+    """Key values of up to ROWS_PER_TABLE parent rows; None when the parent table does not exist."""
     parent = catalog.get(key.parent)
-    if parent is None or parent.name.lower() == key.child.lower():
+    if parent is None:
+        return None
+    if parent.name.lower() == key.child.lower():
         return []
     columns = ", ".join(quote(name) for name in _referenced_columns(parent, key))
     query = f"SELECT {columns} FROM {quote(parent.name)} LIMIT {ROWS_PER_TABLE}"  # noqa: S608 (quoted names)
