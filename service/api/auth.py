@@ -47,7 +47,8 @@ class AppTokenMiddleware(JWTCookieAuthenticationMiddleware):
         cookie = connection.cookies.get(self.auth_cookie_key)
         if not cookie:
             raise NotAuthorizedException("No token: send 'Authorization: Bearer <token>' or the auth-token cookie")
-        return await self.authenticate_token(encoded_token=cookie.removeprefix("Bearer ").strip(), connection=connection)
+        token = cookie.removeprefix("Bearer ").strip()
+        return await self.authenticate_token(encoded_token=token, connection=connection)
 
 
 async def resolve_principal(token: Token, connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -24,7 +25,9 @@ class FieldError(Exception):
         self.detail = detail or reason
 
 
-def problem(status: int, detail: str, errors: list[dict[str, Any]] | None = None, **extra: Any) -> ProblemDetailsException:
+def problem(
+    status: int, detail: str, errors: list[dict[str, Any]] | None = None, **extra: Any
+) -> ProblemDetailsException:
     body: dict[str, Any] = dict(extra)
     if errors:
         body["errors"] = errors
@@ -95,4 +98,6 @@ def problem_details_plugin() -> ProblemDetailsPlugin:
     )
 
 
-unexpected_error_handlers = {Exception: _unexpected}
+unexpected_error_handlers: dict[int | type[Exception], Callable[[Request[Any, Any, Any], Any], Response[Any]]] = {
+    Exception: _unexpected
+}

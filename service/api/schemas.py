@@ -21,14 +21,14 @@ class PushChanges(msgspec.Struct, omit_defaults=True):
 
     entries: list[Any] = []
     goals: list[Any] = []
-    practicePlans: list[Any] = []  # noqa: N815 - the app's field names
-    planOccurrences: list[Any] = []  # noqa: N815
-    planTemplates: list[Any] = []  # noqa: N815
+    practicePlans: list[Any] = []
+    planOccurrences: list[Any] = []
+    planTemplates: list[Any] = []
 
 
 class PushRequest(msgspec.Struct):
     changes: PushChanges
-    lastSyncToken: str | None = None  # noqa: N815
+    lastSyncToken: str | None = None
 
 
 class RawPushChanges(msgspec.Struct):
@@ -36,9 +36,9 @@ class RawPushChanges(msgspec.Struct):
 
     entries: list[msgspec.Raw] = []
     goals: list[msgspec.Raw] = []
-    practicePlans: list[msgspec.Raw] = []  # noqa: N815
-    planOccurrences: list[msgspec.Raw] = []  # noqa: N815
-    planTemplates: list[msgspec.Raw] = []  # noqa: N815
+    practicePlans: list[msgspec.Raw] = []
+    planOccurrences: list[msgspec.Raw] = []
+    planTemplates: list[msgspec.Raw] = []
 
 
 class RawPushRequest(msgspec.Struct):
@@ -46,30 +46,30 @@ class RawPushRequest(msgspec.Struct):
 
 
 class Conflict(msgspec.Struct):
-    entityId: str | None  # noqa: N815
-    entityType: str  # noqa: N815
+    entityId: str | None
+    entityType: str
     reason: str
 
 
 class PushStats(msgspec.Struct):
-    entriesProcessed: int  # noqa: N815
-    duplicatesPrevented: int  # noqa: N815
-    goalsProcessed: int  # noqa: N815
-    practicePlansProcessed: int  # noqa: N815
-    planOccurrencesProcessed: int  # noqa: N815
+    entriesProcessed: int
+    duplicatesPrevented: int
+    goalsProcessed: int
+    practicePlansProcessed: int
+    planOccurrencesProcessed: int
 
 
 class RecoverySummary(msgspec.Struct):
     """The service's own account of the push (the app's clients ignore it)."""
 
-    uploadId: str  # noqa: N815
+    uploadId: str
     counts: dict[str, int]
-    userResolved: bool  # noqa: N815
+    userResolved: bool
 
 
 class PushResponse(msgspec.Struct):
     success: bool
-    syncToken: str  # noqa: N815
+    syncToken: str
     conflicts: list[Conflict]
     stats: PushStats
     recovery: RecoverySummary
@@ -78,16 +78,16 @@ class PushResponse(msgspec.Struct):
 class PullResponse(msgspec.Struct):
     entries: list[dict[str, Any]]
     goals: list[dict[str, Any]]
-    practicePlans: list[dict[str, Any]]  # noqa: N815
-    planOccurrences: list[dict[str, Any]]  # noqa: N815
-    planTemplates: list[dict[str, Any]]  # noqa: N815
-    syncToken: str  # noqa: N815
+    practicePlans: list[dict[str, Any]]
+    planOccurrences: list[dict[str, Any]]
+    planTemplates: list[dict[str, Any]]
+    syncToken: str
     timestamp: str
 
 
 class SyncStatus(msgspec.Struct):
-    lastSyncTime: str | None  # noqa: N815
-    lastSyncToken: str | None  # noqa: N815
-    deviceCount: int  # noqa: N815
-    entityCounts: dict[str, int]  # noqa: N815
-    userResolved: bool  # noqa: N815
+    lastSyncTime: str | None
+    lastSyncToken: str | None
+    deviceCount: int
+    entityCounts: dict[str, int]
+    userResolved: bool

@@ -25,8 +25,16 @@ from service.api.schemas import (
 )
 from service.domain import outcomes as oc
 from service.domain.documents import lowercase_enums
-from service.pipeline import Idempotency, IdempotencyConflict, IncomingRecord, Replayed, Upload, UploadResult, ingest
-from service.pipeline import sha256_hex
+from service.pipeline import (
+    Idempotency,
+    IdempotencyConflict,
+    IncomingRecord,
+    Replayed,
+    Upload,
+    UploadResult,
+    ingest,
+    sha256_hex,
+)
 from service.store import reads
 from service.store.database import Database
 
@@ -90,7 +98,7 @@ def _json_response(body: bytes) -> Response[Any]:
 
 class SyncController(Controller):
     path = "/api/sync"
-    tags = ["app sync"]
+    tags = ("app sync",)
 
     @post(
         "/push",

@@ -79,7 +79,7 @@ async def test_one_bad_record_is_quarantined_and_the_rest_stored(client: Client,
     reasons = {c["entityId"]: c["reason"] for c in body["conflicts"]}
     assert reasons["e-negative"] == "invalid_value"
     kept = query(db_path, "SELECT entity_id, reason, field, raw FROM recovery_quarantine ORDER BY id")
-    assert [(k["entity_id"], k["reason"]) for k in kept][0] == ("e-negative", "invalid_value")
+    assert (kept[0]["entity_id"], kept[0]["reason"]) == ("e-negative", "invalid_value")
     assert json.loads(kept[1]["raw"]) == "not an object"
 
 

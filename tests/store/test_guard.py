@@ -17,7 +17,8 @@ DESTRUCTIVE = [
     "DELETE FROM sync_data",
     "DELETE FROM users WHERE id = 'x'",
     "INSERT OR REPLACE INTO users (id, email) VALUES ('user_Q1w2E3r4T5y6U7i8O9p0a', 'a@b.c')",
-    "REPLACE INTO sync_data (id, user_id, entity_type, entity_id, data, checksum) VALUES ('s', 'u', 't', 'i', '{}', 'c')",
+    "REPLACE INTO sync_data (id, user_id, entity_type, entity_id, data, checksum)"
+    " VALUES ('s', 'u', 't', 'i', '{}', 'c')",
     "ALTER TABLE users RENAME TO users_old",
     "ALTER TABLE sync_data ADD COLUMN extra TEXT",
     "DROP INDEX idx_sync_data_seq",
