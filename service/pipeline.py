@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -23,6 +23,7 @@ from service.domain.records import Normalised, Rejection, Tombstone
 from service.domain.times import ms_to_iso_z
 from service.store import uploads as store
 from service.store.database import Database, GuardedConnection
+from service.store.reads import current_seq
 from service.store.uploads import QuarantineRow, RawRecordRow, UserRecord
 
 _json = msgspec.json.Encoder()
@@ -189,7 +190,6 @@ async def ingest(
     now = time.time()
     now_ms = now_ms if now_ms is not None else int(now * 1000)
     normalised, raws = normalise_upload(upload, now_ms)  # pure work, done before queueing for the writer
-    upload_id = f"upl_{uuid.uuid4().hex}"
     async with db.write(commit=not dry_run) as conn:
         if idempotency is not None and upload.user is not None:
             previous = await store.find_idempotent_response(conn, upload.user.id, idempotency.key, now)
@@ -197,14 +197,44 @@ async def ingest(
                 if previous.request_sha256 != idempotency.request_sha256:
                     raise IdempotencyConflict(idempotency.key)
                 return Replayed(previous.response)
-        receipt = await _apply(conn, upload, normalised, raws, upload_id)
-        seq_row = await conn.fetchone("SELECT current_value FROM sync_sequence WHERE id = 1")
-        sync_token = str(seq_row["current_value"] if seq_row is not None else 0)
-        result = UploadResult(upload_id, receipt, sync_token)
-        if upload.user is not None:
-            await store.touch_sync_metadata(conn, upload.user.id, upload.device_id, sync_token)
-            if idempotency is not None and render is not None:
-                await store.remember_response(
-                    conn, upload.user.id, idempotency.key, idempotency.request_sha256, render(result), now
-                )
+        result = await _ingest_in_transaction(conn, upload, normalised, raws)
+        if upload.user is not None and idempotency is not None and render is not None:
+            await store.remember_response(
+                conn, upload.user.id, idempotency.key, idempotency.request_sha256, render(result), now
+            )
     return result
+
+
+async def ingest_batch(
+    db: Database,
+    uploads: list[Upload],
+    *,
+    dry_run: bool = False,
+    in_transaction: Callable[[GuardedConnection], Awaitable[None]] | None = None,
+    now_ms: int | None = None,
+) -> list[UploadResult]:
+    """Several uploads (of one or more users) in one transaction; `in_transaction` runs inside it too,
+    so a replay's checkpoint commits with the batch it covers."""
+    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    prepared = [(upload, *normalise_upload(upload, now_ms)) for upload in uploads]
+    results = []
+    async with db.write(commit=not dry_run) as conn:
+        for upload, normalised, raws in prepared:
+            results.append(await _ingest_in_transaction(conn, upload, normalised, raws))
+        if in_transaction is not None:
+            await in_transaction(conn)
+    return results
+
+
+async def _ingest_in_transaction(
+    conn: GuardedConnection,
+    upload: Upload,
+    normalised: list[Normalised | Tombstone | Rejection],
+    raws: list[bytes],
+) -> UploadResult:
+    upload_id = f"upl_{uuid.uuid4().hex}"
+    receipt = await _apply(conn, upload, normalised, raws, upload_id)
+    sync_token = str(await current_seq(conn))
+    if upload.user is not None:
+        await store.touch_sync_metadata(conn, upload.user.id, upload.device_id, sync_token)
+    return UploadResult(upload_id, receipt, sync_token)
