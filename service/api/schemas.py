@@ -91,3 +91,46 @@ class SyncStatus(msgspec.Struct):
     deviceCount: int
     entityCounts: dict[str, int]
     userResolved: bool
+
+
+# ---- native recovery API ---------------------------------------------------------------------------
+
+
+class RecoveryRecord(msgspec.Struct):
+    entity_type: str
+    data: Any
+
+
+class RecoveryUploadRequest(msgspec.Struct):
+    records: list[RecoveryRecord] = []
+    device_id: str | None = None
+    # Ids the device deleted, per entity type: each counts as deleted at the time of the upload.
+    deleted: dict[str, list[Any]] = {}
+    dry_run: bool = False
+
+
+class RawRecoveryRecord(msgspec.Struct):
+    entity_type: Any = None
+    data: msgspec.Raw = msgspec.Raw(b"null")
+
+
+class RawRecoveryUploadRequest(msgspec.Struct):
+    records: list[RawRecoveryRecord] = []
+
+
+class RecordOutcome(msgspec.Struct, omit_defaults=True):
+    entity_type: str
+    entity_id: str | None
+    outcome: str
+    reason: str | None = None
+    field: str | None = None
+    duplicate_of: str | None = None
+    note: str | None = None
+
+
+class RecoveryUploadResponse(msgspec.Struct):
+    upload_id: str
+    dry_run: bool
+    received: int
+    counts: dict[str, int]
+    results: list[RecordOutcome]
