@@ -61,9 +61,7 @@ def migration_files(paths: list[Path]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found = sorted(
-                (p for p in path.iterdir() if p.is_file() and p.suffix == ".sql"), key=lambda p: p.name
-            )
+            found = sorted((p for p in path.iterdir() if p.is_file() and p.suffix == ".sql"), key=lambda p: p.name)
             if not found:
                 raise MigrationInputError(str(path), "no .sql migration files in this directory")
             files += found

@@ -67,8 +67,8 @@ class Linter:
         self._copies: dict[str, list[Copy]] = {}
         # How a table got its current name, for explaining rename-first rebuilds.
         self._renamed_from: dict[str, Rename] = {}
-        # Parents dropped in the current file while children still referenced them, with the DROP's site.
-        self._dropped_with_children: list[tuple[Site, str]] = []
+        # Parents dropped in the current file while children still referenced them: name -> the DROP.
+        self._dropped_with_children: dict[str, tuple[Site, str]] = {}
         self.findings: list[Finding] = []
 
     def close(self) -> None:
@@ -76,7 +76,7 @@ class Linter:
 
     def lint_file(self, migration: MigrationFile) -> None:
         file_findings: list[Finding] = []
-        self._dropped_with_children = []
+        self._dropped_with_children = {}
         try:
             for index, statement in enumerate(migration.statements):
                 before = self._catalog.current()
@@ -92,7 +92,7 @@ class Linter:
         """Children left pointing at a table that this file dropped and did not bring back."""
         catalog = self._catalog.current()
         findings = []
-        for site, parent in self._dropped_with_children:
+        for site, parent in self._dropped_with_children.values():
             children = catalog.all_referencing(parent)
             if children and not catalog.has(parent):
                 findings.append(rules.dangling_foreign_key(site, parent, children))
@@ -158,7 +158,7 @@ class Linter:
                 continue
             findings += self._judge_drop(migration, index, site, table, before)
             if after.all_referencing(table.name):
-                self._dropped_with_children.append((site, table.name))
+                self._dropped_with_children[table.name.lower()] = (site, table.name)
             self._forget_dropped(table.name)
         return findings
 
@@ -192,9 +192,7 @@ class Linter:
         renamed = self._renamed_from.get(table.lower())
         if renamed:
             where = _location(renamed.file, renamed.line, migration)
-            steps.append(
-                f"{renamed.old_name} renamed to {table} at {where}, which made its children reference {table}"
-            )
+            steps.append(f"{renamed.old_name} renamed to {table} at {where}, which made its children reference {table}")
         steps.append(f"rows copied into {copy.target} at {_location(copy.file, copy.line, migration)}")
         steps.append(f"{table} dropped at line {migration.statements[index].line}")
         for later in migration.statements[index + 1 :]:
@@ -226,8 +224,7 @@ class Linter:
             self._copies[new.lower()] = copies
         for source, kept in self._copies.items():
             self._copies[source] = [
-                Copy(new, copy.file, copy.line) if copy.target.lower() == old.lower() else copy
-                for copy in kept
+                Copy(new, copy.file, copy.line) if copy.target.lower() == old.lower() else copy for copy in kept
             ]
         self._renamed_from.pop(old.lower(), None)
         if before.referencing(old):
@@ -241,6 +238,4 @@ def _location(file: str, line: int, current: MigrationFile) -> str:
 
 
 def raise_input_error(migration: MigrationFile, statement: Statement, message: str) -> NoReturn:
-    raise MigrationInputError(
-        f"{migration.name}:{statement.line}", f"SQLite cannot execute this statement: {message}"
-    )
+    raise MigrationInputError(f"{migration.name}:{statement.line}", f"SQLite cannot execute this statement: {message}")

@@ -34,9 +34,7 @@ def render_json(report: LintReport) -> str:
             "files": report.files,
             "findings": [asdict(finding) for finding in report.findings],
             "simulation": [_simulation_dict(result) for result in report.simulation or []],
-            "error": {"location": report.error.location, "message": report.error.message}
-            if report.error
-            else None,
+            "error": {"location": report.error.location, "message": report.error.message} if report.error else None,
         },
         indent=2,
     )

@@ -29,8 +29,7 @@ CASCADING_RULES = frozenset(
 )
 
 _NO_PRAGMA_HELPS = (
-    "PRAGMA foreign_keys=OFF does not help inside a D1 migration, "
-    "and defer_foreign_keys does not stop cascades."
+    "PRAGMA foreign_keys=OFF does not help inside a D1 migration, and defer_foreign_keys does not stop cascades."
 )
 
 
@@ -250,7 +249,6 @@ def _guarding(pragma: Finding, guarded: list[Finding]) -> Finding:
         table=guarded[0].table,
         children=children,
         message=(
-            f"{pragma.message} It is relied on to protect {lines}, which still wipes or changes "
-            f"{_names(children)}."
+            f"{pragma.message} It is relied on to protect {lines}, which still wipes or changes {_names(children)}."
         ),
     )

@@ -34,9 +34,7 @@ def simulate_migrations(migrations: list[MigrationFile]) -> list[FileSimulation]
     return results
 
 
-def apply_in_one_transaction(
-    connection: sqlite3.Connection, migration: MigrationFile
-) -> SimulationError | None:
+def apply_in_one_transaction(connection: sqlite3.Connection, migration: MigrationFile) -> SimulationError | None:
     """Run the file as D1 does, all or nothing; return where and why it failed, if it did."""
     connection.execute("BEGIN")
     for statement in migration.statements:

@@ -97,9 +97,7 @@ def test_simulate_reproduces_d1_ignoring_foreign_keys_off(
 
     result = lint(migrations, output="text", simulate=True)
 
-    assert "0002_fk_off.sql: ROWS LOST: sync_data 3 -> 0, logbook_entries 3 -> 0, sync_metadata 3 -> 0" in (
-        result.out
-    )
+    assert "0002_fk_off.sql: ROWS LOST: sync_data 3 -> 0, logbook_entries 3 -> 0, sync_metadata 3 -> 0" in (result.out)
 
 
 def test_simulate_is_clean_for_safe_migrations(lint: Lint, write_migrations: Write, app_schema: str) -> None:
@@ -113,13 +111,9 @@ def test_simulate_is_clean_for_safe_migrations(lint: Lint, write_migrations: Wri
     assert result.out.rstrip().endswith("No findings in 2 migration files. Simulation: no rows lost.")
 
 
-def test_simulate_catches_a_loss_the_rules_do_not_see(
-    lint: Lint, write_migrations: Write, app_schema: str
-) -> None:
+def test_simulate_catches_a_loss_the_rules_do_not_see(lint: Lint, write_migrations: Write, app_schema: str) -> None:
     # A WHERE that matches every row is no rule finding, but the cascade is real.
-    migrations = write_migrations(
-        {"0001_init.sql": app_schema, "0002_purge.sql": "DELETE FROM users WHERE 1 = 1;\n"}
-    )
+    migrations = write_migrations({"0001_init.sql": app_schema, "0002_purge.sql": "DELETE FROM users WHERE 1 = 1;\n"})
 
     assert lint(migrations).code == 0
     result = lint(migrations, simulate=True)
@@ -163,17 +157,13 @@ def test_directory_without_sql_files_exits_2(lint: Lint, write_migrations: Write
 def test_sql_sqlite_cannot_execute_exits_2_with_file_and_line(
     lint: Lint, write_migrations: Write, app_schema: str
 ) -> None:
-    broken = (
-        "-- adds a column\nALTER TABLE users ADD COLUMN google_id TEXT;\n\nALTER TABLE nosuch ADD x TEXT;\n"
-    )
+    broken = "-- adds a column\nALTER TABLE users ADD COLUMN google_id TEXT;\n\nALTER TABLE nosuch ADD x TEXT;\n"
     migrations = write_migrations({"0001_init.sql": app_schema, "0002_broken.sql": broken})
 
     result = lint(migrations, output="text")
 
     assert result.code == 2
-    assert (
-        "0002_broken.sql:4: error: SQLite cannot execute this statement: no such table: nosuch" in result.err
-    )
+    assert "0002_broken.sql:4: error: SQLite cannot execute this statement: no such table: nosuch" in result.err
     assert "Linting stopped at" in result.out
 
 
@@ -187,9 +177,7 @@ def test_unparseable_sql_exits_2_in_json_too(lint: Lint, write_migrations: Write
     assert "0001_bad.sql:2: error:" in result.err
 
 
-def test_warnings_alone_exit_0_and_errors_exit_1(
-    lint: Lint, write_migrations: Write, app_schema: str
-) -> None:
+def test_warnings_alone_exit_0_and_errors_exit_1(lint: Lint, write_migrations: Write, app_schema: str) -> None:
     warned = write_migrations({"0001_init.sql": app_schema, "0002.sql": "DROP TABLE sync_sequence;\n"}, "w")
     failed = write_migrations({"0001_init.sql": app_schema, "0002.sql": "DELETE FROM users;\n"}, "e")
 

@@ -124,9 +124,7 @@ def test_replace_into_users_is_an_error_and_the_upsert_is_not(
     assert "ON CONFLICT(id) DO UPDATE" in findings[0]["safe_pattern"]
 
 
-def test_delete_from_users_without_where_is_an_error(
-    lint: Lint, write_migrations: Write, app_schema: str
-) -> None:
+def test_delete_from_users_without_where_is_an_error(lint: Lint, write_migrations: Write, app_schema: str) -> None:
     migrations = write_migrations({"0001_init.sql": app_schema, "0002_reset.sql": "DELETE FROM users;\n"})
 
     result = lint(migrations)
@@ -137,9 +135,7 @@ def test_delete_from_users_without_where_is_an_error(
     assert child_tables(finding) == INCIDENT_CHILDREN
 
 
-def test_delete_from_users_with_where_is_no_finding(
-    lint: Lint, write_migrations: Write, app_schema: str
-) -> None:
+def test_delete_from_users_with_where_is_no_finding(lint: Lint, write_migrations: Write, app_schema: str) -> None:
     migration = "DELETE FROM users WHERE email = 'test@example.com';\n"
     migrations = write_migrations({"0001_init.sql": app_schema, "0002_cleanup.sql": migration})
 
@@ -151,9 +147,7 @@ def test_delete_from_users_with_where_is_no_finding(
 def test_dropping_a_table_whose_rows_were_never_copied_is_a_warning(
     lint: Lint, write_migrations: Write, app_schema: str
 ) -> None:
-    migrations = write_migrations(
-        {"0001_init.sql": app_schema, "0002_drop.sql": "DROP TABLE sync_sequence;\n"}
-    )
+    migrations = write_migrations({"0001_init.sql": app_schema, "0002_drop.sql": "DROP TABLE sync_sequence;\n"})
 
     result = lint(migrations)
 
@@ -167,9 +161,7 @@ def test_dropping_a_table_whose_rows_were_never_copied_is_a_warning(
     assert "sync_sequence_archive" in finding["safe_pattern"]
 
 
-def test_dropping_a_copied_leaf_table_is_no_finding(
-    lint: Lint, write_migrations: Write, app_schema: str
-) -> None:
+def test_dropping_a_copied_leaf_table_is_no_finding(lint: Lint, write_migrations: Write, app_schema: str) -> None:
     migration = (
         "CREATE TABLE sync_sequence_v2 (id INTEGER PRIMARY KEY, current_value INTEGER NOT NULL DEFAULT 0);\n"
         "INSERT INTO sync_sequence_v2 SELECT id, current_value FROM sync_sequence;\n"
@@ -207,9 +199,7 @@ def test_cascade_is_followed_to_grandchildren(lint: Lint, write_migrations: Writ
 
     [finding] = lint(migrations).findings()
 
-    assert {"table": "plan_occurrences", "on_delete": "CASCADE", "via": "practice_plans"} in finding[
-        "children"
-    ]
+    assert {"table": "plan_occurrences", "on_delete": "CASCADE", "via": "practice_plans"} in finding["children"]
 
 
 def test_rename_first_rebuild_follows_the_children_to_the_old_name(
@@ -253,9 +243,21 @@ INSERT INTO sync_sequence (id, current_value) VALUES (1, 0) ON CONFLICT(id) DO N
     assert result.out.strip() == "No findings in 2 migration files."
 
 
-def test_begin_commit_in_a_migration_is_a_warning(
+def test_data_changes_needing_production_rows_do_not_stop_the_lint(
     lint: Lint, write_migrations: Write, app_schema: str
 ) -> None:
+    # The scratch database has no users, so this insert fails its foreign key there; in production it
+    # would not. The lint skips it instead of calling the migration unreadable.
+    migration = "INSERT INTO sync_metadata (user_id) VALUES ('user_existing_in_production');\nDELETE FROM users;\n"
+    migrations = write_migrations({"0001_init.sql": app_schema, "0002_data.sql": migration})
+
+    result = lint(migrations)
+
+    assert result.code == 1
+    assert [(f["rule"], f["line"]) for f in result.findings()] == [("delete-all-from-referenced-parent", 2)]
+
+
+def test_begin_commit_in_a_migration_is_a_warning(lint: Lint, write_migrations: Write, app_schema: str) -> None:
     migration = "BEGIN TRANSACTION;\nALTER TABLE users ADD COLUMN google_id TEXT;\nCOMMIT;\n"
     migrations = write_migrations({"0001_init.sql": app_schema, "0002_tx.sql": migration})
 
