@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from service import metrics
 from service.domain import records as rec
 from service.domain.merge import plan_merge
 from service.domain.normalise import normalise
@@ -51,6 +52,7 @@ class Upload(msgspec.Struct):
     alias_from: str | None = None  # a token subject that was mapped to `user` by email
     file_name: str | None = None
     payload_sha256: str | None = None
+    upload_id: str | None = None  # given by callers that must know it up front (a redrive); else generated
 
 
 class UploadResult(msgspec.Struct, frozen=True):
@@ -144,6 +146,13 @@ async def _apply(
             if not isinstance(r, Rejection)
         ]
         await store.keep_raw_records(conn, kept, user_id=user_id, device_id=upload.device_id, upload_id=upload_id)
+        # A device's completeness counts every distinct record it sent, quarantined ones included.
+        await store.count_device_records(
+            conn,
+            [(r.entity_type, r.entity_id) for r in normalised if r.entity_id is not None],
+            user_id=user_id,
+            device_id=upload.device_id,
+        )
         if upload.alias_from is not None and upload.user is not None and upload.email is not None:
             await store.record_alias(conn, upload.alias_from, upload.user, upload.email)
     await store.quarantine(
@@ -187,6 +196,7 @@ async def ingest(
     With `idempotency`, the rendered answer is stored with the key, and a repeat of the same key and
     body gets that answer back with nothing written. A dry run does everything, then rolls back.
     """
+    started = time.perf_counter()
     now = time.time()
     now_ms = now_ms if now_ms is not None else int(now * 1000)
     normalised, raws = normalise_upload(upload, now_ms)  # pure work, done before queueing for the writer
@@ -202,6 +212,8 @@ async def ingest(
             await store.remember_response(
                 conn, upload.user.id, idempotency.key, idempotency.request_sha256, render(result), now
             )
+    if not dry_run:
+        metrics.observe_upload(upload.source, result.receipt, time.perf_counter() - started)
     return result
 
 
@@ -215,6 +227,7 @@ async def ingest_batch(
 ) -> list[UploadResult]:
     """Several uploads (of one or more users) in one transaction; `in_transaction` runs inside it too,
     so a replay's checkpoint commits with the batch it covers."""
+    started = time.perf_counter()
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     prepared = [(upload, *normalise_upload(upload, now_ms)) for upload in uploads]
     results = []
@@ -223,6 +236,10 @@ async def ingest_batch(
             results.append(await _ingest_in_transaction(conn, upload, normalised, raws))
         if in_transaction is not None:
             await in_transaction(conn)
+    if not dry_run:
+        elapsed = time.perf_counter() - started
+        for upload, result in zip(uploads, results, strict=True):
+            metrics.observe_upload(upload.source, result.receipt, elapsed / len(uploads))
     return results
 
 
@@ -232,7 +249,7 @@ async def _ingest_in_transaction(
     normalised: list[Normalised | Tombstone | Rejection],
     raws: list[bytes],
 ) -> UploadResult:
-    upload_id = f"upl_{uuid.uuid4().hex}"
+    upload_id = upload.upload_id or f"upl_{uuid.uuid4().hex}"
     receipt = await _apply(conn, upload, normalised, raws, upload_id)
     sync_token = str(await current_seq(conn))
     if upload.user is not None:

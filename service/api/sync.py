@@ -92,7 +92,7 @@ def render_push(result: UploadResult, user_resolved: bool) -> bytes:
     return _encode(response)
 
 
-def _json_response(body: bytes) -> Response[Any]:
+def json_response(body: bytes) -> Response[Any]:
     return Response(content=body, media_type="application/json", status_code=200)
 
 
@@ -147,8 +147,8 @@ class SyncController(Controller):
                 422, "X-Idempotency-Key", "this key was used with a different request body in the last 24 hours"
             ) from exc
         if isinstance(outcome, Replayed):
-            return _json_response(outcome.response)
-        return _json_response(render_push(outcome, user_resolved))
+            return json_response(outcome.response)
+        return json_response(render_push(outcome, user_resolved))
 
     @post("/pull", status_code=200, summary="Pull the user's live documents (the app's format)")
     async def pull(self, request: Request[Principal, Any, Any]) -> PullResponse:

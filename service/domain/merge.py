@@ -214,7 +214,7 @@ class _Planner:
             outcome = oc.UPDATED if w.present else oc.INSERTED
             self._write(key, w, n, data)  # an edit newer than the deletion brings it back
             w.deleted_ms = None
-            self._result(n, outcome)
+            self._result(n, outcome, note=n.logbook_refusal)
             return
         if not w.live:
             duplicate_of = self._content_duplicate_of(n, w)
@@ -227,7 +227,7 @@ class _Planner:
                 return
             outcome = oc.UPDATED if w.present else oc.INSERTED
             self._write(key, w, n, data)
-            self._result(n, outcome)
+            self._result(n, outcome, note=n.logbook_refusal)
             return
         if w.checksum == n.checksum:
             self._result(n, oc.DUPLICATE)
@@ -236,7 +236,7 @@ class _Planner:
             assert w.data is not None and w.checksum is not None
             self._archive(key, w.data, w.checksum, w.updated_ms, "superseded by newer version")
             self._write(key, w, n, data)
-            self._result(n, oc.UPDATED)
+            self._result(n, oc.UPDATED, note=n.logbook_refusal)
             return
         self._archive(key, data, n.checksum, n.updated_ms, "older than stored version")
         self._result(n, oc.KEPT_EXISTING, reason="stored_version_newer")

@@ -131,9 +131,7 @@ def normalise(entity_type: str, raw: object, user_id: str, *, now_ms: int) -> No
             entity_type, None, UNKNOWN_ENTITY_TYPE, "entity_type", f"unknown entity type {_show(entity_type)}"
         )
     if not isinstance(raw, dict):
-        return Rejection(
-            entity_type, None, NOT_AN_OBJECT, None, f"the record is {_json_kind(raw)}, not an object"
-        )
+        return Rejection(entity_type, None, NOT_AN_OBJECT, None, f"the record is {_json_kind(raw)}, not an object")
     entity_id = _entity_id(entity_type, raw, user_id)
     if entity_id is None:
         return Rejection(entity_type, None, MISSING_ID, "id", "the record has no id string")
@@ -141,9 +139,7 @@ def normalise(entity_type: str, raw: object, user_id: str, *, now_ms: int) -> No
         _check_owner(raw, user_id)
         if _js_truthy(raw.get("deletedAt")):
             return _tombstone(entity_type, entity_id, raw["deletedAt"], now_ms)
-        return _NORMALISERS.get(entity_type, _normalise_document)(
-            entity_type, entity_id, raw, user_id, now_ms
-        )
+        return _NORMALISERS.get(entity_type, _normalise_document)(entity_type, entity_id, raw, user_id, now_ms)
     except _Quarantine as quarantine:
         return Rejection(entity_type, entity_id, quarantine.reason, quarantine.field, quarantine.detail)
 
@@ -208,9 +204,7 @@ def _stored(
     """The Normalised record for `data`, whose canonical JSON is `text`."""
     # UTF-8 needs at most 4 bytes a character, so short texts need no encoding to be measured.
     if len(text) > MAX_DOCUMENT_BYTES // 4 and (size := len(text.encode("utf-8"))) > MAX_DOCUMENT_BYTES:
-        raise _Quarantine(
-            TOO_LARGE, None, f"the stored document is {size} bytes, over D1's {MAX_DOCUMENT_BYTES}"
-        )
+        raise _Quarantine(TOO_LARGE, None, f"the stored document is {size} bytes, over D1's {MAX_DOCUMENT_BYTES}")
     updated_ms = _first(times, VERSION_TIMES, default=None)
     return Normalised(entity_type, entity_id, data, checksum_of_text(text), updated_ms, **entry_extras)
 
@@ -237,9 +231,7 @@ def _unstorable(error: Exception) -> _Quarantine:
 # --- logbook entries ---------------------------------------------------------------------------------
 
 
-def _normalise_entry(
-    entity_type: str, entity_id: str, raw: dict[str, Any], user_id: str, now_ms: int
-) -> Normalised:
+def _normalise_entry(entity_type: str, entity_id: str, raw: dict[str, Any], user_id: str, now_ms: int) -> Normalised:
     _check_required_fields(raw)
     entry = {key: value for key, value in raw.items() if key in ENTRY_FIELDS}
     # Step 1: what the app itself would refuse, repaired.
@@ -320,9 +312,7 @@ def _check_value_types(entry: Mapping[str, Any]) -> None:
         ("metadata", dict, "an object"),
     ):
         if entry.get(field) is not None and not isinstance(entry[field], kind):
-            raise _Quarantine(
-                INVALID_VALUE, field, f"{field} must be {name} or null, got {_json_kind(entry[field])}"
-            )
+            raise _Quarantine(INVALID_VALUE, field, f"{field} must be {name} or null, got {_json_kind(entry[field])}")
 
 
 def _apply_app_field_rules(entry: dict[str, Any], user_id: str, times: dict[str, int]) -> None:
@@ -342,17 +332,13 @@ def _normalise_piece(piece: object) -> dict[str, Any]:
         raise _Quarantine(INVALID_VALUE, "pieces", f"a piece is {_json_kind(piece)}, not an object")
     # The app refuses `composer: null`; without the key the piece is the same piece.
     kept = {
-        key: value
-        for key, value in piece.items()
-        if key in PIECE_FIELDS and not (key == "composer" and value is None)
+        key: value for key, value in piece.items() if key in PIECE_FIELDS and not (key == "composer" and value is None)
     }
     title, composer, existing = kept.get("title"), kept.get("composer"), kept.get("id")
     if title is not None and not isinstance(title, str):
         raise _Quarantine(INVALID_VALUE, "pieces", f"a piece title is {_json_kind(title)}, not a string")
     if composer is not None and not isinstance(composer, str):
-        raise _Quarantine(
-            INVALID_VALUE, "pieces", f"a piece composer is {_json_kind(composer)}, not a string"
-        )
+        raise _Quarantine(INVALID_VALUE, "pieces", f"a piece composer is {_json_kind(composer)}, not a string")
     if isinstance(existing, str) and _js_trim(existing):
         kept["id"] = normalise_score_id(existing)
     elif title:
@@ -408,9 +394,7 @@ def _logbook_row(
 # --- goals and plain documents -------------------------------------------------------------------------
 
 
-def _normalise_goal(
-    entity_type: str, entity_id: str, raw: dict[str, Any], user_id: str, now_ms: int
-) -> Normalised:
+def _normalise_goal(entity_type: str, entity_id: str, raw: dict[str, Any], user_id: str, now_ms: int) -> Normalised:
     times = _document_times(raw, now_ms)
     goal = {key: value for key, value in raw.items() if key in GOAL_FIELDS}
     goal["status"] = _goal_status(goal.get("status"))
@@ -431,9 +415,7 @@ def _goal_status(status: object) -> str:
     raise _Quarantine(INVALID_VALUE, "status", f"goal status {_show(status)} is not one the app knows")
 
 
-def _normalise_document(
-    entity_type: str, entity_id: str, raw: dict[str, Any], user_id: str, now_ms: int
-) -> Normalised:
+def _normalise_document(entity_type: str, entity_id: str, raw: dict[str, Any], user_id: str, now_ms: int) -> Normalised:
     # Plans, occurrences, templates, repertoire and preferences are stored as the device holds them.
     times = _document_times(raw, now_ms)
     document = dict(raw)
@@ -441,9 +423,7 @@ def _normalise_document(
 
 
 def _document_times(raw: Mapping[str, Any], now_ms: int) -> dict[str, int]:
-    return {
-        field: _parse_time(field, raw[field], now_ms) for field in VERSION_TIMES if _given(raw.get(field))
-    }
+    return {field: _parse_time(field, raw[field], now_ms) for field in VERSION_TIMES if _given(raw.get(field))}
 
 
 _Normaliser = Callable[[str, str, dict[str, Any], str, int], Normalised]

@@ -133,9 +133,10 @@ CREATE TABLE IF NOT EXISTS recovery_archive (
   updated_ms INTEGER,
   reason TEXT NOT NULL,
   upload_id TEXT NOT NULL,
-  archived_at TEXT NOT NULL
+  archived_at TEXT NOT NULL,
+  reviewed_at TEXT
 );
-CREATE INDEX IF NOT EXISTS idx_recovery_archive_user ON recovery_archive (user_id, entity_type, entity_id);
+CREATE INDEX IF NOT EXISTS idx_recovery_archive_user ON recovery_archive (user_id, reviewed_at);
 
 -- Records that cannot go in yet, kept verbatim with the reason. Re-driven after the cause is fixed.
 CREATE TABLE IF NOT EXISTS recovery_quarantine (
@@ -155,6 +156,7 @@ CREATE TABLE IF NOT EXISTS recovery_quarantine (
   resolved_upload_id TEXT
 );
 CREATE INDEX IF NOT EXISTS idx_recovery_quarantine_owner ON recovery_quarantine (owner, resolved_at, id);
+CREATE INDEX IF NOT EXISTS idx_recovery_quarantine_email ON recovery_quarantine (email) WHERE resolved_at IS NULL;
 
 -- A token whose `sub` is not in users but whose email is: which user it was mapped to.
 CREATE TABLE IF NOT EXISTS recovery_user_aliases (

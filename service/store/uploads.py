@@ -242,12 +242,19 @@ async def keep_raw_records(
                ON CONFLICT DO NOTHING""",
             [(user_id, r.entity_type, r.entity_id, r.raw_sha256, r.raw, upload_id, device_id, now) for r in keyed],
         )
-        if device_id is not None:
-            await conn.executemany(
-                """INSERT INTO recovery_device_records (user_id, device_id, entity_type, entity_id)
-                   VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING""",
-                [(user_id, device_id, r.entity_type, r.entity_id) for r in keyed],
-            )
+
+
+async def count_device_records(
+    conn: GuardedConnection, keys: list[tuple[str, str]], *, user_id: str, device_id: str | None
+) -> None:
+    """Remember which distinct records each device sent (for its declaration of completeness)."""
+    if device_id is None or not keys:
+        return
+    await conn.executemany(
+        """INSERT INTO recovery_device_records (user_id, device_id, entity_type, entity_id)
+           VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING""",
+        [(user_id, device_id, entity_type, entity_id) for entity_type, entity_id in keys],
+    )
 
 
 class QuarantineRow(msgspec.Struct):

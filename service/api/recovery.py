@@ -1,0 +1,155 @@
+"""The native recovery API: upload records with per-record answers, declare a device complete, read
+one's own progress."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.exceptions import PermissionDeniedException
+from litestar.params import JSONBody, PathParameter
+
+from service.api.auth import Principal
+from service.api.errors import FieldError, problem
+from service.api.rendering import recovery_response
+from service.api.schemas import RawRecoveryUploadRequest, RecoveryUploadRequest, RecoveryUploadResponse
+from service.api.sync import DeviceHeader, IdempotencyHeader, header_token, json_response
+from service.domain.records import ENTITY_TYPES
+from service.pipeline import Idempotency, IdempotencyConflict, IncomingRecord, Replayed, Upload, ingest, sha256_hex
+from service.store import progress
+from service.store.database import Database
+from service.store.progress import UserProgress
+
+_raw_upload = msgspec.json.Decoder(RawRecoveryUploadRequest)
+_encode = msgspec.json.Encoder().encode
+
+
+class DeviceDeclaration(msgspec.Struct):
+    """What the device holds, per entity type: the number of distinct records it has sent."""
+
+    expected: dict[str, Annotated[int, msgspec.Meta(ge=0)]]
+
+
+class DeviceCompletion(msgspec.Struct):
+    device_id: str
+    complete: bool
+    expected: dict[str, int]
+    received: dict[str, int]
+    state: str
+
+
+def empty_progress(principal: Principal) -> UserProgress:
+    return UserProgress(
+        user_id=principal.owner, email=principal.email, exists=principal.user is not None,
+        state=progress.NOT_STARTED, first_upload_at=None, last_upload_at=None, counts={},
+        counts_by_entity_type={}, quarantined_waiting=0, archived_waiting=0, devices=[],
+    )
+
+
+class RecoveryController(Controller):
+    path = "/v1/recovery"
+    tags = ("recovery",)
+
+    @post(
+        "/uploads",
+        status_code=200,
+        summary="Upload records for recovery",
+        description="Every record gets an outcome. `dry_run` answers exactly as the upload would and writes "
+        "nothing. An `X-Idempotency-Key` replays the first answer for the same body.",
+    )
+    async def upload(
+        self,
+        request: Request[Principal, Any, Any],
+        data: JSONBody[RecoveryUploadRequest],
+        device_header: DeviceHeader = None,
+        idempotency_key: IdempotencyHeader = None,
+    ) -> Response[RecoveryUploadResponse]:
+        principal = request.user
+        device = header_token(data.device_id, "device_id") or header_token(device_header, "X-Device-ID")
+        key = header_token(idempotency_key, "X-Idempotency-Key")
+        body = await request.body()
+        raw = _raw_upload.decode(body)
+        upload = Upload(
+            owner=principal.owner,
+            user=principal.user,
+            device_id=device,
+            source="recovery",
+            records=[
+                IncomingRecord(record.entity_type, bytes(raw_record.data), record.data)
+                for record, raw_record in zip(data.records, raw.records, strict=True)
+            ],
+            deleted=data.deleted,
+            email=principal.email,
+            alias_from=principal.alias_from,
+            payload_sha256=sha256_hex(body),
+        )
+        dry_run = data.dry_run
+        try:
+            outcome = await ingest(
+                request.app.state.db,
+                upload,
+                dry_run=dry_run,
+                idempotency=Idempotency(key, sha256_hex(body)) if key and not dry_run else None,
+                render=lambda result: _encode(recovery_response(result, dry_run=dry_run)),
+            )
+        except IdempotencyConflict as exc:
+            raise FieldError(
+                422, "X-Idempotency-Key", "this key was used with a different request body in the last 24 hours"
+            ) from exc
+        content = outcome.response if isinstance(outcome, Replayed) else _encode(
+            recovery_response(outcome, dry_run=dry_run)
+        )
+        return json_response(content)
+
+    @post(
+        "/devices/{device_id:str}/complete",
+        status_code=200,
+        summary="Declare that a device has sent everything",
+        description="Matches when the distinct records received from the device equal `expected` for every "
+        "entity type; otherwise 409 lists the differences.",
+    )
+    async def complete_device(
+        self,
+        request: Request[Principal, Any, Any],
+        device_id: Annotated[str, PathParameter(description="The device, `dev_` + 16 chars")],
+        data: JSONBody[DeviceDeclaration],
+    ) -> DeviceCompletion:
+        principal = request.user
+        header_token(device_id, "device_id")
+        if principal.user is None:
+            raise PermissionDeniedException("The token's user does not exist: nothing can be declared for it")
+        unknown = sorted(set(data.expected) - set(ENTITY_TYPES))
+        if unknown:
+            raise FieldError(422, f"expected.{unknown[0]}", "not an entity type this service knows")
+        db: Database = request.app.state.db
+        async with db.write() as conn:
+            received = await progress.device_received(conn, principal.user.id, device_id)
+            types = set(data.expected) | set(received)
+            differences = {
+                t: {"expected": data.expected.get(t, 0), "received": received.get(t, 0)}
+                for t in sorted(types)
+                if data.expected.get(t, 0) != received.get(t, 0)
+            }
+            await progress.declare_device(conn, principal.user.id, device_id, dict(data.expected), not differences)
+            state = await progress.user_state(conn, principal.user.id)
+        if differences:
+            raise problem(
+                409,
+                "The device's declaration does not match what the service received from it",
+                [{"field": f"expected.{t}", "reason": f"expected {d['expected']}, received {d['received']}"}
+                 for t, d in differences.items()],
+                differences=differences,
+            )
+        return DeviceCompletion(device_id, True, dict(data.expected), received, state)
+
+    @get("/me", summary="The caller's own recovery progress")
+    async def me(self, request: Request[Principal, Any, Any]) -> UserProgress:
+        principal = request.user
+        db: Database = request.app.state.db
+        async with db.read() as conn:
+            found = await progress.user_progress(conn, principal.owner)
+        return found or empty_progress(principal)
+
+
+__all__ = ["RecoveryController"]

@@ -1,0 +1,301 @@
+"""Progress reads and writes: per-user state, devices, the ledger, quarantine, support listings."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from service.store.database import GuardedConnection
+from service.store.uploads import utc_now_text
+
+NOT_STARTED = "not_started"
+IN_PROGRESS = "in_progress"
+COMPLETE = "complete"
+NEEDS_REVIEW = "needs_review"
+STATES = (NOT_STARTED, IN_PROGRESS, COMPLETE, NEEDS_REVIEW)
+
+# One user's state, from the service's tables (`u.id` is the user). Review first: waiting quarantined
+# records or unreviewed archived conflicts need a person whatever the devices say.
+STATE_SQL = """
+CASE
+  WHEN EXISTS (SELECT 1 FROM recovery_quarantine q WHERE q.owner = u.id AND q.resolved_at IS NULL)
+    OR EXISTS (SELECT 1 FROM recovery_archive a WHERE a.user_id = u.id AND a.reviewed_at IS NULL)
+    THEN 'needs_review'
+  WHEN NOT EXISTS (SELECT 1 FROM recovery_users r WHERE r.user_id = u.id) THEN 'not_started'
+  WHEN EXISTS (SELECT 1 FROM recovery_devices d WHERE d.user_id = u.id)
+   AND NOT EXISTS (SELECT 1 FROM recovery_devices d WHERE d.user_id = u.id AND d.complete = 0)
+    THEN 'complete'
+  ELSE 'in_progress'
+END
+"""
+
+
+class DeviceProgress(msgspec.Struct):
+    device_id: str
+    first_upload_at: str
+    last_upload_at: str
+    declared_complete: bool
+    declared_at: str | None
+    expected: dict[str, int] | None
+    received: dict[str, int]
+
+
+class UserProgress(msgspec.Struct):
+    user_id: str
+    email: str | None
+    exists: bool
+    state: str
+    first_upload_at: str | None
+    last_upload_at: str | None
+    counts: dict[str, int]
+    counts_by_entity_type: dict[str, dict[str, int]]
+    quarantined_waiting: int
+    archived_waiting: int
+    devices: list[DeviceProgress]
+
+
+class LedgerEntry(msgspec.Struct):
+    upload_id: str
+    user_id: str
+    device_id: str | None
+    source: str
+    file_name: str | None
+    payload_sha256: str
+    received: int
+    counts: dict[str, int]
+    created_at: str
+
+
+class QuarantinedRecord(msgspec.Struct):
+    id: int
+    entity_type: str
+    entity_id: str | None
+    reason: str
+    field: str | None
+    detail: str
+    raw: Any
+    upload_id: str
+    device_id: str | None
+    quarantined_at: str
+    resolved_at: str | None
+
+
+class UserListItem(msgspec.Struct):
+    user_id: str
+    email: str
+    role: str | None
+    state: str
+    last_upload_at: str | None
+
+
+def encode_cursor(value: str | int) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> Any:
+    """The value a cursor carries; ValueError when it was not made by `encode_cursor`."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        return json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError("not a cursor this service issued") from exc
+
+
+async def user_state(conn: GuardedConnection, user_id: str) -> str:
+    row = await conn.fetchone(f"SELECT {STATE_SQL} AS state FROM (SELECT ? AS id) u", (user_id,))  # noqa: S608
+    return str(row["state"]) if row is not None else NOT_STARTED
+
+
+async def device_received(conn: GuardedConnection, user_id: str, device_id: str) -> dict[str, int]:
+    rows = await conn.fetchall(
+        "SELECT entity_type, COUNT(*) AS n FROM recovery_device_records WHERE user_id = ? AND device_id = ?"
+        " GROUP BY entity_type",
+        (user_id, device_id),
+    )
+    return {r["entity_type"]: r["n"] for r in rows}
+
+
+async def user_progress(conn: GuardedConnection, user_id: str) -> UserProgress | None:
+    """Everything support needs about one user's recovery; None when the service knows nothing of them."""
+    user = await conn.fetchone("SELECT id, email FROM users WHERE id = ?", (user_id,))
+    first_last = await conn.fetchone(
+        "SELECT first_upload_at, last_upload_at FROM recovery_users WHERE user_id = ?", (user_id,)
+    )
+    waiting = await conn.fetchone(
+        "SELECT (SELECT COUNT(*) FROM recovery_quarantine WHERE owner = ? AND resolved_at IS NULL) AS q,"
+        " (SELECT COUNT(*) FROM recovery_archive WHERE user_id = ? AND reviewed_at IS NULL) AS a",
+        (user_id, user_id),
+    )
+    quarantined = int(waiting["q"]) if waiting else 0
+    if user is None and first_last is None and quarantined == 0:
+        return None
+    counts = {outcome: 0 for outcome in _OUTCOMES}
+    by_type: dict[str, dict[str, int]] = {}
+    for r in await conn.fetchall(
+        "SELECT entity_type, outcome, n FROM recovery_progress WHERE user_id = ?", (user_id,)
+    ):
+        counts[r["outcome"]] = counts.get(r["outcome"], 0) + r["n"]
+        by_type.setdefault(r["entity_type"], {})[r["outcome"]] = r["n"]
+    devices = []
+    for d in await conn.fetchall(
+        "SELECT device_id, first_upload_at, last_upload_at, declared_at, expected, complete"
+        " FROM recovery_devices WHERE user_id = ? ORDER BY first_upload_at, device_id",
+        (user_id,),
+    ):
+        devices.append(
+            DeviceProgress(
+                device_id=d["device_id"],
+                first_upload_at=d["first_upload_at"],
+                last_upload_at=d["last_upload_at"],
+                declared_complete=bool(d["complete"]),
+                declared_at=d["declared_at"],
+                expected=json.loads(d["expected"]) if d["expected"] else None,
+                received=await device_received(conn, user_id, d["device_id"]),
+            )
+        )
+    return UserProgress(
+        user_id=user_id,
+        email=user["email"] if user else None,
+        exists=user is not None,
+        state=await user_state(conn, user_id),
+        first_upload_at=first_last["first_upload_at"] if first_last else None,
+        last_upload_at=first_last["last_upload_at"] if first_last else None,
+        counts=counts,
+        counts_by_entity_type=by_type,
+        quarantined_waiting=quarantined,
+        archived_waiting=int(waiting["a"]) if waiting else 0,
+        devices=devices,
+    )
+
+
+def _ledger_entry(r: sqlite3.Row) -> LedgerEntry:
+    return LedgerEntry(
+        upload_id=r["upload_id"], user_id=r["user_id"], device_id=r["device_id"], source=r["source"],
+        file_name=r["file_name"], payload_sha256=r["payload_sha256"], received=r["received"],
+        counts=json.loads(r["counts"]), created_at=r["created_at"],
+    )
+
+
+async def latest_ledger(conn: GuardedConnection, user_id: str, limit: int = 20) -> list[LedgerEntry]:
+    rows = await conn.fetchall(
+        "SELECT * FROM recovery_ledger WHERE user_id = ? ORDER BY created_at DESC, rowid DESC LIMIT ?",
+        (user_id, limit),
+    )
+    return [_ledger_entry(r) for r in rows]
+
+
+async def list_users(
+    conn: GuardedConnection, *, email: str | None, state: str | None, after: str | None, limit: int
+) -> list[UserListItem]:
+    """Users by id, after the cursor's id; `email` matches any part of the address, case-insensitively."""
+    rows = await conn.fetchall(
+        f"""
+        SELECT * FROM (
+          SELECT u.id, u.email, u.role, {STATE_SQL} AS state,
+                 (SELECT last_upload_at FROM recovery_users r WHERE r.user_id = u.id) AS last_upload_at
+          FROM users u
+          WHERE (? IS NULL OR u.id > ?) AND (? IS NULL OR instr(LOWER(u.email), LOWER(?)) > 0)
+        )
+        WHERE (? IS NULL OR state = ?)
+        ORDER BY id
+        LIMIT ?
+        """,  # noqa: S608 - STATE_SQL is a constant
+        (after, after, email, email, state, state, limit),
+    )
+    return [UserListItem(r["id"], r["email"], r["role"], r["state"], r["last_upload_at"]) for r in rows]
+
+
+_OUTCOMES = ("inserted", "updated", "duplicate", "kept_existing", "deleted", "suppressed", "content_duplicate",
+             "quarantined")
+
+
+async def summary(conn: GuardedConnection) -> dict[str, Any]:
+    users_by_state = {s: 0 for s in STATES}
+    for r in await conn.fetchall(
+        f"SELECT {STATE_SQL} AS state, COUNT(*) AS n FROM users u GROUP BY state"  # noqa: S608
+    ):
+        users_by_state[r["state"]] = r["n"]
+    records = {outcome: 0 for outcome in _OUTCOMES}
+    for r in await conn.fetchall("SELECT outcome, SUM(n) AS n FROM recovery_progress GROUP BY outcome"):
+        records[r["outcome"]] = r["n"]
+    hour_ago = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%d %H:%M:%S")
+    recent = await conn.fetchone("SELECT COUNT(*) AS n FROM recovery_ledger WHERE created_at >= ?", (hour_ago,))
+    waiting = await conn.fetchone(
+        "SELECT COUNT(*) AS n, COUNT(DISTINCT owner) AS owners FROM recovery_quarantine WHERE resolved_at IS NULL"
+    )
+    return {
+        "users_by_state": users_by_state,
+        "records_by_outcome": records,
+        "uploads_last_hour": int(recent["n"]) if recent else 0,
+        "quarantined_waiting": int(waiting["n"]) if waiting else 0,
+        "quarantine_owners": int(waiting["owners"]) if waiting else 0,
+    }
+
+
+def _quarantined(r: sqlite3.Row) -> QuarantinedRecord:
+    try:
+        raw: Any = msgspec.json.decode(r["raw"])
+    except msgspec.DecodeError:
+        raw = r["raw"]
+    return QuarantinedRecord(
+        id=r["id"], entity_type=r["entity_type"], entity_id=r["entity_id"], reason=r["reason"], field=r["field"],
+        detail=r["detail"], raw=raw, upload_id=r["upload_id"], device_id=r["device_id"],
+        quarantined_at=r["quarantined_at"], resolved_at=r["resolved_at"],
+    )
+
+
+async def quarantine_page(
+    conn: GuardedConnection, owner: str, *, after: int | None, limit: int, include_resolved: bool
+) -> list[QuarantinedRecord]:
+    rows = await conn.fetchall(
+        "SELECT * FROM recovery_quarantine WHERE owner = ? AND id > ? AND (? OR resolved_at IS NULL)"
+        " ORDER BY id LIMIT ?",
+        (owner, after or 0, include_resolved, limit),
+    )
+    return [_quarantined(r) for r in rows]
+
+
+async def waiting_quarantine(conn: GuardedConnection, user_id: str, email: str) -> list[sqlite3.Row]:
+    """Unresolved records kept for this user: under their id, or under a token subject with their email."""
+    return await conn.fetchall(
+        "SELECT * FROM recovery_quarantine WHERE resolved_at IS NULL"
+        " AND (owner = ? OR (email IS NOT NULL AND LOWER(email) = LOWER(?))) ORDER BY id",
+        (user_id, email),
+    )
+
+
+async def resolve_quarantine(conn: GuardedConnection, ids: list[int], upload_id: str) -> None:
+    """Marked, never deleted: the record was taken through the pipeline again by `upload_id`."""
+    await conn.executemany(
+        "UPDATE recovery_quarantine SET resolved_at = ?, resolved_upload_id = ? WHERE id = ?",
+        [(utc_now_text(), upload_id, i) for i in ids],
+    )
+
+
+async def declare_device(
+    conn: GuardedConnection, user_id: str, device_id: str, expected: dict[str, int], complete: bool
+) -> None:
+    now = utc_now_text()
+    await conn.execute(
+        """INSERT INTO recovery_devices (user_id, device_id, first_upload_at, last_upload_at, declared_at, expected,
+             complete) VALUES (?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (user_id, device_id) DO UPDATE SET declared_at = excluded.declared_at,
+             expected = excluded.expected, complete = excluded.complete""",
+        (user_id, device_id, now, now, now, json.dumps(expected, sort_keys=True), int(complete)),
+    )
+
+
+async def mark_archive_reviewed(conn: GuardedConnection, user_id: str) -> int:
+    row = await conn.fetchone(
+        "SELECT COUNT(*) AS n FROM recovery_archive WHERE user_id = ? AND reviewed_at IS NULL", (user_id,)
+    )
+    await conn.execute(
+        "UPDATE recovery_archive SET reviewed_at = ? WHERE user_id = ? AND reviewed_at IS NULL",
+        (utc_now_text(), user_id),
+    )
+    return int(row["n"]) if row else 0
