@@ -60,6 +60,53 @@ async def _create_demo_user(settings: Settings) -> str:
     return issue_token(settings.jwt_secret, DEMO_USER_ID, DEMO_EMAIL)
 
 
+def _create_user(args: argparse.Namespace) -> int:
+    """Add a user to the app's users table (as the app would on sign-up) and print a token for it."""
+    import re
+    import sqlite3
+
+    from service.store.database import Database
+    from service.tokens import issue_token
+
+    user_id = args.id or f"user_{secrets.token_urlsafe(16)[:21]}"
+    if not re.fullmatch(r"user_[A-Za-z0-9_-]{21}", user_id):
+        print("error: --id must be 'user_' followed by 21 characters of A-Z a-z 0-9 _ -", file=sys.stderr)
+        return 2
+
+    async def insert() -> None:
+        db = await Database.open(args.db or Settings.from_env().db_path)
+        try:
+            async with db.write() as conn:
+                await conn.execute(
+                    "INSERT INTO users (id, email, display_name, role) VALUES (?, ?, ?, ?)",
+                    (user_id, args.email, args.name, args.role),
+                )
+        finally:
+            await db.close()
+
+    try:
+        asyncio.run(insert())
+    except sqlite3.IntegrityError as exc:
+        print(f"error: cannot add {args.email}: {exc}", file=sys.stderr)
+        return 1
+    print(user_id)
+    secret = os.environ.get("RESYNC_JWT_SECRET")
+    if secret:
+        print(issue_token(secret, user_id, args.email))
+    return 0
+
+
+def _issue_token(args: argparse.Namespace) -> int:
+    from service.tokens import issue_token
+
+    secret = os.environ.get("RESYNC_JWT_SECRET")
+    if not secret:
+        print("error: set RESYNC_JWT_SECRET", file=sys.stderr)
+        return 2
+    print(issue_token(secret, args.user_id, args.email))
+    return 0
+
+
 def _openapi(args: argparse.Namespace) -> int:
     from service.openapi import render_openapi
 
@@ -89,6 +136,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--dev", action="store_true",
                        help="make a secret if none is set, create a demo admin user and print a token for it")
     serve.set_defaults(run=_serve)
+
+    create_user = commands.add_parser("create-user", help="add a user to the app's users table")
+    create_user.add_argument("--db", help=f"app database file (env RESYNC_DB, default {DEFAULT_DB_PATH})")
+    create_user.add_argument("--email", required=True)
+    create_user.add_argument("--id", help="users.id (default: a new user_ id)")
+    create_user.add_argument("--name", default=None, help="display name")
+    create_user.add_argument("--role", default="user", choices=["user", "teacher", "admin"])
+    create_user.set_defaults(run=_create_user)
+
+    token = commands.add_parser("token", help="issue an app token (needs RESYNC_JWT_SECRET)")
+    token.add_argument("user_id")
+    token.add_argument("email")
+    token.set_defaults(run=_issue_token)
 
     openapi = commands.add_parser("openapi", help="write the OpenAPI document")
     openapi.add_argument("--out", default="openapi/openapi.json", help="file to write, or - for stdout")
