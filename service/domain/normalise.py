@@ -127,8 +127,14 @@ def normalise(entity_type: str, raw: object, user_id: str, *, now_ms: int) -> No
     `user_id` is the uploading user; `now_ms` is the upload time, against which future times are judged.
     """
     if entity_type not in ENTITY_TYPES:
+        # Keep the record's own id in the answer when it has one, so the device can tell which it was.
+        own_id = raw.get("id") if isinstance(raw, dict) else None
         return Rejection(
-            entity_type, None, UNKNOWN_ENTITY_TYPE, "entity_type", f"unknown entity type {_show(entity_type)}"
+            entity_type,
+            own_id if isinstance(own_id, str) and own_id else None,
+            UNKNOWN_ENTITY_TYPE,
+            "entity_type",
+            f"unknown entity type {_show(entity_type)}",
         )
     if not isinstance(raw, dict):
         return Rejection(entity_type, None, NOT_AN_OBJECT, None, f"the record is {_json_kind(raw)}, not an object")
