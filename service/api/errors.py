@@ -7,8 +7,10 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
+import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException, ProblemDetailsPlugin
 
 log = logging.getLogger("service.api")
@@ -101,3 +103,42 @@ def problem_details_plugin() -> ProblemDetailsPlugin:
 unexpected_error_handlers: dict[int | type[Exception], Callable[[Request[Any, Any, Any], Any], Response[Any]]] = {
     Exception: _unexpected
 }
+
+
+class FieldProblem(msgspec.Struct):
+    field: str
+    reason: str
+
+
+class ProblemDetail(msgspec.Struct):
+    """RFC 9457 problem details as this service sends them."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldProblem] = []
+
+
+_STATUS_DESCRIPTIONS = {
+    400: "Unreadable JSON, or a bad header, cursor or query value",
+    401: "Missing, expired or wrongly signed token",
+    403: "The caller may not do this (support routes need an admin)",
+    404: "No such user",
+    409: "The device's declaration does not match what was received",
+    413: "Request body larger than the configured limit",
+    422: "Well-formed body of the wrong shape, or an idempotency key reused with another body",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the problem+json answers a route can give."""
+    return {
+        status: ResponseSpec(
+            data_container=ProblemDetail,
+            generate_examples=False,
+            description=_STATUS_DESCRIPTIONS[status],
+            media_type="application/problem+json",
+        )
+        for status in statuses
+    }

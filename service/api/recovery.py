@@ -11,7 +11,7 @@ from litestar.exceptions import PermissionDeniedException
 from litestar.params import JSONBody, PathParameter
 
 from service.api.auth import Principal
-from service.api.errors import FieldError, problem
+from service.api.errors import FieldError, problem, problem_responses
 from service.api.rendering import recovery_response
 from service.api.schemas import RawRecoveryUploadRequest, RecoveryUploadRequest, RecoveryUploadResponse
 from service.api.sync import DeviceHeader, IdempotencyHeader, header_token, json_response
@@ -55,6 +55,7 @@ class RecoveryController(Controller):
         "/uploads",
         status_code=200,
         summary="Upload records for recovery",
+        responses=problem_responses(400, 401, 413, 422),
         description="Every record gets an outcome. `dry_run` answers exactly as the upload would and writes "
         "nothing. An `X-Idempotency-Key` replays the first answer for the same body.",
     )
@@ -106,6 +107,7 @@ class RecoveryController(Controller):
         "/devices/{device_id:str}/complete",
         status_code=200,
         summary="Declare that a device has sent everything",
+        responses=problem_responses(400, 401, 403, 409, 422),
         description="Matches when the distinct records received from the device equal `expected` for every "
         "entity type; otherwise 409 lists the differences.",
     )
@@ -143,7 +145,7 @@ class RecoveryController(Controller):
             )
         return DeviceCompletion(device_id, True, dict(data.expected), received, state)
 
-    @get("/me", summary="The caller's own recovery progress")
+    @get("/me", summary="The caller's own recovery progress", responses=problem_responses(401))
     async def me(self, request: Request[Principal, Any, Any]) -> UserProgress:
         principal = request.user
         db: Database = request.app.state.db

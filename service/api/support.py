@@ -14,7 +14,7 @@ from litestar.exceptions import NotFoundException
 from litestar.params import PathParameter, QueryParameter
 
 from service.api.auth import Principal, requires_admin
-from service.api.errors import FieldError
+from service.api.errors import FieldError, problem_responses
 from service.api.rendering import recovery_response
 from service.api.schemas import RecoveryUploadResponse
 from service.pipeline import IncomingRecord, Upload, ingest_batch
@@ -23,6 +23,7 @@ from service.store.database import Database, GuardedConnection
 from service.store.progress import LedgerEntry, QuarantinedRecord, UserListItem, UserProgress
 from service.store.uploads import find_user
 
+_PROBLEMS = problem_responses(400, 401, 403, 404)
 UserIdPath = Annotated[str, PathParameter(description="users.id of the user")]
 Limit = Annotated[int, QueryParameter(ge=1, le=500, description="page size")]
 Cursor = Annotated[str | None, QueryParameter(description="`next_cursor` of the previous page")]
@@ -99,7 +100,11 @@ class SupportController(Controller):
     tags = ("support",)
     guards = (requires_admin,)
 
-    @get("/users/{user_id:str}", summary="One user's recovery: progress and latest uploads")
+    @get(
+        "/users/{user_id:str}",
+        summary="One user's recovery: progress and latest uploads",
+        responses=_PROBLEMS,
+    )
     async def user(self, request: Request[Principal, Any, Any], user_id: UserIdPath) -> UserDetail:
         db: Database = request.app.state.db
         async with db.read() as conn:
@@ -107,7 +112,7 @@ class SupportController(Controller):
             latest = await progress.latest_ledger(conn, user_id)
         return UserDetail(found, latest)
 
-    @get("/users", summary="Search and list users with their recovery state")
+    @get("/users", summary="Search and list users with their recovery state", responses=_PROBLEMS)
     async def users(
         self,
         request: Request[Principal, Any, Any],
@@ -129,13 +134,17 @@ class SupportController(Controller):
         next_cursor = progress.encode_cursor(items[limit - 1].user_id) if len(items) > limit else None
         return UserPage(items[:limit], next_cursor)
 
-    @get("/summary", summary="Users per state, records per outcome, recent uploads")
+    @get("/summary", summary="Users per state, records per outcome, recent uploads", responses=_PROBLEMS)
     async def summary(self, request: Request[Principal, Any, Any]) -> Summary:
         db: Database = request.app.state.db
         async with db.read() as conn:
             return msgspec.convert(await progress.summary(conn), Summary)
 
-    @get("/users/{user_id:str}/quarantine", summary="The user's quarantined records, verbatim, with reasons")
+    @get(
+        "/users/{user_id:str}/quarantine",
+        summary="The user's quarantined records, verbatim, with reasons",
+        responses=_PROBLEMS,
+    )
     async def quarantine(
         self,
         request: Request[Principal, Any, Any],
@@ -158,6 +167,7 @@ class SupportController(Controller):
         "/users/{user_id:str}/redrive",
         status_code=200,
         summary="Run the user's quarantined records through the pipeline again",
+        responses=_PROBLEMS,
         description="For example once the user exists again. Records kept under a token with the user's "
         "email are included. Each re-driven record gets a new outcome; the old quarantine rows are marked "
         "resolved (never deleted), and what still cannot go in is quarantined again.",
@@ -203,6 +213,7 @@ class SupportController(Controller):
         "/users/{user_id:str}/review",
         status_code=200,
         summary="Mark the user's archived merge conflicts as reviewed",
+        responses=_PROBLEMS,
         description="Archived versions stay kept; reviewing only stops them holding the user in needs_review.",
     )
     async def review(self, request: Request[Principal, Any, Any], user_id: UserIdPath) -> ReviewResult:

@@ -11,7 +11,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.params import HeaderParameter, JSONBody
 
 from service.api.auth import Principal
-from service.api.errors import FieldError
+from service.api.errors import FieldError, problem_responses
 from service.api.schemas import (
     PUSH_GROUPS,
     Conflict,
@@ -104,6 +104,7 @@ class SyncController(Controller):
         "/push",
         status_code=200,
         summary="Push local changes (the app's format)",
+        responses=problem_responses(400, 401, 413, 422),
         description="Each record gets its own outcome; quarantined and kept-existing records are listed in "
         "`conflicts` with their reason. One push is one transaction.",
     )
@@ -150,7 +151,12 @@ class SyncController(Controller):
             return json_response(outcome.response)
         return json_response(render_push(outcome, user_resolved))
 
-    @post("/pull", status_code=200, summary="Pull the user's live documents (the app's format)")
+    @post(
+        "/pull",
+        status_code=200,
+        summary="Pull the user's live documents (the app's format)",
+        responses=problem_responses(401),
+    )
     async def pull(self, request: Request[Principal, Any, Any]) -> PullResponse:
         principal = request.user
         db: Database = request.app.state.db
@@ -175,7 +181,7 @@ class SyncController(Controller):
             timestamp=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         )
 
-    @get("/status", summary="Sync status of the caller")
+    @get("/status", summary="Sync status of the caller", responses=problem_responses(401))
     async def status(self, request: Request[Principal, Any, Any]) -> SyncStatus:
         principal = request.user
         db: Database = request.app.state.db
