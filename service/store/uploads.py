@@ -57,17 +57,19 @@ def _document_updated_ms(data: str, row_updated_at: str | None) -> int | None:
 
 
 async def load_state(conn: GuardedConnection, user_id: str, keys: set[EntityKey]) -> dict[EntityKey, StoredEntity]:
-    """The stored state of every key (two queries: sync_data rows and the service's merge state)."""
+    """The stored state of every key (two queries: sync_data rows and the service's merge state).
+
+    CROSS JOIN keeps the keys as the outer loop, so each key is one index lookup; left to itself the
+    planner may scan all of the user's rows instead."""
     if not keys:
         return {}
     param = _keys_param(keys)
     stored: dict[EntityKey, StoredEntity] = {}
     rows = await conn.fetchall(
         """
-        WITH k(entity_type, entity_id) AS (SELECT value ->> 0, value ->> 1 FROM json_each(?))
         SELECT s.entity_type, s.entity_id, s.id, s.checksum, s.version, s.deleted_at, s.data, s.updated_at
-        FROM k JOIN sync_data s
-          ON s.user_id = ? AND s.entity_type = k.entity_type AND s.entity_id = k.entity_id
+        FROM json_each(?) AS k CROSS JOIN sync_data s
+          ON s.user_id = ? AND s.entity_type = k.value ->> 0 AND s.entity_id = k.value ->> 1
         """,
         (param, user_id),
     )
@@ -84,10 +86,9 @@ async def load_state(conn: GuardedConnection, user_id: str, keys: set[EntityKey]
         )
     rows = await conn.fetchall(
         """
-        WITH k(entity_type, entity_id) AS (SELECT value ->> 0, value ->> 1 FROM json_each(?))
         SELECT e.entity_type, e.entity_id, e.updated_ms, e.deleted_ms, e.content_key, e.duplicate_of
-        FROM k JOIN recovery_entity_state e
-          ON e.user_id = ? AND e.entity_type = k.entity_type AND e.entity_id = k.entity_id
+        FROM json_each(?) AS k CROSS JOIN recovery_entity_state e
+          ON e.user_id = ? AND e.entity_type = k.value ->> 0 AND e.entity_id = k.value ->> 1
         """,
         (param, user_id),
     )
