@@ -95,9 +95,7 @@ class Database:
         writer = await _connect(db_path, read_only=False)
         try:
             await writer.execute("BEGIN IMMEDIATE")
-            for script in (APP_SCHEMA, SERVICE_SCHEMA):
-                for statement in _statements(script):
-                    await writer.execute(statement)
+            await _create_schema(writer)
             await writer.commit()
             reader_connections = [await _connect(db_path, read_only=True) for _ in range(readers)]
         except BaseException:
@@ -141,6 +139,29 @@ class Database:
                 await reader.rollback()
         finally:
             self._idle_readers.put_nowait(reader)
+
+
+class NotAnAppDatabase(RuntimeError):
+    """The file holds some of the app's tables but not all the service writes to."""
+
+
+REQUIRED_APP_TABLES = ("users", "sync_data", "sync_sequence", "logbook_entries")
+
+
+async def _create_schema(conn: GuardedConnection) -> None:
+    """The app schema on an empty file only: an existing app database keeps its tables, indexes and
+    triggers exactly as they are. The service's own tables are added either way."""
+    rows = await conn.fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")
+    existing = {r["name"] for r in rows}
+    if "users" not in existing:
+        for statement in _statements(APP_SCHEMA):
+            await conn.execute(statement)
+    else:
+        missing = [t for t in REQUIRED_APP_TABLES if t not in existing]
+        if missing:
+            raise NotAnAppDatabase(f"the database has a users table but no {', '.join(missing)}")
+    for statement in _statements(SERVICE_SCHEMA):
+        await conn.execute(statement)
 
 
 def _statements(script: str) -> list[str]:

@@ -103,3 +103,31 @@ async def test_connections_run_with_the_required_pragmas(db: Database) -> None:
     assert sync is not None and sync[0] == 2  # FULL: an acknowledged upload survives power loss
     assert journal is not None and journal[0] == "wal"
     assert busy is not None and busy[0] > 0
+
+
+async def test_an_existing_app_database_keeps_its_app_schema(tmp_path: Path) -> None:
+    """On an existing app database only the service's own tables are added."""
+    path = tmp_path / "prod.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(
+            """
+            CREATE TABLE users (id TEXT PRIMARY KEY, email TEXT NOT NULL UNIQUE, role TEXT DEFAULT 'user');
+            CREATE TABLE sync_data (id TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+              entity_type TEXT NOT NULL, entity_id TEXT NOT NULL, data TEXT NOT NULL, checksum TEXT NOT NULL,
+              version INTEGER DEFAULT 1, created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+              updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, deleted_at TIMESTAMP, device_id TEXT, seq INTEGER,
+              UNIQUE (user_id, entity_type, entity_id));
+            CREATE INDEX prod_named_index ON sync_data (user_id, seq);
+            CREATE TABLE sync_sequence (id INTEGER PRIMARY KEY CHECK (id = 1), current_value INTEGER NOT NULL);
+            INSERT INTO sync_sequence VALUES (1, 41);
+            CREATE TABLE logbook_entries (id TEXT PRIMARY KEY, user_id TEXT NOT NULL);
+            """
+        )
+    before = query(str(path), "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'recovery_%'")
+    database = await Database.open(path)
+    await database.close()
+    after = query(str(path), "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'recovery_%'"
+                  " AND tbl_name NOT LIKE 'recovery_%'")
+    assert [tuple(r) for r in after] == [tuple(r) for r in before]
+    assert query(str(path), "SELECT current_value FROM sync_sequence")[0][0] == 41
+    assert query(str(path), "SELECT COUNT(*) FROM sqlite_master WHERE name LIKE 'recovery_%'")[0][0] > 5
