@@ -125,6 +125,12 @@ def _lint_migrations(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _export_d1(args: argparse.Namespace) -> int:
+    from service.d1_export import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -159,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(lint)
     lint.set_defaults(run=_lint_migrations)
+
+    export = commands.add_parser("export-d1", help="write the recovered rows as SQL files for wrangler d1 execute")
+    from service.d1_export import add_arguments as add_export_d1_arguments
+
+    add_export_d1_arguments(export)
+    export.set_defaults(run=_export_d1)
     return parser
 
 

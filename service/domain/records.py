@@ -24,8 +24,8 @@ ENTITY_TYPES: tuple[str, ...] = (
     USER_PREFERENCES,
 )
 
-# D1's row limit: a stored document larger than this cannot go in.
-MAX_DOCUMENT_BYTES = 2 * 1024 * 1024
+# D1's row limit (2,000,000 bytes): a stored document larger than this cannot go back to production.
+MAX_DOCUMENT_BYTES = 2_000_000
 
 
 class LogbookRow(msgspec.Struct, frozen=True):
