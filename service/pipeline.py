@@ -17,8 +17,8 @@ import msgspec
 
 from service import metrics
 from service.domain import records as rec
-from service.domain.merge import plan_merge
-from service.domain.normalise import normalise
+from service.domain.merge import Repeat, StoredEntity, plan_merge
+from service.domain.normalise import entity_id_of, normalise
 from service.domain.outcomes import Receipt
 from service.domain.records import Normalised, Rejection, Tombstone
 from service.domain.times import ms_to_iso_z
@@ -84,20 +84,68 @@ def _deletion_raw(entity_type: str, entity_id: Any) -> bytes:
     return _json.encode({"entity_type": entity_type, "id": entity_id, "deleted": True})
 
 
-def normalise_upload(upload: Upload, now_ms: int) -> tuple[list[Normalised | Tombstone | Rejection], list[bytes]]:
-    """Every record of the upload, normalised in order (live records, then the deleted lists)."""
-    results: list[Normalised | Tombstone | Rejection] = []
+Prepared = Normalised | Tombstone | Rejection | Repeat
+RepeatKey = tuple[str, str, str]  # (entity_type, entity_id, raw_sha256)
+
+
+class PreparedUpload(msgspec.Struct):
+    """An upload's records decoded and fingerprinted, in order (live records, then the deleted lists)."""
+
+    upload: Upload
+    values: list[Any]  # decoded value per live record (UNSET when the bytes are not JSON)
+    raws: list[bytes]
+    shas: list[str]
+    # Live records whose key occurs once in the upload: (index, entity_type, entity_id).
+    single_keys: list[tuple[int, str, str]]
+
+
+def prepare_upload(upload: Upload) -> PreparedUpload:
+    values: list[Any] = []
     raws: list[bytes] = []
-    user_id = upload.user.id if upload.user is not None else None
-    for record in upload.records:
+    user_id = upload.user.id if upload.user is not None else ""
+    keys: list[tuple[int, str, str]] = []
+    seen: dict[tuple[str, str], int] = {}
+    for index, record in enumerate(upload.records):
         raws.append(record.raw)
         value = record.value
         if value is msgspec.UNSET:
             try:
                 value = msgspec.json.decode(record.raw)
             except msgspec.DecodeError:
-                results.append(Rejection(record.entity_type, None, rec.NOT_AN_OBJECT, detail="not valid JSON"))
-                continue
+                value = msgspec.UNSET
+        values.append(value)
+        entity_id = entity_id_of(record.entity_type, value, user_id) if upload.user is not None else None
+        if entity_id is not None:
+            keys.append((index, record.entity_type, entity_id))
+            seen[(record.entity_type, entity_id)] = seen.get((record.entity_type, entity_id), 0) + 1
+    for entity_type, ids in upload.deleted.items():
+        raws.extend(_deletion_raw(entity_type, entity_id) for entity_id in ids)
+    return PreparedUpload(
+        upload=upload,
+        values=values,
+        raws=raws,
+        shas=[sha256_hex(raw) for raw in raws],
+        single_keys=[k for k in keys if seen[(k[1], k[2])] == 1],
+    )
+
+
+def repeat_candidates(prepared: PreparedUpload) -> list[RepeatKey]:
+    return [(entity_type, entity_id, prepared.shas[i]) for i, entity_type, entity_id in prepared.single_keys]
+
+
+def normalise_upload(
+    prepared: PreparedUpload, now_ms: int, known: dict[RepeatKey, str] | None = None
+) -> list[Prepared]:
+    """Every record of the upload, normalised in order. A record whose exact bytes normalised to a known
+    checksum before becomes a `Repeat`, checked against the stored row in the write transaction."""
+    upload = prepared.upload
+    results: list[Prepared] = []
+    user_id = upload.user.id if upload.user is not None else None
+    repeats = {i: (t, e) for i, t, e in prepared.single_keys} if known else {}
+    for index, (record, value) in enumerate(zip(upload.records, prepared.values, strict=True)):
+        if value is msgspec.UNSET:
+            results.append(Rejection(record.entity_type, None, rec.NOT_AN_OBJECT, detail="not valid JSON"))
+            continue
         if user_id is None:
             entity_id = value.get("id") if isinstance(value, dict) else None
             results.append(
@@ -105,11 +153,15 @@ def normalise_upload(upload: Upload, now_ms: int) -> tuple[list[Normalised | Tom
                           field="sub", detail="no user with this id or email exists")
             )
             continue
+        key = repeats.get(index)
+        checksum = known.get((key[0], key[1], prepared.shas[index])) if key is not None and known else None
+        if key is not None and checksum is not None:
+            results.append(Repeat(key[0], key[1], checksum, value))
+            continue
         results.append(normalise(record.entity_type, value, user_id, now_ms=now_ms))
     deleted_at = ms_to_iso_z(now_ms)
     for entity_type, ids in upload.deleted.items():
         for entity_id in ids:
-            raws.append(_deletion_raw(entity_type, entity_id))
             valid_id = entity_id if isinstance(entity_id, str) and entity_id else None
             if user_id is None:
                 results.append(Rejection(entity_type, valid_id, rec.UNKNOWN_USER, field="sub"))
@@ -120,36 +172,55 @@ def normalise_upload(upload: Upload, now_ms: int) -> tuple[list[Normalised | Tom
             else:
                 # An id in a device's deleted list counts as deleted at the time of its upload.
                 results.append(Tombstone(entity_type, valid_id, deleted_at, now_ms))
-    return results, raws
+    return results
+
+
+def _confirm_repeats(
+    records: list[Prepared], stored: dict[tuple[str, str], StoredEntity], user_id: str, now_ms: int
+) -> list[Normalised | Tombstone | Rejection | Repeat]:
+    """A repeat whose stored row changed since it was looked up is normalised after all."""
+    confirmed: list[Prepared] = []
+    for r in records:
+        if isinstance(r, Repeat):
+            s = stored.get((r.entity_type, r.entity_id))
+            if s is None or not s.live or s.checksum != r.checksum:
+                confirmed.append(normalise(r.entity_type, r.value, user_id, now_ms=now_ms))
+                continue
+        confirmed.append(r)
+    return confirmed
 
 
 async def _apply(
     conn: GuardedConnection,
-    upload: Upload,
-    normalised: list[Normalised | Tombstone | Rejection],
-    raws: list[bytes],
+    prepared: PreparedUpload,
+    records: list[Prepared],
     upload_id: str,
+    now_ms: int,
 ) -> Receipt:
+    upload = prepared.upload
+    raws = prepared.raws
     user_id = upload.user.id if upload.user is not None else None
     if user_id is None:
-        plan = plan_merge(normalised, {}, {})
+        plan = plan_merge(records, {}, {})
     else:
-        keys = {(r.entity_type, r.entity_id) for r in normalised if not isinstance(r, Rejection)}
-        content_keys = {r.content_key for r in normalised if isinstance(r, Normalised) and r.content_key}
+        keys = {(r.entity_type, r.entity_id) for r in records if not isinstance(r, Rejection)}
         stored = await store.load_state(conn, user_id, keys)
+        records = _confirm_repeats(records, stored, user_id, now_ms)
+        content_keys = {r.content_key for r in records if isinstance(r, Normalised) and r.content_key}
         live_content = await store.load_live_content(conn, user_id, content_keys)
-        plan = plan_merge(normalised, stored, live_content)
+        plan = plan_merge(records, stored, live_content)
         await store.apply_plan(conn, plan, user_id=user_id, device_id=upload.device_id, upload_id=upload_id)
         kept = [
-            RawRecordRow(r.entity_type, r.entity_id, raw.decode("utf-8", "replace"), sha256_hex(raw))
-            for r, raw in zip(normalised, raws, strict=True)
-            if not isinstance(r, Rejection)
+            RawRecordRow(r.entity_type, r.entity_id, raw.decode("utf-8", "replace"), sha,
+                         r.checksum if isinstance(r, Normalised) else None)
+            for r, raw, sha in zip(records, raws, prepared.shas, strict=True)
+            if isinstance(r, Normalised | Tombstone)
         ]
         await store.keep_raw_records(conn, kept, user_id=user_id, device_id=upload.device_id, upload_id=upload_id)
         # A device's completeness counts every distinct record it sent, quarantined ones included.
         await store.count_device_records(
             conn,
-            [(r.entity_type, r.entity_id) for r in normalised if r.entity_id is not None],
+            [(r.entity_type, r.entity_id) for r in records if r.entity_id is not None],
             user_id=user_id,
             device_id=upload.device_id,
         )
@@ -182,6 +253,20 @@ async def _apply(
     return receipt
 
 
+async def _known_repeats(db: Database, prepared: list[PreparedUpload]) -> list[dict[RepeatKey, str]]:
+    """Look up, before queueing for the writer, which records are byte-identical re-uploads."""
+    found: list[dict[RepeatKey, str]] = []
+    async with db.read() as conn:
+        for p in prepared:
+            user = p.upload.user
+            candidates = repeat_candidates(p) if user is not None else []
+            if user is None or not candidates:
+                found.append({})
+            else:
+                found.append(await store.known_checksums(conn, user.id, candidates))
+    return found
+
+
 async def ingest(
     db: Database,
     upload: Upload,
@@ -199,7 +284,9 @@ async def ingest(
     started = time.perf_counter()
     now = time.time()
     now_ms = now_ms if now_ms is not None else int(now * 1000)
-    normalised, raws = normalise_upload(upload, now_ms)  # pure work, done before queueing for the writer
+    prepared = prepare_upload(upload)
+    known = (await _known_repeats(db, [prepared]))[0]
+    records = normalise_upload(prepared, now_ms, known)  # pure work, done before queueing for the writer
     async with db.write(commit=not dry_run) as conn:
         if idempotency is not None and upload.user is not None:
             previous = await store.find_idempotent_response(conn, upload.user.id, idempotency.key, now)
@@ -207,7 +294,7 @@ async def ingest(
                 if previous.request_sha256 != idempotency.request_sha256:
                     raise IdempotencyConflict(idempotency.key)
                 return Replayed(previous.response)
-        result = await _ingest_in_transaction(conn, upload, normalised, raws)
+        result = await _ingest_in_transaction(conn, prepared, records, now_ms)
         if upload.user is not None and idempotency is not None and render is not None:
             await store.remember_response(
                 conn, upload.user.id, idempotency.key, idempotency.request_sha256, render(result), now
@@ -229,11 +316,13 @@ async def ingest_batch(
     so a replay's checkpoint commits with the batch it covers."""
     started = time.perf_counter()
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
-    prepared = [(upload, *normalise_upload(upload, now_ms)) for upload in uploads]
+    prepared = [prepare_upload(upload) for upload in uploads]
+    known = await _known_repeats(db, prepared)
+    normalised = [normalise_upload(p, now_ms, k) for p, k in zip(prepared, known, strict=True)]
     results = []
     async with db.write(commit=not dry_run) as conn:
-        for upload, normalised, raws in prepared:
-            results.append(await _ingest_in_transaction(conn, upload, normalised, raws))
+        for p, records in zip(prepared, normalised, strict=True):
+            results.append(await _ingest_in_transaction(conn, p, records, now_ms))
         if in_transaction is not None:
             await in_transaction(conn)
     if not dry_run:
@@ -244,13 +333,11 @@ async def ingest_batch(
 
 
 async def _ingest_in_transaction(
-    conn: GuardedConnection,
-    upload: Upload,
-    normalised: list[Normalised | Tombstone | Rejection],
-    raws: list[bytes],
+    conn: GuardedConnection, prepared: PreparedUpload, records: list[Prepared], now_ms: int
 ) -> UploadResult:
+    upload = prepared.upload
     upload_id = upload.upload_id or f"upl_{uuid.uuid4().hex}"
-    receipt = await _apply(conn, upload, normalised, raws, upload_id)
+    receipt = await _apply(conn, prepared, records, upload_id, now_ms)
     sync_token = str(await current_seq(conn))
     if upload.user is not None:
         await store.touch_sync_metadata(conn, upload.user.id, upload.device_id, sync_token)

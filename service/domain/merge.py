@@ -7,6 +7,7 @@ the effect of the ones before it, so a batch gives the same rows as the same rec
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -65,6 +66,17 @@ class ArchivedVersion(msgspec.Struct):
     checksum: str
     updated_ms: int | None
     reason: str
+
+
+class Repeat(msgspec.Struct, frozen=True):
+    """A byte-identical re-upload of a record that normalised to `checksum` before. The pipeline only
+    passes it on when the stored row is live with that checksum, so it is a duplicate without being
+    normalised again (devices re-push their whole history on every sync)."""
+
+    entity_type: str
+    entity_id: str
+    checksum: str
+    value: Any
 
 
 class Quarantined(msgspec.Struct):
@@ -195,6 +207,12 @@ class _Planner:
         w.row_changed = w.row_changed or w.present
         self._result(t, oc.DELETED)
 
+    def repeat(self, r: Repeat) -> None:
+        w = self._state((r.entity_type, r.entity_id))
+        if not (w.live and w.checksum == r.checksum):
+            raise ValueError(f"{r.entity_type} {r.entity_id!r} is not stored with checksum {r.checksum}")
+        self.results.append(RecordResult(entity_type=r.entity_type, entity_id=r.entity_id, outcome=oc.DUPLICATE))
+
     def live_record(self, n: Normalised) -> None:
         key = (n.entity_type, n.entity_id)
         w = self._state(key)
@@ -295,7 +313,7 @@ class _Planner:
 
 
 def plan_merge(
-    records: list[Normalised | Tombstone | Rejection],
+    records: Sequence[Normalised | Tombstone | Rejection | Repeat],
     stored: dict[EntityKey, StoredEntity],
     live_content: dict[str, str],
 ) -> MergePlan:
@@ -310,6 +328,8 @@ def plan_merge(
             planner.quarantine(index, record)
         elif isinstance(record, Tombstone):
             planner.tombstone(record)
+        elif isinstance(record, Repeat):
+            planner.repeat(record)
         else:
             planner.live_record(record)
     sync_writes, state_writes = planner.writes()

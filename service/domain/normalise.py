@@ -100,15 +100,12 @@ _T = TypeVar("_T")
 # Canonical Scorebook ids are kept as they are. ASCII-only case folding, as in JavaScript's /i.
 _CANONICAL_SCORE_ID = re.compile(r"score_[a-z0-9]+(?:[-_][a-z0-9]+)*", re.ASCII | re.IGNORECASE)
 # JavaScript's \s and String.prototype.trim: WhiteSpace and LineTerminator code points.
-_JS_SPACE = "\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+_JS_SPACE = (
+    "\t\n\v\f\r \u00a0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
 _JS_SPACE_RUN = re.compile(f"[{_JS_SPACE}]+")
-_JS_TRIM = re.compile(f"^[{_JS_SPACE}]+|[{_JS_SPACE}]+$")
-_TITLE_PUNCTUATION = str.maketrans(
-    {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-"}
-)
-_COMPOSER_PUNCTUATION = str.maketrans(
-    {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-", ".": None}
-)
+# Curly quotes to straight ones, en and em dashes to "-".
+_TYPOGRAPHY = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-"})
 
 
 class _Quarantine(Exception):
@@ -297,7 +294,7 @@ def _repair_entry_times(entry: dict[str, Any], now_ms: int) -> dict[str, int]:
     """Validate every time of the entry and put each in the form the app stores; returns them in ms."""
     times: dict[str, int] = {}
     for field in ENTRY_MS_TIMES:
-        if _given(entry.get(field)):
+        if field == "timestamp" or _given(entry.get(field)):  # the practice time is required
             times[field] = entry[field] = _parse_time(field, entry[field], now_ms)
     for field in ENTRY_ISO_TIMES:
         value = entry.get(field)
@@ -468,16 +465,20 @@ def _first(times: Mapping[str, int], fields: Iterable[str], *, default: _T) -> i
 
 
 def _js_trim(text: str) -> str:
-    return _JS_TRIM.sub("", text)
+    return text.strip(_JS_SPACE)
 
 
 def _normal_title(title: str) -> str:
-    return _JS_SPACE_RUN.sub(" ", _js_trim(title.lower())).translate(_TITLE_PUNCTUATION)
+    text = title.lower().strip(_JS_SPACE)
+    # Most titles are plain ASCII with single spaces; those need nothing more (isprintable rules out tabs).
+    if text.isascii() and text.isprintable() and "  " not in text:
+        return text
+    return _JS_SPACE_RUN.sub(" ", text).translate(_TYPOGRAPHY)
 
 
 def _normal_composer(composer: str) -> str:
     # Periods go too: "J.S. Bach" and "JS Bach" are the same composer.
-    return _JS_SPACE_RUN.sub(" ", _js_trim(composer.lower())).translate(_COMPOSER_PUNCTUATION)
+    return _normal_title(composer).replace(".", "")
 
 
 def _json_kind(value: object) -> str:
@@ -494,5 +495,14 @@ def _json_kind(value: object) -> str:
 
 def _show(value: object) -> str:
     """A short printable form of a value for a rejection's detail."""
+    if isinstance(value, (dict, list)):
+        return _json_kind(value)  # never repr a container: it may be huge, or nested past the recursion limit
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def entity_id_of(entity_type: str, raw: object, user_id: str) -> str | None:
+    """The key a record would be stored under, without normalising it (None when it has none)."""
+    if entity_type not in ENTITY_TYPES or not isinstance(raw, dict):
+        return None
+    return _entity_id(entity_type, raw, user_id)

@@ -116,6 +116,9 @@ CREATE TABLE IF NOT EXISTS recovery_raw_records (
   entity_id TEXT NOT NULL,
   raw_sha256 TEXT NOT NULL,
   raw TEXT NOT NULL,
+  -- The checksum this raw record normalised to (NULL for deletions): a byte-identical re-upload of a
+  -- record whose stored row still has this checksum is a duplicate without normalising it again.
+  checksum TEXT,
   upload_id TEXT NOT NULL,
   device_id TEXT,
   received_at TEXT NOT NULL,

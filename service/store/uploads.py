@@ -104,6 +104,25 @@ async def load_state(conn: GuardedConnection, user_id: str, keys: set[EntityKey]
     return stored
 
 
+async def known_checksums(
+    conn: GuardedConnection, user_id: str, candidates: list[tuple[str, str, str]]
+) -> dict[tuple[str, str, str], str]:
+    """(entity_type, entity_id, raw_sha256) -> the checksum that raw record normalised to before."""
+    if not candidates:
+        return {}
+    rows = await conn.fetchall(
+        """
+        SELECT r.entity_type, r.entity_id, r.raw_sha256, r.checksum
+        FROM json_each(?) AS k CROSS JOIN recovery_raw_records r
+          ON r.user_id = ? AND r.entity_type = k.value ->> 0 AND r.entity_id = k.value ->> 1
+         AND r.raw_sha256 = k.value ->> 2
+        WHERE r.checksum IS NOT NULL
+        """,
+        (_json.encode(candidates).decode(), user_id),
+    )
+    return {(r["entity_type"], r["entity_id"], r["raw_sha256"]): r["checksum"] for r in rows}
+
+
 async def load_live_content(conn: GuardedConnection, user_id: str, content_keys: set[str]) -> dict[str, str]:
     """content_key -> entity_id of the user's live logbook entries with that content."""
     if not content_keys:
@@ -228,6 +247,7 @@ class RawRecordRow(msgspec.Struct):
     entity_id: str | None
     raw: str
     raw_sha256: str
+    checksum: str | None
 
 
 async def keep_raw_records(
@@ -238,10 +258,11 @@ async def keep_raw_records(
     keyed = [r for r in rows if r.entity_id is not None]
     if keyed:
         await conn.executemany(
-            """INSERT INTO recovery_raw_records (user_id, entity_type, entity_id, raw_sha256, raw, upload_id,
-                 device_id, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+            """INSERT INTO recovery_raw_records (user_id, entity_type, entity_id, raw_sha256, raw, checksum,
+                 upload_id, device_id, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT DO NOTHING""",
-            [(user_id, r.entity_type, r.entity_id, r.raw_sha256, r.raw, upload_id, device_id, now) for r in keyed],
+            [(user_id, r.entity_type, r.entity_id, r.raw_sha256, r.raw, r.checksum, upload_id, device_id, now)
+             for r in keyed],
         )
 
 
