@@ -45,3 +45,19 @@ async def test_identical_bytes_are_a_duplicate_only_while_the_stored_row_is_that
     assert len(rows) == 1 and rows[0]["deleted_at"] is not None
     raw = query(db.path, "SELECT COUNT(*) AS n FROM recovery_raw_records WHERE entity_id = 'e1'")
     assert raw[0]["n"] == 3  # V1, V2 and the deletion, each kept once
+
+
+async def test_a_pulled_entry_pushed_back_is_a_duplicate(tmp_path: Path) -> None:
+    """Pulled documents carry created_at as an ISO string, which the app's rules turn into epoch ms on
+    the way in: same content and edit time, different checksum, still the same version."""
+    db = await Database.open(tmp_path / "app.db")
+    try:
+        add_users(db.path, ADA)
+        entry = {**V1, "createdAt": "2025-06-01T18:00:00.000Z"}
+        assert await push(db, entry) == ["inserted"]
+        stored = msgspec.json.decode(query(db.path, "SELECT data FROM sync_data")[0]["data"])
+        assert isinstance(stored["created_at"], str)
+        assert await push(db, stored) == ["duplicate"]
+    finally:
+        await db.close()
+    assert query(db.path, "SELECT COUNT(*) AS n FROM recovery_archive")[0]["n"] == 0

@@ -39,6 +39,7 @@ _SURROGATES = re.compile("[\ud800-\udbff][\udc00-\udfff]|[\ud800-\udfff]")
 _Layout = tuple[tuple[str, str], ...]
 _layouts: dict[tuple[str, ...], _Layout] = {}
 _MAX_CACHED_LAYOUTS = 4096
+_MAX_CACHED_KEY_CHARS = 2048
 
 
 def canonical_json(value: Any) -> str:
@@ -142,9 +143,10 @@ def _layout(shape: tuple[str, ...]) -> _Layout:
         indices.sort(key=int)
         keys = indices + [key for key in keys if not _is_array_index(key)]
     layout = tuple((key, _quote(key) + ":") for key in keys)
-    if len(_layouts) >= _MAX_CACHED_LAYOUTS:
-        _layouts.clear()
-    _layouts[shape] = layout
+    if sum(map(len, shape)) <= _MAX_CACHED_KEY_CHARS:  # odd objects with huge keys are not worth keeping
+        if len(_layouts) >= _MAX_CACHED_LAYOUTS:
+            _layouts.clear()
+        _layouts[shape] = layout
     return layout
 
 
@@ -189,9 +191,13 @@ def _js_number_from_digits(x: float) -> str:
 
 def _finish(text: str) -> str:
     # Surrogate code points can only come from strings (and only from unusual ones); checking the
-    # finished text once is far cheaper than checking every string.
-    if not text.isascii() and _SURROGATES.search(text):
-        return _SURROGATES.sub(_write_surrogates, text)
+    # finished text once is far cheaper than checking every string, and UTF-8 encoding (which refuses
+    # surrogates) is a much faster check than a regex search.
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return _SURROGATES.sub(_write_surrogates, text)
     return text
 
 

@@ -247,7 +247,7 @@ class _Planner:
             self._write(key, w, n, data)
             self._result(n, outcome, note=n.logbook_refusal)
             return
-        if w.checksum == n.checksum:
+        if w.checksum == n.checksum or self._same_version(w, n):
             self._result(n, oc.DUPLICATE)
             return
         if _newer(n.updated_ms, w.updated_ms):
@@ -258,6 +258,12 @@ class _Planner:
             return
         self._archive(key, data, n.checksum, n.updated_ms, "older than stored version")
         self._result(n, oc.KEPT_EXISTING, reason="stored_version_newer")
+
+    @staticmethod
+    def _same_version(w: _Working, n: Normalised) -> bool:
+        """A device re-pushing an entry it pulled: the app's rules turn the pulled ISO `created_at` into
+        epoch ms, so the checksum differs while the content and the edit time are the same."""
+        return n.content_key is not None and n.content_key == w.content_key and n.updated_ms == w.updated_ms
 
     def _content_duplicate_of(self, n: Normalised, w: _Working) -> str | None:
         if n.entity_type != LOGBOOK_ENTRY or n.content_key is None:

@@ -20,6 +20,10 @@ from service.domain.times import MAX_TIME_MS, is_iso_z, js_round, ms_to_iso_z, t
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 VECTORS: list[dict[str, Any]] = json.loads((FIXTURES / "normalization_vectors.json").read_text("utf-8"))
+VECTOR = {vector["name"]: vector for vector in VECTORS}
+CURRENT_ENTRY = VECTOR["current client entry"]
+OLD_CLIENT_ENTRY = VECTOR["old client entry: uppercase enums, snake/camel mix, epoch-ms created_at"]
+LEGACY_TIME_ENTRY = VECTOR['legacy "YYYY-MM-DD HH:MM:SS" timestamp (UTC) and numeric-string created_at']
 
 ADA = "user_Q1w2E3r4T5y6U7i8O9p0a"
 NOW = 1_764_500_000_000  # 2025-11-30T10:53:20Z, after every time in the vectors
@@ -170,6 +174,7 @@ def test_invalid_values(changes: dict[str, Any], field: str) -> None:
     ("field", "value"),
     [
         ("timestamp", "yesterday"),
+        ("timestamp", ""),
         ("timestamp", "2025-13-01T00:00:00Z"),
         ("timestamp", "2025-02-29T00:00:00Z"),
         ("timestamp", True),
@@ -215,8 +220,9 @@ def test_absurdly_deep_documents_are_quarantined_not_raised() -> None:
     deep: Any = []
     for _ in range(5000):
         deep = [deep]
-    result = rejected(rec.LOGBOOK_ENTRY, entry(metadata={"deep": deep}))
-    assert result.reason == rec.INVALID_VALUE
+    assert rejected(rec.LOGBOOK_ENTRY, entry(metadata={"deep": deep})).reason == rec.INVALID_VALUE
+    assert rejected(rec.LOGBOOK_ENTRY, entry(type=deep)).field == "type"
+    assert rejected(rec.PRACTICE_PLAN, {"id": "p-1", "steps": deep}).reason == rec.INVALID_VALUE
 
 
 # --- times ---------------------------------------------------------------------------------------------
@@ -488,7 +494,7 @@ def test_pieces_keep_only_the_apps_fields(piece: dict[str, Any], expected: dict[
 
 
 def test_logbook_row_of_a_current_entry() -> None:
-    result = stored(rec.LOGBOOK_ENTRY, VECTORS[0]["input"])
+    result = stored(rec.LOGBOOK_ENTRY, CURRENT_ENTRY["input"])
     assert result.logbook_refusal is None
     assert result.logbook_row == rec.LogbookRow(
         id="V1StGXR8_Z5jdHi6B-myT",
@@ -520,7 +526,7 @@ def test_logbook_row_defaults() -> None:
 
 
 def test_logbook_row_times_prefer_the_stored_snake_case_fields() -> None:
-    row = stored(rec.LOGBOOK_ENTRY, VECTORS[5]["input"]).logbook_row  # created_at "1751391900000"
+    row = stored(rec.LOGBOOK_ENTRY, LEGACY_TIME_ENTRY["input"]).logbook_row  # created_at "1751391900000"
     assert row is not None
     assert (row.created_at, row.updated_at) == (PRACTICE_START, 1_751_394_612_345)
 
@@ -768,14 +774,25 @@ def test_normalising_stored_data_again_settles(raw: dict[str, Any]) -> None:
     assert second.updated_ms == first.updated_ms
 
 
-def test_a_stored_entry_with_snake_case_times_is_a_fixed_point() -> None:
-    first = stored(rec.LOGBOOK_ENTRY, VECTORS[2]["input"])  # created_at in ms, updated_at copied
-    second = stored(rec.LOGBOOK_ENTRY, first.data | {"updated_at": PRACTICE_START})
-    assert stored(rec.LOGBOOK_ENTRY, second.data).checksum == second.checksum
-    # Re-uploading the vector's own output only turns the copied ISO created_at/updated_at into ms.
-    again = stored(rec.LOGBOOK_ENTRY, VECTORS[0]["expected"]["data"])
-    assert again.content_key == stored(rec.LOGBOOK_ENTRY, VECTORS[0]["input"]).content_key
-    assert again.data == VECTORS[0]["expected"]["data"] | {
+def test_an_entry_with_its_own_snake_case_times_is_a_fixed_point() -> None:
+    first = stored(rec.LOGBOOK_ENTRY, entry(created_at=PRACTICE_START, updated_at="2025-07-01 18:30:12"))
+    assert stored(rec.LOGBOOK_ENTRY, first.data).checksum == first.checksum
+
+
+def test_re_uploading_stored_data_turns_copied_iso_times_into_ms() -> None:
+    again = stored(rec.LOGBOOK_ENTRY, CURRENT_ENTRY["expected"]["data"])
+    assert again.data == CURRENT_ENTRY["expected"]["data"] | {
         "created_at": 1_751_394_612_345,
         "updated_at": 1_751_394_612_345,
     }
+    assert again.checksum != CURRENT_ENTRY["expected"]["checksum"]
+    assert again.content_key == stored(rec.LOGBOOK_ENTRY, CURRENT_ENTRY["input"]).content_key
+
+
+@given(VALID_ENTRIES, ENTRY_LIKE)
+def test_normalise_never_raises_on_a_valid_entry_with_odd_fields(valid: dict[str, Any], odd: dict[str, Any]) -> None:
+    # Starting from a valid entry gets past the first checks, so every later step meets odd values.
+    result = normalise(rec.LOGBOOK_ENTRY, valid | odd, ADA, now_ms=NOW)
+    assert isinstance(result, Normalised | Tombstone | Rejection)
+    if isinstance(result, Normalised):
+        assert result.checksum == checksum(result.data)
