@@ -173,8 +173,8 @@ def _entity_id(entity_type: str, raw: Mapping[str, Any], user_id: str) -> str | 
     if entity_type == REPERTOIRE_ITEM:
         candidates: Iterable[object] = (raw.get("scoreId"), raw.get("id"))
     elif entity_type == USER_PREFERENCES:
-        # Preferences are one document per user, keyed by the user id.
-        candidates = (raw.get("id"), raw.get("userId"), raw.get("user_id"), user_id)
+        # Preferences are one document per user, keyed by the uploader's user id whatever the document says.
+        candidates = (user_id,)
     else:
         candidates = (raw.get("id"),)
     for candidate in candidates:

@@ -595,7 +595,8 @@ def test_updated_ms_of_an_entry(times: dict[str, Any], updated_ms: int | None) -
 def test_deletions(entity_type: str, deleted_at: object, iso: str) -> None:
     result = normalise(entity_type, {"id": "x-1", "deletedAt": deleted_at}, ADA, now_ms=NOW)
     assert isinstance(result, Tombstone), result
-    assert (result.entity_type, result.entity_id) == (entity_type, "x-1")
+    expected_id = ADA if entity_type == rec.USER_PREFERENCES else "x-1"  # preferences: one per user
+    assert (result.entity_type, result.entity_id) == (entity_type, expected_id)
     assert (result.deleted_at, result.deleted_ms) == (iso, 1_751_447_700_000)
 
 
