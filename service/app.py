@@ -70,3 +70,8 @@ def create_app(settings: Settings) -> Litestar:
         ),
         debug=False,
     )
+
+
+def create_app_from_env() -> Litestar:
+    """The app factory for worker processes (`serve --workers N`): settings from the environment."""
+    return create_app(Settings.from_env())

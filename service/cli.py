@@ -39,7 +39,18 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"dev mode: database {settings.db_path}", file=sys.stderr)
         print(f"dev mode: demo user {DEMO_USER_ID} <{DEMO_EMAIL}> (role admin)", file=sys.stderr)
         print(f"dev mode: token (valid 30 days):\n{token}", file=sys.stderr)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    if args.workers > 1:
+        # Each worker process opens its own writer; SQLite's BEGIN IMMEDIATE serialises them, so uploads
+        # stay one transaction each while normalisation runs on every core.
+        os.environ.update(
+            RESYNC_DB=settings.db_path,
+            RESYNC_JWT_SECRET=settings.jwt_secret,
+            RESYNC_MAX_BODY_MB=str(settings.max_body_bytes / (1024 * 1024)),
+        )
+        uvicorn.run("service.app:create_app_from_env", factory=True, workers=args.workers, host=args.host,
+                    port=args.port, log_level="info")
+    else:
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
     return 0
 
 
@@ -141,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=int(os.environ.get("RESYNC_PORT", "8000")))
     serve.add_argument("--dev", action="store_true",
                        help="make a secret if none is set, create a demo admin user and print a token for it")
+    serve.add_argument("--workers", type=int, default=int(os.environ.get("RESYNC_WORKERS", "1")),
+                       help="worker processes (default 1; one per core speeds up large uploads)")
     serve.set_defaults(run=_serve)
 
     create_user = commands.add_parser("create-user", help="add a user to the app's users table")
