@@ -36,13 +36,16 @@ def entry(entity_id: str, version: int) -> dict[str, Any]:
     }
 
 
-def deletion(entity_id: str) -> dict[str, Any]:
-    return {"id": entity_id, "deletedAt": "2025-06-02T12:00:00.000Z"}
+DELETION_TIMES = ["2025-06-02T12:00:00.000Z", "2025-06-05T12:00:00.000Z"]
+
+
+def deletion(entity_id: str, when: str = DELETION_TIMES[0]) -> dict[str, Any]:
+    return {"id": entity_id, "deletedAt": when}
 
 
 records = st.one_of(
     st.builds(entry, st.sampled_from(IDS), st.integers(min_value=0, max_value=3)),
-    st.builds(deletion, st.sampled_from(IDS)),
+    st.builds(deletion, st.sampled_from(IDS), st.sampled_from(DELETION_TIMES)),
 )
 uploads = st.lists(
     st.tuples(st.sampled_from(["dev_aaaaaaaaaaaaaaaa", "dev_bbbbbbbbbbbbbbbb", None]), st.lists(records, max_size=6)),
@@ -71,18 +74,21 @@ async def push_all(db_file: Path, batches: list[tuple[str | None, list[dict[str,
 
 
 def expected_rows(batches: list[tuple[str | None, list[dict[str, Any]]]]) -> dict[str, tuple[int, bool]]:
-    """The winner per id: the latest version wins; a deletion wins over versions not newer than it."""
+    """The winner per id: the latest version wins; the latest deletion wins over versions not newer than it.
+    Version v is updated on 2025-06-0{v+1} at 18:00, so a deletion on 06-02 at 12:00 is newer than v0 only,
+    and one on 06-05 at 12:00 is newer than every version."""
     latest: dict[str, int] = {}
-    deleted: set[str] = set()
+    last_deletion: dict[str, str] = {}
     for _, batch in batches:
         for r in batch:
             if "deletedAt" in r:
-                deleted.add(r["id"])
+                last_deletion[r["id"]] = max(last_deletion.get(r["id"], ""), r["deletedAt"])
             else:
                 latest[r["id"]] = max(latest.get(r["id"], -1), int(r["notes"].rsplit("v", 1)[1]))
-    # Deletion at 2025-06-02T12:00: versions 0 and 1 (updated 06-01, 06-02 18:00?) see entry(): v1 is
-    # updated 2025-06-02T18:00, later than the deletion, so only v0 is older.
-    return {i: (v, i in deleted and v == 0) for i, v in latest.items()}
+    newest_deleted = {DELETION_TIMES[0]: 0, DELETION_TIMES[1]: 3}
+    return {
+        i: (v, i in last_deletion and v <= newest_deleted[last_deletion[i]]) for i, v in latest.items()
+    }
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -42,22 +42,36 @@ def problem(
     )
 
 
-def _validation_errors(exc: ValidationException) -> list[dict[str, Any]]:
+# Where Litestar says a refused value came from, when it is not the body.
+_PARAMETER_SOURCES = frozenset({"query", "path", "header", "cookie"})
+
+
+def _validation_errors(exc: ValidationException) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The field errors of a refused request: (those in the body, those in query/path/header/cookie)."""
     if not isinstance(exc.extra, list):
-        return []
-    errors = []
+        return [], []
+    body: list[dict[str, Any]] = []
+    parameters: list[dict[str, Any]] = []
     for item in exc.extra:
         if isinstance(item, dict):
             key = item.get("key") or "body"
-            errors.append({"field": str(key), "reason": str(item.get("message", "invalid"))})
-    return errors
+            if key == "data":  # Litestar's name for the whole body (e.g. `null` where an object belongs)
+                key = "body"
+            error = {"field": str(key), "reason": str(item.get("message", "invalid"))}
+            source = item.get("source")
+            source = getattr(source, "value", source)  # a ParamType member, or "body"
+            (parameters if source in _PARAMETER_SOURCES else body).append(error)
+    return body, parameters
 
 
 def _from_validation(exc: ValidationException) -> ProblemDetailsException:
-    errors = _validation_errors(exc)
-    if errors:
+    body, parameters = _validation_errors(exc)
+    if parameters:
+        # A query, path or header value of the wrong type or out of range: a bad request, not a bad body.
+        return problem(400, "A query, path or header value is not valid", parameters + body)
+    if body:
         # Well-formed JSON of the wrong shape: the request is understood but cannot be processed.
-        return problem(422, "The request body does not have the expected shape", errors)
+        return problem(422, "The request body does not have the expected shape", body)
     return problem(400, "The request body is not valid JSON", [{"field": "body", "reason": str(exc.detail)}])
 
 
@@ -70,6 +84,12 @@ def _from_http(exc: HTTPException) -> ProblemDetailsException:
         return exc
     if isinstance(exc, ValidationException):
         return _from_validation(exc)
+    if exc.status_code >= 500:
+        # A server-side HTTPException (e.g. a misconfiguration Litestar reports as 500): never leak its text.
+        log.error("server error %s: %s", exc.status_code, exc.detail)
+        p = problem(exc.status_code, "The service could not process this request")
+        p.headers = exc.headers
+        return p
     detail = str(exc.detail) if exc.detail else HTTPStatus(exc.status_code).phrase
     errors: list[dict[str, Any]] = []
     if exc.status_code == 413:
@@ -127,6 +147,7 @@ _STATUS_DESCRIPTIONS = {
     404: "No such user",
     409: "The device's declaration does not match what was received",
     413: "Request body larger than the configured limit",
+    415: "The body is not declared as application/json",
     422: "Well-formed body of the wrong shape, or an idempotency key reused with another body",
 }
 

@@ -14,7 +14,7 @@ from service.api.auth import Principal
 from service.api.errors import FieldError, problem, problem_responses
 from service.api.rendering import recovery_response
 from service.api.schemas import RawRecoveryUploadRequest, RecoveryUploadRequest, RecoveryUploadResponse
-from service.api.sync import DeviceHeader, IdempotencyHeader, header_token, json_response
+from service.api.sync import DeviceHeader, IdempotencyHeader, header_token, json_response, require_json_body
 from service.domain.records import ENTITY_TYPES
 from service.pipeline import Idempotency, IdempotencyConflict, IncomingRecord, Replayed, Upload, ingest, sha256_hex
 from service.store import progress
@@ -55,7 +55,8 @@ class RecoveryController(Controller):
         "/uploads",
         status_code=200,
         summary="Upload records for recovery",
-        responses=problem_responses(400, 401, 413, 422),
+        responses=problem_responses(400, 401, 413, 415, 422),
+        before_request=require_json_body,
         description="Every record gets an outcome. `dry_run` answers exactly as the upload would and writes "
         "nothing. An `X-Idempotency-Key` replays the first answer for the same body.",
     )
@@ -107,7 +108,8 @@ class RecoveryController(Controller):
         "/devices/{device_id:str}/complete",
         status_code=200,
         summary="Declare that a device has sent everything",
-        responses=problem_responses(400, 401, 403, 409, 422),
+        responses=problem_responses(400, 401, 403, 409, 413, 415, 422),
+        before_request=require_json_body,
         description="Matches when the distinct records received from the device equal `expected` for every "
         "entity type; otherwise 409 lists the differences.",
     )

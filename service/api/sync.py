@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
+from litestar.exceptions import SerializationException
 from litestar.params import HeaderParameter, JSONBody
 
 from service.api.auth import Principal
@@ -63,6 +64,41 @@ def header_token(value: str | None, field: str) -> str | None:
     return value
 
 
+def _is_json_media_type(media_type: str) -> bool:
+    media_type = media_type.strip().lower()
+    return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
+
+
+async def require_json_body(request: Request[Any, Any, Any]) -> None:
+    """Runs before a route that takes a JSON body, before Litestar reads it.
+
+    - The body must be declared JSON (415 otherwise). Routes that change data must not accept what a
+      browser may send cross-site without a CORS preflight (`text/plain`, or no type at all): with the
+      `auth-token` cookie that would let any web page push records, or deletions, as the user.
+    - The body must be readable: empty, not UTF-8, not JSON, or nested deeper than the decoder can go
+      are all 400 problems here, never a 500 from inside the framework.
+    The decoded body is cached on the request, so the route does not decode it again.
+    """
+    media_type, _ = request.content_type
+    if not _is_json_media_type(media_type):
+        raise FieldError(
+            415, "Content-Type", "must be application/json", detail="The request body must be sent as application/json"
+        )
+    body = await request.body()  # over the size limit: 413
+    if not body.strip():
+        raise FieldError(400, "body", "a JSON body is required", detail="The request body is empty")
+    try:
+        await request.json()
+    except SerializationException as exc:
+        raise FieldError(400, "body", str(exc), detail="The request body is not valid JSON") from None
+    except UnicodeDecodeError:
+        raise FieldError(400, "body", "not valid UTF-8", detail="The request body is not valid JSON") from None
+    except RecursionError:
+        raise FieldError(
+            400, "body", "nested too deeply to be read", detail="The request body is not valid JSON"
+        ) from None
+
+
 _CONFLICT_OUTCOMES = {oc.QUARANTINED, oc.KEPT_EXISTING, oc.SUPPRESSED}
 
 
@@ -104,7 +140,8 @@ class SyncController(Controller):
         "/push",
         status_code=200,
         summary="Push local changes (the app's format)",
-        responses=problem_responses(400, 401, 413, 422),
+        responses=problem_responses(400, 401, 413, 415, 422),
+        before_request=require_json_body,
         description="Each record gets its own outcome; quarantined and kept-existing records are listed in "
         "`conflicts` with their reason. One push is one transaction.",
     )

@@ -195,8 +195,9 @@ class _Planner:
             self._result(t, oc.DELETED)
             return
         if w.deleted_ms is not None:
-            if t.deleted_ms < w.deleted_ms:
-                w.deleted_ms = t.deleted_ms  # the earliest deletion is the one that happened
+            if t.deleted_ms > w.deleted_ms:
+                # The latest deletion counts, so the outcome is the same whichever deletion came first.
+                w.deleted_ms = t.deleted_ms
                 w.state_changed = True
                 w.row_changed = w.row_changed or w.present
             self._result(t, oc.DUPLICATE)
@@ -227,6 +228,11 @@ class _Planner:
                     self._write(key, w, n, data, live=False)
                 elif w.checksum != n.checksum:
                     self._archive(key, data, n.checksum, n.updated_ms, "older than deletion")
+                self._result(n, oc.SUPPRESSED, reason="deleted_later")
+                return
+            if w.present and not _newer(n.updated_ms, w.updated_ms):
+                # Never bring back a version older than the one the deleted row already holds.
+                self._archive(key, data, n.checksum, n.updated_ms, "older than stored version")
                 self._result(n, oc.SUPPRESSED, reason="deleted_later")
                 return
             outcome = oc.UPDATED if w.present else oc.INSERTED
