@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
