@@ -12,6 +12,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from service.api.auth import make_jwt_auth
 from service.api.errors import problem_details_plugin, unexpected_error_handlers
+from service.api.exports import ExportController
 from service.api.operations import health, prometheus_metrics
 from service.api.recovery import RecoveryController
 from service.api.support import SupportController
@@ -50,7 +51,14 @@ def create_app(settings: Settings) -> Litestar:
         else None
     )
     return Litestar(
-        route_handlers=[SyncController, RecoveryController, SupportController, health, prometheus_metrics],
+        route_handlers=[
+            SyncController,
+            RecoveryController,
+            ExportController,
+            SupportController,
+            health,
+            prometheus_metrics,
+        ],
         lifespan=[open_database],
         on_app_init=[jwt_auth.on_app_init],
         plugins=[problem_details_plugin()],

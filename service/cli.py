@@ -136,6 +136,12 @@ def _lint_migrations(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _replay(args: argparse.Namespace) -> int:
+    from service.replay import run
+
+    return run(args)
+
+
 def _export_d1(args: argparse.Namespace) -> int:
     from service.d1_export import run
 
@@ -172,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     openapi = commands.add_parser("openapi", help="write the OpenAPI document")
     openapi.add_argument("--out", default="openapi/openapi.json", help="file to write, or - for stdout")
     openapi.set_defaults(run=_openapi)
+
+    replay = commands.add_parser("replay", help="replay exported device data through the pipeline")
+    from service.replay import add_arguments as add_replay_arguments
+
+    add_replay_arguments(replay)
+    replay.set_defaults(run=_replay)
 
     lint = commands.add_parser("lint-migrations", help="find migrations that would cascade-delete app data")
     from service.migrations_lint import add_arguments

@@ -53,6 +53,10 @@ class Upload(msgspec.Struct):
     file_name: str | None = None
     payload_sha256: str | None = None
     upload_id: str | None = None  # given by callers that must know it up front (a redrive); else generated
+    # Why every record is quarantined when `user` is None (an unknown owner by default; a replay may say
+    # the file names another user than the one given, or that a line could not be read).
+    quarantine_reason: str = rec.UNKNOWN_USER
+    quarantine_detail: str = "no user with this id or email exists"
 
 
 class UploadResult(msgspec.Struct, frozen=True):
@@ -149,8 +153,8 @@ def normalise_upload(
         if user_id is None:
             entity_id = value.get("id") if isinstance(value, dict) else None
             results.append(
-                Rejection(record.entity_type, entity_id if isinstance(entity_id, str) else None, rec.UNKNOWN_USER,
-                          field="sub", detail="no user with this id or email exists")
+                Rejection(record.entity_type, entity_id if isinstance(entity_id, str) else None,
+                          upload.quarantine_reason, field="owner", detail=upload.quarantine_detail)
             )
             continue
         key = repeats.get(index)
@@ -164,7 +168,8 @@ def normalise_upload(
         for entity_id in ids:
             valid_id = entity_id if isinstance(entity_id, str) and entity_id else None
             if user_id is None:
-                results.append(Rejection(entity_type, valid_id, rec.UNKNOWN_USER, field="sub"))
+                results.append(Rejection(entity_type, valid_id, upload.quarantine_reason, field="owner",
+                                         detail=upload.quarantine_detail))
             elif entity_type not in rec.ENTITY_TYPES:
                 results.append(Rejection(entity_type, valid_id, rec.UNKNOWN_ENTITY_TYPE, field="entity_type"))
             elif valid_id is None:

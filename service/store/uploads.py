@@ -14,9 +14,9 @@ from typing import Any
 
 import msgspec
 
-from service.domain.merge import EntityKey, MergePlan, StoredEntity
+from service.domain.merge import EntityKey, MergePlan, StoredEntity, SyncWrite
 from service.domain.outcomes import Receipt
-from service.domain.records import LOGBOOK_ENTRY
+from service.domain.records import LOGBOOK_ENTRY, LogbookRow
 from service.domain.times import to_epoch_ms
 from service.store.database import GuardedConnection
 
@@ -187,6 +187,12 @@ ON CONFLICT (user_id, entity_type, entity_id) DO UPDATE SET
 """
 
 
+def _logbook_values(r: LogbookRow, w: SyncWrite, user_id: str, device_id: str | None) -> tuple[Any, ...]:
+    return (r.id, user_id, r.timestamp, r.duration, r.type, r.instrument, r.pieces, r.techniques, r.goal_ids,
+            r.notes, r.mood, r.tags, r.session_id, r.metadata, r.created_at, r.updated_at, w.version, w.checksum,
+            device_id)
+
+
 async def apply_plan(
     conn: GuardedConnection, plan: MergePlan, *, user_id: str, device_id: str | None, upload_id: str
 ) -> None:
@@ -211,14 +217,13 @@ async def apply_plan(
             if w.entity_type != LOGBOOK_ENTRY:
                 continue
             if deleted_at is not None:
+                if w.row_id is None and w.logbook_row is not None:
+                    # Inserted and deleted by the same upload: the row exists, soft-deleted, as when the
+                    # two arrive one after the other.
+                    logbook_upserts.append(_logbook_values(w.logbook_row, w, user_id, device_id))
                 logbook_deletes.append((deleted_at, w.version, device_id, w.entity_id, user_id))
             elif w.logbook_row is not None:
-                r = w.logbook_row
-                logbook_upserts.append(
-                    (r.id, user_id, r.timestamp, r.duration, r.type, r.instrument, r.pieces, r.techniques,
-                     r.goal_ids, r.notes, r.mood, r.tags, r.session_id, r.metadata, r.created_at,
-                     r.updated_at, w.version, w.checksum, device_id)
-                )
+                logbook_upserts.append(_logbook_values(w.logbook_row, w, user_id, device_id))
         if inserts:
             await conn.executemany(_INSERT_SYNC, inserts)
         if updates:

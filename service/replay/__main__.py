@@ -1,0 +1,3 @@
+from service.replay.cli import main
+
+raise SystemExit(main())

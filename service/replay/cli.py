@@ -1,0 +1,166 @@
+"""`python -m service replay [--db PATH] [--user ID | --email ADDR] [--device ID] [--dry-run] [--json]
+[--batch-size N] PATH...`: replay exported device data through the same pipeline as the HTTP uploads.
+
+Exit status: 0 when every record was processed (quarantined records and bad lines are reported, not
+errors); 2 when an input cannot be read; 1 when the replay stopped (database error, a concurrent run);
+130 when interrupted. Run the same command again to continue where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sqlite3
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+
+from service.config import DEFAULT_DB_PATH
+from service.replay.inputs import InputFile, survey
+from service.replay.model import is_device_id
+from service.replay.owners import OwnerOption
+from service.replay.progress import ProgressReporter, progress_for
+from service.replay.report import print_rich, render_json, render_text
+from service.replay.runner import DEFAULT_BATCH_SIZE, Replayer, ReplayOptions
+from service.replay.summary import ReplaySummary
+from service.store.database import Database
+
+EXIT_UNREADABLE = 2
+EXIT_STOPPED = 1
+EXIT_INTERRUPTED = 130
+
+
+EPILOG = (
+    "Exit status: 0 when every record was processed (quarantined records and bad lines are reported, not "
+    "errors), 2 when an input cannot be read, 1 when the replay stopped, 130 when interrupted. Run the same "
+    "command again to continue where it stopped: a file is known by its SHA-256 (and the owner option), so a "
+    "finished file, even renamed, is not replayed twice."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = parser.epilog or EPILOG
+    parser.add_argument(
+        "paths", metavar="PATH", nargs="+", type=Path,
+        help="files to replay: full data exports (1.0, 2.0), practice reports, localStorage dumps, NDJSON "
+        "batch files (.ndjson, .jsonl), SQL dumps (.sql); or directories, .zip or .tar.gz archives of them",
+    )
+    parser.add_argument("--db", metavar="PATH", help=f"app database file (env RESYNC_DB, default {DEFAULT_DB_PATH})")
+    owner = parser.add_mutually_exclusive_group()
+    owner.add_argument(
+        "--user", metavar="ID", type=_non_empty,
+        help="the user the data belongs to; data naming someone else is quarantined as a mismatch",
+    )
+    owner.add_argument("--email", metavar="ADDR", type=_non_empty, help="the same, by the user's email")
+    parser.add_argument("--device", metavar="ID", type=_device_id,
+                        help="the device the data came from, when the file or line names none")
+    parser.add_argument(
+        "--dry-run", action="store_true",
+        help="process everything and report, commit nothing; each batch is rolled back, so it is judged "
+        "against the database as it is, not as the run's earlier batches would have left it",
+    )
+    parser.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
+    parser.add_argument("--batch-size", metavar="N", type=_positive_int, default=DEFAULT_BATCH_SIZE,
+                        help=f"records per transaction and checkpoint (default {DEFAULT_BATCH_SIZE})")
+
+
+def run(args: argparse.Namespace) -> int:
+    db_path = args.db or os.environ.get("RESYNC_DB", DEFAULT_DB_PATH)
+    if not Path(db_path).is_file():
+        print(f"error: no app database at {db_path} (give --db or set RESYNC_DB)", file=sys.stderr)
+        return EXIT_UNREADABLE
+    options = ReplayOptions(OwnerOption(args.user, args.email), args.device, args.dry_run, args.batch_size)
+    summary = ReplaySummary(db_path, args.dry_run)
+    progress = progress_for(sys.stderr)
+    try:
+        found = survey(args.paths, on_bytes=_survey_progress(progress))
+        progress.finish()
+        summary.skipped, summary.problems = found.skipped, found.problems
+        summary.problems += [f"{f.location}: not a format the replay reads" for f in found.files if f.format is None]
+        if summary.problems:
+            for problem in summary.problems:
+                progress.message(f"error: {problem}")
+            progress.message("nothing was replayed")
+        else:
+            asyncio.run(_replay(db_path, options, args.paths, found.files, progress, summary))
+    except KeyboardInterrupt:
+        progress.close()
+        print("interrupted: every batch committed so far is kept; run the same command again to continue",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except sqlite3.Error as error:
+        progress.close()
+        print(f"error: the database refused the replay: {error}; every batch committed so far is kept, "
+              "run the same command again to continue", file=sys.stderr)
+        return EXIT_STOPPED
+    progress.close()
+    _print_summary(summary, as_json=args.json)
+    return summary.exit_code
+
+
+async def _replay(
+    db_path: str,
+    options: ReplayOptions,
+    paths: list[Path],
+    files: list[InputFile],
+    progress: ProgressReporter,
+    summary: ReplaySummary,
+) -> None:
+    db = await Database.open(db_path)
+    try:
+        await Replayer(db, options, progress, summary).replay(paths, files)
+    finally:
+        await db.close()
+
+
+def _print_summary(summary: ReplaySummary, *, as_json: bool) -> None:
+    if as_json:
+        print(render_json(summary))
+    elif sys.stdout.isatty():
+        print_rich(summary, Console())
+    else:
+        print(render_text(summary))
+
+
+def _survey_progress(progress: ProgressReporter) -> Callable[[str, int], None]:
+    current: list[str] = []
+
+    def on_bytes(location: str, done: int) -> None:
+        if current != [location]:
+            current[:] = [location]
+            progress.start(f"checking {location}", None)
+        progress.update(done)
+
+    return on_bytes
+
+
+def _non_empty(value: str) -> str:
+    if not value.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return value.strip()
+
+
+def _device_id(value: str) -> str:
+    if not is_device_id(value):
+        raise argparse.ArgumentTypeError("must be 1 to 64 characters of A-Z, a-z, 0-9, _ or -")
+    return value
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be a whole number of at least 1")
+    return number
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m service replay",
+                                     description="Replay exported device data through the recovery pipeline.")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

@@ -1,0 +1,228 @@
+"""Where the replay's files come from: PATHs that are files, directories, `.zip` or `.tar.gz` archives.
+
+Everything is streamed: an archive's members are read one at a time, never extracted. The inputs are
+walked twice in the same order: `survey` hashes each file (its SHA-256 keys the checkpoint, so the
+replay knows where to resume before it reads a record) and recognises its format; `walk` then opens
+them again to be replayed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tarfile
+import zipfile
+import zlib
+from collections.abc import Callable, Generator, Sequence
+from contextlib import closing
+from pathlib import Path, PurePosixPath
+from typing import IO, NamedTuple
+
+import msgspec
+
+from service.replay.model import UnreadableInput
+
+NDJSON = "ndjson"
+JSON_DOCUMENT = "json"
+SQL_DUMP = "sql"
+
+REPLAYABLE_SUFFIXES = (".json", ".ndjson", ".jsonl", ".sql")
+ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar")
+_NDJSON_SUFFIXES = (".ndjson", ".jsonl")
+_SQL_FIRST_WORDS = (b"PRAGMA", b"BEGIN", b"CREATE", b"INSERT", b"--")
+_NDJSON_KEYS = frozenset({"changes", "records", "deleted"})
+_CHUNK = 1024 * 1024
+_SNIFF_BYTES = 1024 * 1024
+_BOM = b"\xef\xbb\xbf"
+
+# What reading a damaged file or archive raises.
+READ_ERRORS = (OSError, EOFError, zlib.error, zipfile.BadZipFile, zipfile.LargeZipFile, tarfile.TarError)
+
+
+class InputFile(msgspec.Struct, frozen=True):
+    location: str  # for people: the path, or `archive.zip:member/name.ndjson`
+    file_name: str  # the file's own name, as the ledger records it
+    sha256: str
+    size: int
+    format: str | None  # NDJSON, JSON_DOCUMENT, SQL_DUMP, or None when not recognised
+
+
+class Skipped(msgspec.Struct, frozen=True):
+    """A file in a directory or archive that is not replayed, and why (reported, never silent)."""
+
+    location: str
+    reason: str
+
+
+class Opened(NamedTuple):
+    location: str
+    file_name: str
+    stream: IO[bytes]
+
+
+class Survey(msgspec.Struct):
+    files: list[InputFile]
+    skipped: list[Skipped]
+    problems: list[str]  # PATHs that cannot be read at all
+
+
+def survey(paths: Sequence[Path], on_bytes: Callable[[str, int], None] | None = None) -> Survey:
+    """Hash and recognise every input file. `on_bytes(location, bytes hashed so far)` reports progress."""
+    result = Survey([], [], [])
+    for path in paths:
+        try:
+            with closing(walk_path(path)) as entries:
+                for entry in entries:
+                    if isinstance(entry, Skipped):
+                        result.skipped.append(entry)
+                    else:
+                        result.files.append(_inspect(entry, on_bytes))
+        except READ_ERRORS as error:
+            result.problems.append(f"{path}: cannot read: {error}")
+        except UnreadableInput as error:
+            result.problems.append(f"{path}: {error.reason}")
+    return result
+
+
+Entries = Generator[Opened | Skipped, None, None]
+
+
+def walk(paths: Sequence[Path]) -> Entries:
+    for path in paths:
+        yield from walk_path(path)
+
+
+def walk_path(path: Path) -> Entries:
+    """The files a PATH stands for, each open until the next one is asked for."""
+    if path.is_dir():
+        for child in sorted(p for p in path.rglob("*") if p.is_file()):
+            if _is_archive(child.name):
+                yield from _archive_members(child)
+            elif _is_replayable(child.name):
+                with child.open("rb") as stream:
+                    yield Opened(str(child), child.name, stream)
+            else:
+                yield Skipped(str(child), "not a replayable file type")
+    elif path.is_file():
+        if _is_archive(path.name):
+            yield from _archive_members(path)
+        else:
+            with path.open("rb") as stream:  # named explicitly: tried whatever its name
+                yield Opened(str(path), path.name, stream)
+    else:
+        raise UnreadableInput("no such file or directory")
+
+
+def _archive_members(archive: Path) -> Entries:
+    if archive.name.lower().endswith(".zip"):
+        with zipfile.ZipFile(archive) as zip_file:
+            for info in zip_file.infolist():
+                if info.is_dir():
+                    continue
+                skipped = _member_skipped(archive, info.filename)
+                if skipped is not None:
+                    yield skipped
+                    continue
+                with zip_file.open(info) as stream:
+                    yield Opened(f"{archive}:{info.filename}", PurePosixPath(info.filename).name, stream)
+        return
+    # Stream mode ("r|*"): members in archive order, each read once, any compression.
+    with tarfile.open(archive, mode="r|*") as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            skipped = _member_skipped(archive, member.name)
+            if skipped is not None:
+                yield skipped
+                continue
+            member_stream = tar.extractfile(member)
+            if member_stream is not None:
+                with member_stream:
+                    yield Opened(f"{archive}:{member.name}", PurePosixPath(member.name).name, member_stream)
+
+
+def _member_skipped(archive: Path, name: str) -> Skipped | None:
+    base = PurePosixPath(name).name
+    location = f"{archive}:{name}"
+    if name.startswith("__MACOSX/") or base.startswith("."):
+        return Skipped(location, "hidden or operating-system file")
+    if _is_archive(base):
+        return Skipped(location, "an archive inside an archive is not opened; extract it first")
+    if not _is_replayable(base):
+        return Skipped(location, "not a replayable file type")
+    return None
+
+
+def _is_archive(name: str) -> bool:
+    return name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def _is_replayable(name: str) -> bool:
+    return name.lower().endswith(REPLAYABLE_SUFFIXES) and not name.startswith(".")
+
+
+def _inspect(opened: Opened, on_bytes: Callable[[str, int], None] | None) -> InputFile:
+    digest = hashlib.sha256()
+    head = b""
+    size = 0
+    while chunk := opened.stream.read(_CHUNK):
+        digest.update(chunk)
+        if len(head) < _SNIFF_BYTES:
+            head += chunk[: _SNIFF_BYTES - len(head)]
+        size += len(chunk)
+        if on_bytes is not None:
+            on_bytes(opened.location, size)
+    return InputFile(opened.location, opened.file_name, digest.hexdigest(), size, sniff(opened.file_name, head))
+
+
+def sniff(file_name: str, head: bytes) -> str | None:
+    """The format of a file from its name and first bytes (None when it is none of them)."""
+    name = file_name.lower()
+    if name.endswith(_NDJSON_SUFFIXES):
+        return NDJSON
+    if name.endswith(".sql"):
+        return SQL_DUMP
+    text = head.removeprefix(_BOM).lstrip()
+    if text.startswith(b"["):
+        return JSON_DOCUMENT
+    if text.startswith(b"{"):
+        return NDJSON if _is_batch_line(text.split(b"\n", 1)[0]) else JSON_DOCUMENT
+    if text[:6].upper().startswith(_SQL_FIRST_WORDS):
+        return SQL_DUMP
+    return None
+
+
+def _is_batch_line(line: bytes) -> bool:
+    try:
+        value = msgspec.json.decode(line)
+    except msgspec.DecodeError:
+        return False  # an indented document's first line, `{`, is not a whole object
+    return isinstance(value, dict) and bool(_NDJSON_KEYS & value.keys())
+
+
+class MeteredReader:
+    """A file being replayed: counts the bytes read (for progress) and hashes them, so a file that
+    changed since it was surveyed is noticed instead of being replayed under the old checkpoint."""
+
+    def __init__(self, stream: IO[bytes], expected_sha256: str) -> None:
+        self._stream = stream
+        self._expected = expected_sha256
+        self._digest = hashlib.sha256()
+        self.bytes_read = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        return self._take(self._stream.read(size))
+
+    def readline(self, size: int = -1, /) -> bytes:
+        return self._take(self._stream.readline(size))
+
+    def _take(self, data: bytes) -> bytes:
+        self._digest.update(data)
+        self.bytes_read += len(data)
+        return data
+
+    def verify(self) -> None:
+        """Read what is left and check the whole file is the one that was surveyed."""
+        while self.read(_CHUNK):
+            pass
+        if self._digest.hexdigest() != self._expected:
+            raise UnreadableInput("the file changed while it was being replayed; run the replay again")

@@ -1,0 +1,203 @@
+"""The replay itself: every surveyed file, batch by batch, through the pipeline, checkpointed.
+
+For each file: skip it if its checkpoint says it is finished; otherwise skip the units done before,
+cut the rest into batches, turn each batch into uploads (one per owner and device) and ingest them in
+one transaction together with the checkpoint that covers them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+import msgspec
+
+from service.pipeline import ingest_batch
+from service.replay.batching import Batch, cut_batches, skip_units
+from service.replay.checkpoints import CheckpointMoved, checkpoint_writer, load_checkpoint, replay_key
+from service.replay.documents import parse_export
+from service.replay.grouping import plan_uploads
+from service.replay.inputs import (
+    JSON_DOCUMENT,
+    NDJSON,
+    READ_ERRORS,
+    SQL_DUMP,
+    InputFile,
+    MeteredReader,
+    Opened,
+    Skipped,
+    walk,
+)
+from service.replay.model import BadLine, Item, RecordGroup, UnreadableInput
+from service.replay.ndjson import read_items
+from service.replay.owners import OwnerOption, OwnerResolver
+from service.replay.progress import ProgressReporter
+from service.replay.sqldump import open_dump
+from service.replay.summary import (
+    ALREADY_REPLAYED,
+    DUPLICATE_INPUT,
+    RESUMED,
+    STOPPED,
+    UNREADABLE,
+    FileReport,
+    ReplaySummary,
+)
+from service.store.database import Database, GuardedConnection
+
+DEFAULT_BATCH_SIZE = 1000
+_BAD_LINES_SHOWN_PER_FILE = 20
+
+
+class ReplayOptions(msgspec.Struct, frozen=True):
+    owner: OwnerOption = OwnerOption()
+    device_id: str | None = None  # for records whose file or line names no device
+    dry_run: bool = False
+    batch_size: int = DEFAULT_BATCH_SIZE
+
+
+class _Source(msgspec.Struct):
+    """A file's items, and how to show progress through it: `position(units done)` out of `total`."""
+
+    items: Iterable[Item]
+    total: int
+    position: Callable[[int], int]
+
+
+class Replayer:
+    def __init__(
+        self, db: Database, options: ReplayOptions, progress: ProgressReporter, summary: ReplaySummary
+    ) -> None:
+        self._db = db
+        self._options = options
+        self._progress = progress
+        self._summary = summary
+        self._owners = OwnerResolver(db, options.owner)
+        self._seen: dict[str, str] = {}  # replay key -> the file replayed under it in this run
+
+    async def replay(self, paths: list[Path], files: list[InputFile]) -> None:
+        """Replay the surveyed `files`, opening `paths` again in the order the survey found them."""
+        with closing(walk(paths)) as entries:
+            opened = (entry for entry in entries if not isinstance(entry, Skipped))
+            for source in files:
+                report = FileReport(source)
+                self._summary.files.append(report)
+                entry = next(opened, None)
+                if entry is None or entry.location != source.location:
+                    self._fail(report, UNREADABLE, "the input files changed since they were checked")
+                    return
+                await self._replay_file(source, entry, report)
+                if report.status == STOPPED:
+                    return
+
+    async def _replay_file(self, source: InputFile, entry: Opened, report: FileReport) -> None:
+        try:
+            await self._replay_stream(source, MeteredReader(entry.stream, source.sha256), report)
+        except UnreadableInput as error:
+            where = f" (line {error.line})" if error.line is not None else ""
+            field = f"{error.field}: " if error.field not in (None, "body") else ""
+            self._fail(report, UNREADABLE, f"{field}{error.reason}{where}")
+        except READ_ERRORS as error:
+            self._fail(report, UNREADABLE, f"cannot read: {error}")
+        except CheckpointMoved as error:
+            self._fail(report, STOPPED, str(error))
+        finally:
+            self._progress.finish()
+
+    def _fail(self, report: FileReport, status: str, error: str) -> None:
+        report.status, report.error = status, error
+        self._progress.message(f"{report.source.location}: error: {error}")
+
+    async def _replay_stream(self, source: InputFile, reader: MeteredReader, report: FileReport) -> None:
+        key = replay_key(source.sha256, self._options.owner)
+        done = await self._units_done_before(key, source, report)
+        if done is None:
+            return
+        with self._open(source, reader, report) as opened:
+            self._progress.start(source.location, opened.total)
+            batches = 0
+            for batch in cut_batches(skip_units(opened.items, done), self._options.batch_size):
+                await self._replay_batch(key, source, report, batch, done)
+                done += batch.units
+                self._progress.update(opened.position(done), report.records)
+                batches += 1
+        if batches == 0 and not self._options.dry_run:
+            # Nothing (left) to replay: a checkpoint-only transaction records the file as finished.
+            await ingest_batch(self._db, [], in_transaction=self._checkpoint(key, source, done, done, finished=True))
+
+    async def _units_done_before(self, key: str, source: InputFile, report: FileReport) -> int | None:
+        """Where to start in the file, from its checkpoint; None when there is nothing to do."""
+        if key in self._seen:
+            report.status = DUPLICATE_INPUT
+            self._progress.message(f"skipped: {source.location} is the same file as {self._seen[key]}")
+            return None
+        self._seen[key] = source.location
+        checkpoint = await load_checkpoint(self._db, key)
+        if checkpoint is not None and checkpoint.finished:
+            report.status = ALREADY_REPLAYED
+            self._progress.message(f"already replayed: {source.location} ({source.sha256})")
+            return None
+        done = checkpoint.records_done if checkpoint is not None else 0
+        if done:
+            report.status, report.resumed_from = RESUMED, done
+            self._progress.message(f"resuming {source.location} after {done:,} records done before")
+        return done
+
+    async def _replay_batch(self, key: str, source: InputFile, report: FileReport, batch: Batch, done: int) -> None:
+        """One transaction: the batch's uploads and (unless a dry run) the checkpoint that covers them."""
+        planned = await plan_uploads(batch.items, self._owners, source, self._options.device_id)
+        self._note_bad_lines(source, report, batch.items)
+        checkpoint = None if self._options.dry_run else self._checkpoint(
+            key, source, done, done + batch.units, finished=batch.last
+        )
+        results = await ingest_batch(
+            self._db, [p.upload for p in planned], dry_run=self._options.dry_run, in_transaction=checkpoint
+        )
+        report.records += batch.units
+        self._summary.add(report, planned, results)
+
+    @staticmethod
+    def _checkpoint(
+        key: str, source: InputFile, before: int, after: int, *, finished: bool
+    ) -> Callable[[GuardedConnection], Awaitable[None]]:
+        return checkpoint_writer(key, file_name=source.file_name, file_sha256=source.sha256,
+                                 done_before=before, done_after=after, finished=finished)
+
+    @contextmanager
+    def _open(self, source: InputFile, reader: MeteredReader, report: FileReport) -> Iterator[_Source]:
+        if source.format == NDJSON:
+            yield _Source(_verified(read_items(reader), reader), source.size, lambda _done: reader.bytes_read)
+        elif source.format == JSON_DOCUMENT:
+            document = parse_export(reader.read())
+            reader.verify()
+            report.kind, report.not_replayed = document.kind, document.not_replayed
+            group = RecordGroup(document.claim, document.device_id, document.records, document.deleted)
+            yield _Source([group], document.units, lambda done: done)
+        elif source.format == SQL_DUMP:
+            self._progress.start(f"loading {source.location}", source.size)
+            with open_dump(reader, lambda: self._progress.update(reader.bytes_read)) as rows:
+                reader.verify()
+                report.kind = "SQL dump"
+                yield _Source(rows, rows.count, lambda done: done)
+        else:
+            raise UnreadableInput(
+                "not a format the replay reads (full export, practice report, localStorage dump, "
+                "NDJSON batch file, SQL dump)"
+            )
+
+    def _note_bad_lines(self, source: InputFile, report: FileReport, items: list[Item]) -> None:
+        for item in items:
+            if isinstance(item, BadLine):
+                report.bad_line(item.line, item.reason)
+                if report.bad_lines_total <= _BAD_LINES_SHOWN_PER_FILE:
+                    self._progress.message(f"{source.location}:{item.line}: bad line, kept in quarantine: "
+                                           f"{item.reason}")
+                elif report.bad_lines_total == _BAD_LINES_SHOWN_PER_FILE + 1:
+                    self._progress.message(f"{source.location}: more bad lines; see the summary")
+
+
+def _verified(items: Iterable[Item], reader: MeteredReader) -> Iterator[Item]:
+    """The items, then a check that the file is still the surveyed one. The batcher reads one batch
+    ahead, so the check runs before the last batch (the one that marks the file finished) commits."""
+    yield from items
+    reader.verify()

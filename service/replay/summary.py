@@ -1,0 +1,162 @@
+"""What a replay did: per file (status, records, bad lines, owners it could not resolve) and per user
+and outcome. Lists are capped so that the summary, like the replay, stays small whatever the input;
+what is beyond a cap is still counted, and kept in the database (ledger, quarantine).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from service.domain.outcomes import OUTCOMES
+from service.pipeline import UploadResult
+from service.replay.grouping import PlannedUpload
+from service.replay.inputs import InputFile, Skipped
+
+REPLAYED = "replayed"
+RESUMED = "resumed"
+ALREADY_REPLAYED = "already_replayed"
+DUPLICATE_INPUT = "duplicate_input"  # the same file (and owner option) twice in one run
+UNREADABLE = "unreadable"
+STOPPED = "stopped"  # interrupted, or another run moved the checkpoint
+
+MAX_LISTED_PER_FILE = 1000
+MAX_LISTED_USERS = 10_000
+OTHER_USERS = "(other users)"
+
+
+def zero_counts() -> dict[str, int]:
+    return dict.fromkeys(OUTCOMES, 0)
+
+
+@dataclass
+class OwnerProblem:
+    reason: str  # unknown_user, user_mismatch, unreadable_line
+    owner: str
+    detail: str
+    first_line: int | None
+    records: int = 0
+
+
+@dataclass
+class FileReport:
+    source: InputFile
+    status: str = REPLAYED
+    kind: str | None = None  # the recognised format, e.g. "full export 2.0"
+    records: int = 0  # units replayed by this run
+    resumed_from: int = 0
+    counts: dict[str, int] = field(default_factory=zero_counts)
+    bad_lines: list[tuple[int, str]] = field(default_factory=list)
+    bad_lines_total: int = 0
+    not_replayed: list[str] = field(default_factory=list)
+    error: str | None = None
+    _problems: dict[tuple[str, str], OwnerProblem] = field(default_factory=dict)
+    problems_total: int = 0
+
+    def bad_line(self, line: int, reason: str) -> None:
+        self.bad_lines_total += 1
+        if len(self.bad_lines) < MAX_LISTED_PER_FILE:
+            self.bad_lines.append((line, reason))
+
+    def owner_problem(self, planned: PlannedUpload, records: int) -> None:
+        owner = planned.owner
+        if owner.problem is None:
+            return
+        self.problems_total += records
+        key = (owner.problem, owner.owner)
+        problem = self._problems.get(key)
+        if problem is None:
+            if len(self._problems) >= MAX_LISTED_PER_FILE:
+                return
+            first = planned.lines[0] if planned.lines else None
+            problem = self._problems[key] = OwnerProblem(owner.problem, owner.owner, owner.detail, first)
+        problem.records += records
+
+    @property
+    def owner_problems(self) -> list[OwnerProblem]:
+        return list(self._problems.values())
+
+
+@dataclass
+class ReplaySummary:
+    database: str
+    dry_run: bool
+    files: list[FileReport] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # inputs that could not be read at all
+    users: dict[str, dict[str, int]] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=zero_counts)
+
+    def add(self, report: FileReport, planned: list[PlannedUpload], results: list[UploadResult]) -> None:
+        for plan, result in zip(planned, results, strict=True):
+            counts = result.receipt.counts()
+            user = plan.upload.owner
+            if user not in self.users and len(self.users) >= MAX_LISTED_USERS:
+                user = OTHER_USERS
+            _add_into(self.users.setdefault(user, zero_counts()), counts)
+            _add_into(self.counts, counts)
+            _add_into(report.counts, counts)
+            report.owner_problem(plan, result.receipt.received)
+
+    @property
+    def records(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def bad_lines(self) -> int:
+        return sum(f.bad_lines_total for f in self.files)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every record was processed; 2 when an input could not be read; 1 when a run stopped."""
+        if self.problems or any(f.status == UNREADABLE for f in self.files):
+            return 2
+        return 1 if any(f.status == STOPPED for f in self.files) else 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "database": self.database,
+            "dry_run": self.dry_run,
+            "exit_code": self.exit_code,
+            "records": self.records,
+            "counts": self.counts,
+            "bad_lines": self.bad_lines,
+            "files": [_file_json(f) for f in self.files],
+            "users": self.users,
+            "skipped": [{"location": s.location, "reason": s.reason} for s in self.skipped],
+            "problems": self.problems,
+        }
+
+
+def _add_into(total: dict[str, int], counts: dict[str, int]) -> None:
+    for outcome, n in counts.items():
+        total[outcome] = total.get(outcome, 0) + n
+
+
+def _file_json(report: FileReport) -> dict[str, Any]:
+    source = report.source
+    return {
+        "location": source.location,
+        "file_name": source.file_name,
+        "sha256": source.sha256,
+        "format": report.kind or source.format,
+        "status": report.status,
+        "records": report.records,
+        "resumed_from": report.resumed_from,
+        "counts": report.counts,
+        "bad_lines": [{"line": line, "reason": reason} for line, reason in report.bad_lines],
+        "bad_lines_total": report.bad_lines_total,
+        "owner_problems": [
+            {"reason": p.reason, "owner": p.owner, "detail": p.detail, "first_line": p.first_line,
+             "records": p.records}
+            for p in report.owner_problems
+        ],
+        "owner_problem_records": report.problems_total,
+        "not_replayed": report.not_replayed,
+        "error": report.error,
+    }
+
+
+def users_by_volume(summary: ReplaySummary) -> list[tuple[str, dict[str, int]]]:
+    return sorted(summary.users.items(), key=lambda item: (-sum(item[1].values()), item[0]))
+
