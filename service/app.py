@@ -19,6 +19,7 @@ from service.api.support import SupportController
 from service.api.sync import SyncController
 from service.config import Settings
 from service.store.database import Database
+from service.workers import close_shared_pool
 
 API_TITLE = "Mirubato recovery service"
 API_VERSION = "1.0.0"
@@ -37,7 +38,10 @@ def create_app(settings: Settings) -> Litestar:
         try:
             yield
         finally:
-            await db.close()
+            try:
+                await db.close()
+            finally:
+                close_shared_pool()
 
     jwt_auth = make_jwt_auth(settings.jwt_secret, exclude=PUBLIC_PATHS)
     cors = (

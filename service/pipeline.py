@@ -18,7 +18,7 @@ import msgspec
 from service import metrics
 from service.domain import records as rec
 from service.domain.merge import Repeat, StoredEntity, plan_merge
-from service.domain.normalise import entity_id_of, normalise
+from service.domain.normalise import entity_id_of
 from service.domain.outcomes import Receipt
 from service.domain.records import Normalised, Rejection, Tombstone
 from service.domain.times import ms_to_iso_z
@@ -26,6 +26,7 @@ from service.store import uploads as store
 from service.store.database import Database, GuardedConnection
 from service.store.reads import current_seq
 from service.store.uploads import QuarantineRow, RawRecordRow, UserRecord
+from service.workers import NormaliseJob, run_job, shared_pool
 
 _json = msgspec.json.Encoder()
 
@@ -137,32 +138,39 @@ def repeat_candidates(prepared: PreparedUpload) -> list[RepeatKey]:
     return [(entity_type, entity_id, prepared.shas[i]) for i, entity_type, entity_id in prepared.single_keys]
 
 
-def normalise_upload(
+async def normalise_upload(
     prepared: PreparedUpload, now_ms: int, known: dict[RepeatKey, str] | None = None
 ) -> list[Prepared]:
-    """Every record of the upload, normalised in order. A record whose exact bytes normalised to a known
-    checksum before becomes a `Repeat`, checked against the stored row in the write transaction."""
+    """Every record of the upload, normalised in order (large uploads on every core). A record whose
+    exact bytes normalised to a known checksum before becomes a `Repeat`, checked against the stored row
+    in the write transaction."""
     upload = prepared.upload
-    results: list[Prepared] = []
     user_id = upload.user.id if upload.user is not None else None
-    repeats = {i: (t, e) for i, t, e in prepared.single_keys} if known else {}
-    for index, (record, value) in enumerate(zip(upload.records, prepared.values, strict=True)):
-        if value is msgspec.UNSET:
-            results.append(Rejection(record.entity_type, None, rec.NOT_AN_OBJECT, detail="not valid JSON"))
-            continue
-        if user_id is None:
+    live_count = len(upload.records)
+    results: list[Prepared]
+    if user_id is None:
+        results = []
+        for record, value in zip(upload.records, prepared.values, strict=True):
             entity_id = value.get("id") if isinstance(value, dict) else None
             results.append(
                 Rejection(record.entity_type, entity_id if isinstance(entity_id, str) else None,
                           upload.quarantine_reason, field="owner", detail=upload.quarantine_detail)
             )
-            continue
-        key = repeats.get(index)
-        checksum = known.get((key[0], key[1], prepared.shas[index])) if key is not None and known else None
-        if key is not None and checksum is not None:
-            results.append(Repeat(key[0], key[1], checksum, value))
-            continue
-        results.append(normalise(record.entity_type, value, user_id, now_ms=now_ms))
+    else:
+        repeats: dict[int, tuple[str, str]] = {}
+        for index, entity_type, entity_id in prepared.single_keys if known else ():
+            checksum = known.get((entity_type, entity_id, prepared.shas[index])) if known else None
+            if checksum is not None:
+                repeats[index] = (entity_id, checksum)
+        job = NormaliseJob(
+            user_id=user_id,
+            now_ms=now_ms,
+            entity_types=[r.entity_type for r in upload.records],
+            raws=prepared.raws[:live_count],
+            values=prepared.values,
+            repeats=repeats,
+        )
+        results = await shared_pool().run(job)
     deleted_at = ms_to_iso_z(now_ms)
     for entity_type, ids in upload.deleted.items():
         for entity_id in ids:
@@ -189,7 +197,7 @@ def _confirm_repeats(
         if isinstance(r, Repeat):
             s = stored.get((r.entity_type, r.entity_id))
             if s is None or not s.live or s.checksum != r.checksum:
-                confirmed.append(normalise(r.entity_type, r.value, user_id, now_ms=now_ms))
+                confirmed.extend(run_job(NormaliseJob(user_id, now_ms, [r.entity_type], [r.raw], None, {})))
                 continue
         confirmed.append(r)
     return confirmed
@@ -291,7 +299,7 @@ async def ingest(
     now_ms = now_ms if now_ms is not None else int(now * 1000)
     prepared = prepare_upload(upload)
     known = (await _known_repeats(db, [prepared]))[0]
-    records = normalise_upload(prepared, now_ms, known)  # pure work, done before queueing for the writer
+    records = await normalise_upload(prepared, now_ms, known)  # done before queueing for the writer
     async with db.write(commit=not dry_run) as conn:
         if idempotency is not None and upload.user is not None:
             previous = await store.find_idempotent_response(conn, upload.user.id, idempotency.key, now)
@@ -323,7 +331,7 @@ async def ingest_batch(
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     prepared = [prepare_upload(upload) for upload in uploads]
     known = await _known_repeats(db, prepared)
-    normalised = [normalise_upload(p, now_ms, k) for p, k in zip(prepared, known, strict=True)]
+    normalised = [await normalise_upload(p, now_ms, k) for p, k in zip(prepared, known, strict=True)]
     results = []
     async with db.write(commit=not dry_run) as conn:
         for p, records in zip(prepared, normalised, strict=True):

@@ -76,7 +76,7 @@ class Repeat(msgspec.Struct, frozen=True):
     entity_type: str
     entity_id: str
     checksum: str
-    value: Any
+    raw: bytes  # normalised again, should the stored row turn out to have changed
 
 
 class Quarantined(msgspec.Struct):

@@ -27,6 +27,7 @@ from service.replay.report import print_rich, render_json, render_text
 from service.replay.runner import DEFAULT_BATCH_SIZE, Replayer, ReplayOptions
 from service.replay.summary import ReplaySummary
 from service.store.database import Database
+from service.workers import close_shared_pool
 
 EXIT_UNREADABLE = 2
 EXIT_STOPPED = 1
@@ -85,7 +86,10 @@ def run(args: argparse.Namespace) -> int:
                 progress.message(f"error: {problem}")
             progress.message("nothing was replayed")
         else:
-            asyncio.run(_replay(db_path, options, args.paths, found.files, progress, summary))
+            try:
+                asyncio.run(_replay(db_path, options, args.paths, found.files, progress, summary))
+            finally:
+                close_shared_pool()
     except KeyboardInterrupt:
         progress.close()
         print("interrupted: every batch committed so far is kept; run the same command again to continue",

@@ -67,9 +67,13 @@ async def _connect(path: str, *, read_only: bool) -> GuardedConnection:
     # Pragmas first: the authorizer refuses turning foreign keys off, not on.
     await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     await conn.execute("PRAGMA foreign_keys = ON")
+    # A page cache that holds the hot index pages of large recoveries (SQLite's default is 2 MB).
+    await conn.execute(f"PRAGMA cache_size = {-65536 if not read_only else -16384}")
     if not read_only:
         await conn.execute("PRAGMA journal_mode = WAL")
         await conn.execute("PRAGMA synchronous = FULL")
+        # Checkpoint the WAL less often than every 4 MB, so fewer commits pay for one.
+        await conn.execute("PRAGMA wal_autocheckpoint = 16384")
     await conn.set_authorizer(guard.authorize)
     return GuardedConnection(conn)
 
