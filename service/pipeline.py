@@ -7,11 +7,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -26,7 +27,9 @@ from service.store import uploads as store
 from service.store.database import Database, GuardedConnection
 from service.store.reads import current_seq
 from service.store.uploads import QuarantineRow, RawRecordRow, UserRecord
-from service.workers import NormaliseJob, run_job, shared_pool
+from service.workers import POOL_THRESHOLD, NormaliseJob, run_job, shared_pool
+
+T = TypeVar("T")
 
 _json = msgspec.json.Encoder()
 
@@ -221,7 +224,7 @@ async def _apply(
         records = _confirm_repeats(records, stored, user_id, now_ms)
         content_keys = {r.content_key for r in records if isinstance(r, Normalised) and r.content_key}
         live_content = await store.load_live_content(conn, user_id, content_keys)
-        plan = plan_merge(records, stored, live_content)
+        plan = await _off_loop(len(records), plan_merge, records, stored, live_content)
         await store.apply_plan(conn, plan, user_id=user_id, device_id=upload.device_id, upload_id=upload_id)
         kept = [
             RawRecordRow(r.entity_type, r.entity_id, raw.decode("utf-8", "replace"), sha,
@@ -266,6 +269,14 @@ async def _apply(
     return receipt
 
 
+async def _off_loop(size: int, work: Callable[..., T], *args: Any) -> T:
+    """Pure work on a large batch runs in a thread, so the event loop keeps answering other requests
+    (support reads) in between; small batches are quicker inline."""
+    if size < POOL_THRESHOLD:
+        return work(*args)
+    return await asyncio.to_thread(work, *args)
+
+
 async def _known_repeats(db: Database, prepared: list[PreparedUpload]) -> list[dict[RepeatKey, str]]:
     """Look up, before queueing for the writer, which records are byte-identical re-uploads."""
     found: list[dict[RepeatKey, str]] = []
@@ -297,7 +308,7 @@ async def ingest(
     started = time.perf_counter()
     now = time.time()
     now_ms = now_ms if now_ms is not None else int(now * 1000)
-    prepared = prepare_upload(upload)
+    prepared = await _off_loop(len(upload.records), prepare_upload, upload)
     known = (await _known_repeats(db, [prepared]))[0]
     records = await normalise_upload(prepared, now_ms, known)  # done before queueing for the writer
     async with db.write(commit=not dry_run) as conn:
@@ -329,7 +340,7 @@ async def ingest_batch(
     so a replay's checkpoint commits with the batch it covers."""
     started = time.perf_counter()
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
-    prepared = [prepare_upload(upload) for upload in uploads]
+    prepared = [await _off_loop(len(upload.records), prepare_upload, upload) for upload in uploads]
     known = await _known_repeats(db, prepared)
     normalised = [await normalise_upload(p, now_ms, k) for p, k in zip(prepared, known, strict=True)]
     results = []

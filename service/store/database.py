@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,8 @@ from service.store.schema import APP_SCHEMA, SERVICE_SCHEMA
 
 BUSY_TIMEOUT_MS = 30_000
 
+Params = Sequence[Any] | Mapping[str, Any]  # positional `?` or named `:name` parameters
+
 
 class GuardedConnection:
     """An aiosqlite connection that only lets guarded statements through."""
@@ -29,7 +31,7 @@ class GuardedConnection:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
 
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+    async def execute(self, sql: str, params: Params = ()) -> None:
         guard.check_statement(sql)
         await self._conn.execute(sql, params)
 
@@ -37,12 +39,12 @@ class GuardedConnection:
         guard.check_statement(sql)
         await self._conn.executemany(sql, rows)
 
-    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
         guard.check_statement(sql)
         rows = await self._conn.execute_fetchall(sql, params)
         return list(rows)
 
-    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+    async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
         rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
 

@@ -120,19 +120,32 @@ async def device_received(conn: GuardedConnection, user_id: str, device_id: str)
     return {r["entity_type"]: r["n"] for r in rows}
 
 
+def state_of(*, waiting: int, uploaded: bool, devices: list[DeviceProgress]) -> str:
+    """STATE_SQL for one user whose figures are already read."""
+    if waiting:
+        return NEEDS_REVIEW
+    if not uploaded:
+        return NOT_STARTED
+    if devices and all(d.declared_complete for d in devices):
+        return COMPLETE
+    return IN_PROGRESS
+
+
 async def user_progress(conn: GuardedConnection, user_id: str) -> UserProgress | None:
-    """Everything support needs about one user's recovery; None when the service knows nothing of them."""
-    user = await conn.fetchone("SELECT id, email FROM users WHERE id = ?", (user_id,))
-    first_last = await conn.fetchone(
-        "SELECT first_upload_at, last_upload_at FROM recovery_users WHERE user_id = ?", (user_id,)
+    """Everything support needs about one user's recovery (four queries, whatever the number of devices);
+    None when the service knows nothing of them."""
+    head = await conn.fetchone(
+        """SELECT (SELECT email FROM users WHERE id = :u) AS email,
+                  EXISTS (SELECT 1 FROM users WHERE id = :u) AS user_exists,
+                  (SELECT first_upload_at FROM recovery_users WHERE user_id = :u) AS first_upload_at,
+                  (SELECT last_upload_at FROM recovery_users WHERE user_id = :u) AS last_upload_at,
+                  (SELECT COUNT(*) FROM recovery_quarantine WHERE owner = :u AND resolved_at IS NULL) AS q,
+                  (SELECT COUNT(*) FROM recovery_archive WHERE user_id = :u AND reviewed_at IS NULL) AS a""",
+        {"u": user_id},
     )
-    waiting = await conn.fetchone(
-        "SELECT (SELECT COUNT(*) FROM recovery_quarantine WHERE owner = ? AND resolved_at IS NULL) AS q,"
-        " (SELECT COUNT(*) FROM recovery_archive WHERE user_id = ? AND reviewed_at IS NULL) AS a",
-        (user_id, user_id),
-    )
-    quarantined = int(waiting["q"]) if waiting else 0
-    if user is None and first_last is None and quarantined == 0:
+    assert head is not None  # a SELECT without FROM always has its one row
+    quarantined, archived = int(head["q"]), int(head["a"])
+    if not head["user_exists"] and head["first_upload_at"] is None and quarantined == 0:
         return None
     counts = {outcome: 0 for outcome in _OUTCOMES}
     by_type: dict[str, dict[str, int]] = {}
@@ -141,34 +154,42 @@ async def user_progress(conn: GuardedConnection, user_id: str) -> UserProgress |
     ):
         counts[r["outcome"]] = counts.get(r["outcome"], 0) + r["n"]
         by_type.setdefault(r["entity_type"], {})[r["outcome"]] = r["n"]
-    devices = []
-    for d in await conn.fetchall(
-        "SELECT device_id, first_upload_at, last_upload_at, declared_at, expected, complete"
-        " FROM recovery_devices WHERE user_id = ? ORDER BY first_upload_at, device_id",
+    received: dict[str, dict[str, int]] = {}
+    for r in await conn.fetchall(
+        "SELECT device_id, entity_type, COUNT(*) AS n FROM recovery_device_records WHERE user_id = ?"
+        " GROUP BY device_id, entity_type",
         (user_id,),
     ):
-        devices.append(
-            DeviceProgress(
-                device_id=d["device_id"],
-                first_upload_at=d["first_upload_at"],
-                last_upload_at=d["last_upload_at"],
-                declared_complete=bool(d["complete"]),
-                declared_at=d["declared_at"],
-                expected=json.loads(d["expected"]) if d["expected"] else None,
-                received=await device_received(conn, user_id, d["device_id"]),
-            )
+        received.setdefault(r["device_id"], {})[r["entity_type"]] = r["n"]
+    devices = [
+        DeviceProgress(
+            device_id=d["device_id"],
+            first_upload_at=d["first_upload_at"],
+            last_upload_at=d["last_upload_at"],
+            declared_complete=bool(d["complete"]),
+            declared_at=d["declared_at"],
+            expected=json.loads(d["expected"]) if d["expected"] else None,
+            received=received.get(d["device_id"], {}),
         )
+        for d in await conn.fetchall(
+            "SELECT device_id, first_upload_at, last_upload_at, declared_at, expected, complete"
+            " FROM recovery_devices WHERE user_id = ? ORDER BY first_upload_at, device_id",
+            (user_id,),
+        )
+    ]
     return UserProgress(
         user_id=user_id,
-        email=user["email"] if user else None,
-        exists=user is not None,
-        state=await user_state(conn, user_id),
-        first_upload_at=first_last["first_upload_at"] if first_last else None,
-        last_upload_at=first_last["last_upload_at"] if first_last else None,
+        email=head["email"],
+        exists=bool(head["user_exists"]),
+        state=state_of(
+            waiting=quarantined + archived, uploaded=head["first_upload_at"] is not None, devices=devices
+        ),
+        first_upload_at=head["first_upload_at"],
+        last_upload_at=head["last_upload_at"],
         counts=counts,
         counts_by_entity_type=by_type,
         quarantined_waiting=quarantined,
-        archived_waiting=int(waiting["a"]) if waiting else 0,
+        archived_waiting=archived,
         devices=devices,
     )
 
