@@ -12,17 +12,16 @@ from litestar.params import JSONBody, PathParameter
 
 from service.api.auth import Principal
 from service.api.errors import FieldError, problem, problem_responses
-from service.api.rendering import recovery_response
+from service.api.rendering import answer_upload, recovery_response
 from service.api.schemas import RawRecoveryUploadRequest, RecoveryUploadRequest, RecoveryUploadResponse
-from service.api.sync import DeviceHeader, IdempotencyHeader, header_token, json_response, require_json_body
+from service.api.sync import DeviceHeader, IdempotencyHeader, header_token, require_json_body
 from service.domain.records import ENTITY_TYPES
-from service.pipeline import Idempotency, IdempotencyConflict, IncomingRecord, Replayed, Upload, ingest, sha256_hex
+from service.pipeline import IncomingRecord, Upload, sha256_hex
 from service.store import progress
 from service.store.database import Database
 from service.store.progress import UserProgress
 
 _raw_upload = msgspec.json.Decoder(RawRecoveryUploadRequest)
-_encode = msgspec.json.Encoder().encode
 
 
 class DeviceDeclaration(msgspec.Struct):
@@ -87,22 +86,14 @@ class RecoveryController(Controller):
             payload_sha256=sha256_hex(body),
         )
         dry_run = data.dry_run
-        try:
-            outcome = await ingest(
-                request.app.state.db,
-                upload,
-                dry_run=dry_run,
-                idempotency=Idempotency(key, sha256_hex(body)) if key and not dry_run else None,
-                render=lambda result: _encode(recovery_response(result, dry_run=dry_run)),
-            )
-        except IdempotencyConflict as exc:
-            raise FieldError(
-                422, "X-Idempotency-Key", "this key was used with a different request body in the last 24 hours"
-            ) from exc
-        content = outcome.response if isinstance(outcome, Replayed) else _encode(
-            recovery_response(outcome, dry_run=dry_run)
+        return await answer_upload(
+            request.app.state.db,
+            upload,
+            body=body,
+            idempotency_key=key,
+            render=lambda result: recovery_response(result, dry_run=dry_run),
+            dry_run=dry_run,
         )
-        return json_response(content)
 
     @post(
         "/devices/{device_id:str}/complete",

@@ -1,9 +1,19 @@
-"""Shaping a pipeline result as the native recovery API answers it."""
+"""Answering an upload: run it through the pipeline, replay a stored answer, shape the native response."""
 
 from __future__ import annotations
 
-from service.api.schemas import RecordOutcome, RecoveryUploadResponse
-from service.pipeline import UploadResult
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from litestar import Response
+
+from service.api.errors import FieldError
+from service.api.schemas import RecoveryUploadResponse
+from service.pipeline import Idempotency, IdempotencyConflict, Replayed, Upload, UploadResult, ingest, sha256_hex
+from service.store.database import Database
+
+_encode = msgspec.json.Encoder().encode
 
 
 def recovery_response(result: UploadResult, *, dry_run: bool = False) -> RecoveryUploadResponse:
@@ -12,16 +22,38 @@ def recovery_response(result: UploadResult, *, dry_run: bool = False) -> Recover
         dry_run=dry_run,
         received=result.receipt.received,
         counts=result.receipt.counts(),
-        results=[
-            RecordOutcome(
-                entity_type=r.entity_type,
-                entity_id=r.entity_id,
-                outcome=r.outcome,
-                reason=r.reason,
-                field=r.field,
-                duplicate_of=r.duplicate_of,
-                note=r.note,
-            )
-            for r in result.receipt.results
-        ],
+        results=result.receipt.results,
     )
+
+
+def json_response(body: bytes) -> Response[Any]:
+    return Response(content=body, media_type="application/json", status_code=200)
+
+
+async def answer_upload(
+    db: Database,
+    upload: Upload,
+    *,
+    body: bytes,
+    idempotency_key: str | None,
+    render: Callable[[UploadResult], Any],
+    dry_run: bool = False,
+) -> Response[Any]:
+    """The pipeline's answer as JSON; with an idempotency key, the first answer for the same body again.
+    A dry run is never remembered: the real upload must still happen."""
+    key = idempotency_key if idempotency_key and not dry_run else None
+    try:
+        outcome = await ingest(
+            db,
+            upload,
+            dry_run=dry_run,
+            idempotency=Idempotency(key, sha256_hex(body)) if key else None,
+            render=lambda result: _encode(render(result)),
+        )
+    except IdempotencyConflict as exc:
+        raise FieldError(
+            422, "X-Idempotency-Key", "this key was used with a different request body in the last 24 hours"
+        ) from exc
+    if isinstance(outcome, Replayed):
+        return json_response(outcome.response)
+    return json_response(_encode(render(outcome)))

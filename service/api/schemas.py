@@ -6,6 +6,8 @@ from typing import Any
 
 import msgspec
 
+from service.domain.outcomes import RecordResult
+
 # The app's push groups and the entity type each holds.
 PUSH_GROUPS: dict[str, str] = {
     "entries": "logbook_entry",
@@ -118,19 +120,9 @@ class RawRecoveryUploadRequest(msgspec.Struct):
     records: list[RawRecoveryRecord] = []
 
 
-class RecordOutcome(msgspec.Struct, omit_defaults=True):
-    entity_type: str
-    entity_id: str | None
-    outcome: str
-    reason: str | None = None
-    field: str | None = None
-    duplicate_of: str | None = None
-    note: str | None = None
-
-
 class RecoveryUploadResponse(msgspec.Struct):
     upload_id: str
     dry_run: bool
     received: int
     counts: dict[str, int]
-    results: list[RecordOutcome]
+    results: list[RecordResult]

@@ -13,6 +13,7 @@ from litestar.params import HeaderParameter, JSONBody
 
 from service.api.auth import Principal
 from service.api.errors import FieldError, problem_responses
+from service.api.rendering import answer_upload
 from service.api.schemas import (
     PUSH_GROUPS,
     Conflict,
@@ -27,13 +28,9 @@ from service.api.schemas import (
 from service.domain import outcomes as oc
 from service.domain.documents import lowercase_enums
 from service.pipeline import (
-    Idempotency,
-    IdempotencyConflict,
     IncomingRecord,
-    Replayed,
     Upload,
     UploadResult,
-    ingest,
     sha256_hex,
 )
 from service.store import reads
@@ -41,7 +38,6 @@ from service.store.database import Database
 
 _TOKEN_CHARS = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _raw_push = msgspec.json.Decoder(RawPushRequest)
-_encode = msgspec.json.Encoder().encode
 _GROUP_OF_TYPE = {entity_type: group for group, entity_type in PUSH_GROUPS.items()}
 
 DeviceHeader = Annotated[
@@ -102,7 +98,7 @@ async def require_json_body(request: Request[Any, Any, Any]) -> None:
 _CONFLICT_OUTCOMES = {oc.QUARANTINED, oc.KEPT_EXISTING, oc.SUPPRESSED}
 
 
-def render_push(result: UploadResult, user_resolved: bool) -> bytes:
+def render_push(result: UploadResult, user_resolved: bool) -> PushResponse:
     counts = result.receipt.counts()
     processed = {group: 0 for group in PUSH_GROUPS}
     conflicts = []
@@ -112,7 +108,7 @@ def render_push(result: UploadResult, user_resolved: bool) -> bytes:
             processed[group] += 1
         if r.outcome in _CONFLICT_OUTCOMES:
             conflicts.append(Conflict(r.entity_id, r.entity_type, r.reason or r.outcome))
-    response = PushResponse(
+    return PushResponse(
         success=True,
         syncToken=result.sync_token,
         conflicts=conflicts,
@@ -125,11 +121,6 @@ def render_push(result: UploadResult, user_resolved: bool) -> bytes:
         ),
         recovery=RecoverySummary(uploadId=result.upload_id, counts=counts, userResolved=user_resolved),
     )
-    return _encode(response)
-
-
-def json_response(body: bytes) -> Response[Any]:
-    return Response(content=body, media_type="application/json", status_code=200)
 
 
 class SyncController(Controller):
@@ -173,20 +164,13 @@ class SyncController(Controller):
             payload_sha256=sha256_hex(body),
         )
         user_resolved = principal.user is not None
-        try:
-            outcome = await ingest(
-                request.app.state.db,
-                upload,
-                idempotency=Idempotency(key, sha256_hex(body)) if key else None,
-                render=lambda result: render_push(result, user_resolved),
-            )
-        except IdempotencyConflict as exc:
-            raise FieldError(
-                422, "X-Idempotency-Key", "this key was used with a different request body in the last 24 hours"
-            ) from exc
-        if isinstance(outcome, Replayed):
-            return json_response(outcome.response)
-        return json_response(render_push(outcome, user_resolved))
+        return await answer_upload(
+            request.app.state.db,
+            upload,
+            body=body,
+            idempotency_key=key,
+            render=lambda result: render_push(result, user_resolved),
+        )
 
     @post(
         "/pull",
