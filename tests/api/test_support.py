@@ -137,3 +137,19 @@ async def test_health_and_metrics_need_no_token(client: Client) -> None:
     assert 'resync_records_total{entity_type="logbook_entry",outcome="inserted"}' in text
     assert 'resync_uploads_total{source="push"}' in text
     assert "resync_upload_duration_seconds_bucket" in text
+
+
+async def test_list_and_detail_agree_on_every_users_state(client: Client, db_path: str) -> None:
+    """The list computes states in SQL, the detail in Python: they must never disagree."""
+    await push(client, ADA, {"entries": entries()})
+    await push(client, BEN, {"entries": [{**entries()[0], "id": "ben-1", "duration": -3}]})
+    await client.post(f"/v1/recovery/devices/{DEVICE}/complete", json={"expected": {"logbook_entry": 5}},
+                      headers=auth(ADA))
+    listed = (await client.get("/v1/support/users", headers=auth(ADMIN))).json()["items"]
+    assert {u["state"] for u in listed} == {"complete", "needs_review", "not_started"}
+    for user in listed:
+        detail = await client.get(f"/v1/support/users/{user['user_id']}", headers=auth(ADMIN))
+        if detail.status_code == 404:
+            assert user["state"] == "not_started"
+            continue
+        assert detail.json()["progress"]["state"] == user["state"], user
