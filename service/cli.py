@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from service.config import DEFAULT_DB_PATH, Settings
+from service.memory import limit_malloc_arenas
 
 DEMO_USER_ID = "user_demoDEMOdemoDEMOdemo0"
 DEMO_EMAIL = "demo@example.com"
@@ -200,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    limit_malloc_arenas()  # before any thread starts
     args = build_parser().parse_args(argv)
     result: int = args.run(args)
     return result
