@@ -223,6 +223,6 @@ class MeteredReader:
     def verify(self) -> None:
         """Read what is left and check the whole file is the one that was surveyed."""
         while self.read(_CHUNK):
-            pass
+            continue  # reading is the point: every byte goes through the digest
         if self._digest.hexdigest() != self._expected:
             raise UnreadableInput("the file changed while it was being replayed; run the replay again")
