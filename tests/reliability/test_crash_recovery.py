@@ -18,13 +18,13 @@ import random
 import signal
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from tests.conftest import ADA, BEN, add_users, auth, query
+from tests.reliability.histories import MINUTE, START_MS, DeviceHistory, iso
 from tests.reliability.liveserver import ServerProcess, live_server
 
 SEED = 4_242
@@ -34,14 +34,6 @@ USERS = [ADA, BEN, CARA, DAN]
 PUSHES_PER_USER = 25
 KILL_AFTER_ACKED = (30, 65)  # two crashes, after this many answered pushes (of about 100)
 RETRY_PAUSE_S = 0.02
-START_MS = int(datetime(2025, 1, 1, tzinfo=UTC).timestamp() * 1000)
-MINUTE = 60_000
-
-
-def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
 @dataclass(frozen=True)
 class Push:
     user: tuple[str, str, str]
@@ -50,37 +42,12 @@ class Push:
     key: str
 
 
-class StreamBuilder:
+class StreamBuilder(DeviceHistory):
     """One user's history as their devices push it."""
 
     def __init__(self, user: tuple[str, str, str], rng: random.Random) -> None:
+        super().__init__(user[0][5:10].lower(), rng)
         self.user = user
-        self.rng = rng
-        self.clock = START_MS
-        self.prefix = user[0][5:10].lower()
-        self.entries: dict[str, list[dict[str, Any]]] = {}  # id -> versions sent so far
-        self.goals: dict[str, dict[str, Any]] = {}
-        self.serial = 0
-
-    def tick(self) -> str:
-        self.clock += MINUTE
-        return iso(self.clock)
-
-    def new_id(self, kind: str) -> str:
-        self.serial += 1
-        return f"{self.prefix}-{kind}-{self.serial}"
-
-    def new_entry(self) -> dict[str, Any]:
-        entity_id = self.new_id("e")
-        now = self.tick()
-        entry = {
-            "id": entity_id, "timestamp": now, "duration": self.rng.randint(5, 90), "type": "practice",
-            "instrument": self.rng.choice(["piano", "guitar", "cello"]),
-            "pieces": [{"title": self.rng.choice(["Nocturne", "Prelude", "Étude"]), "composer": "Chopin"}],
-            "notes": f"session {entity_id}", "mood": "satisfied", "tags": [], "createdAt": now, "updatedAt": now,
-        }  # fmt: skip
-        self.entries[entity_id] = [entry]
-        return entry
 
     def record(self) -> tuple[str, dict[str, Any]]:
         """One record of some kind, as ("entries" | "goals", document)."""

@@ -30,11 +30,11 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 from tests.conftest import ADA, BEN
+from tests.reliability.histories import START_MS, DeviceHistory, iso
 from tests.reliability.liveserver import _DIE_WITH_PARENT, ROOT  # children die with the test process
 from tests.replay.helpers import app_database, ledger_counts, ndjson, progress, query
 
@@ -54,45 +54,9 @@ DAN = ("user_DanDanDanDanDanDanDan0", "dan@example.com", "user")
 USERS = [ADA, BEN, CARA, DAN]
 UNKNOWN = "user_NobodyNobodyNobody00"  # not in `users`: every record it sends is quarantined
 CARA_OLD_ID = "user_CaraOldIdFromADevice0"  # a stale id: Cara is found by the email on the line
-START_MS = int(datetime(2025, 1, 1, tzinfo=UTC).timestamp() * 1000)
-MINUTE = 60_000
-
-
-def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-class History:
+class History(DeviceHistory):
     """One user's records as their devices hold them: each `record()` is a new one, an edit, a stale or
     repeated copy, a deletion, a goal, a twin under another id, or one the pipeline must quarantine."""
-
-    def __init__(self, prefix: str, rng: random.Random) -> None:
-        self.prefix = prefix
-        self.rng = rng
-        self.clock = START_MS
-        self.entries: dict[str, list[dict[str, Any]]] = {}  # id -> versions sent so far
-        self.goals: dict[str, dict[str, Any]] = {}
-        self.serial = 0
-
-    def tick(self) -> str:
-        self.clock += MINUTE
-        return iso(self.clock)
-
-    def new_id(self, kind: str) -> str:
-        self.serial += 1
-        return f"{self.prefix}-{kind}-{self.serial}"
-
-    def new_entry(self) -> dict[str, Any]:
-        entity_id = self.new_id("e")
-        now = self.tick()
-        entry = {
-            "id": entity_id, "timestamp": now, "duration": self.rng.randint(5, 90), "type": "practice",
-            "instrument": self.rng.choice(["piano", "guitar", "cello"]),
-            "pieces": [{"title": self.rng.choice(["Nocturne", "Prelude", "Étude"]), "composer": "Chopin"}],
-            "notes": f"session {entity_id}", "mood": "satisfied", "tags": [], "createdAt": now, "updatedAt": now,
-        }  # fmt: skip
-        self.entries[entity_id] = [entry]
-        return entry
 
     def some_id(self) -> str | None:
         return self.rng.choice(sorted(self.entries)) if self.entries else None
