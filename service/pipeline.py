@@ -141,17 +141,33 @@ def repeat_candidates(prepared: PreparedUpload) -> list[RepeatKey]:
     return [(entity_type, entity_id, prepared.shas[i]) for i, entity_type, entity_id in prepared.single_keys]
 
 
-async def normalise_upload(
-    prepared: PreparedUpload, now_ms: int, known: dict[RepeatKey, str] | None = None
-) -> list[Prepared]:
-    """Every record of the upload, normalised in order (large uploads on every core). A record whose
-    exact bytes normalised to a known checksum before becomes a `Repeat`, checked against the stored row
-    in the write transaction."""
+def _normalise_job(prepared: PreparedUpload, now_ms: int, known: dict[RepeatKey, str]) -> NormaliseJob | None:
+    """The pure work of normalising an upload's live records (None when its owner is unknown)."""
+    upload = prepared.upload
+    if upload.user is None:
+        return None
+    repeats: dict[int, tuple[str, str]] = {}
+    for index, entity_type, entity_id in prepared.single_keys if known else ():
+        checksum = known.get((entity_type, entity_id, prepared.shas[index]))
+        if checksum is not None:
+            repeats[index] = (entity_id, checksum)
+    return NormaliseJob(
+        user_id=upload.user.id,
+        now_ms=now_ms,
+        entity_types=[r.entity_type for r in upload.records],
+        raws=prepared.raws[: len(upload.records)],
+        values=prepared.values,
+        repeats=repeats,
+    )
+
+
+def _finish_normalised(prepared: PreparedUpload, live: list[Prepared] | None, now_ms: int) -> list[Prepared]:
+    """The upload's records in order: its live records' outcomes (`live`, None when the owner is
+    unknown and everything is quarantined), then its deleted lists as tombstones."""
     upload = prepared.upload
     user_id = upload.user.id if upload.user is not None else None
-    live_count = len(upload.records)
     results: list[Prepared]
-    if user_id is None:
+    if live is None:
         results = []
         for record, value in zip(upload.records, prepared.values, strict=True):
             entity_id = value.get("id") if isinstance(value, dict) else None
@@ -160,20 +176,7 @@ async def normalise_upload(
                           upload.quarantine_reason, field="owner", detail=upload.quarantine_detail)
             )
     else:
-        repeats: dict[int, tuple[str, str]] = {}
-        for index, entity_type, entity_id in prepared.single_keys if known else ():
-            checksum = known.get((entity_type, entity_id, prepared.shas[index])) if known else None
-            if checksum is not None:
-                repeats[index] = (entity_id, checksum)
-        job = NormaliseJob(
-            user_id=user_id,
-            now_ms=now_ms,
-            entity_types=[r.entity_type for r in upload.records],
-            raws=prepared.raws[:live_count],
-            values=prepared.values,
-            repeats=repeats,
-        )
-        results = await shared_pool().run(job)
+        results = live
     deleted_at = ms_to_iso_z(now_ms)
     for entity_type, ids in upload.deleted.items():
         for entity_id in ids:
@@ -189,6 +192,21 @@ async def normalise_upload(
                 # An id in a device's deleted list counts as deleted at the time of its upload.
                 results.append(Tombstone(entity_type, valid_id, deleted_at, now_ms))
     return results
+
+
+async def normalise_uploads(
+    prepared: list[PreparedUpload], now_ms: int, known: list[dict[RepeatKey, str]]
+) -> list[list[Prepared]]:
+    """Every record of every upload, normalised in order (large batches on every core). A record whose
+    exact bytes normalised to a known checksum before becomes a `Repeat`, checked against the stored row
+    in the write transaction."""
+    jobs = [_normalise_job(p, now_ms, k) for p, k in zip(prepared, known, strict=True)]
+    done = await shared_pool().run_many([job for job in jobs if job is not None])
+    outcomes = iter(done)
+    return [
+        _finish_normalised(p, None if job is None else next(outcomes), now_ms)
+        for p, job in zip(prepared, jobs, strict=True)
+    ]
 
 
 def _confirm_repeats(
@@ -291,6 +309,30 @@ async def _known_repeats(db: Database, prepared: list[PreparedUpload]) -> list[d
     return found
 
 
+class StagedBatch(msgspec.Struct):
+    """Uploads taken as far as they go without the write lock: decoded, fingerprinted, normalised."""
+
+    prepared: list[PreparedUpload]
+    normalised: list[list[Prepared]]
+    now_ms: int
+    started: float  # perf_counter at staging, for the upload duration metric
+
+
+async def stage_batch(db: Database, uploads: list[Upload], *, now_ms: int | None = None) -> StagedBatch:
+    """The first half of `ingest_batch`. It writes nothing, so the next batch of a replay is staged
+    while the writer commits the one before."""
+    started = time.perf_counter()
+    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    total = sum(len(upload.records) for upload in uploads)
+    prepared = await _off_loop(total, _prepare_all, uploads)
+    known = await _known_repeats(db, prepared)
+    return StagedBatch(prepared, await normalise_uploads(prepared, now_ms, known), now_ms, started)
+
+
+def _prepare_all(uploads: list[Upload]) -> list[PreparedUpload]:
+    return [prepare_upload(upload) for upload in uploads]
+
+
 async def ingest(
     db: Database,
     upload: Upload,
@@ -305,12 +347,8 @@ async def ingest(
     With `idempotency`, the rendered answer is stored with the key, and a repeat of the same key and
     body gets that answer back with nothing written. A dry run does everything, then rolls back.
     """
-    started = time.perf_counter()
     now = time.time()
-    now_ms = now_ms if now_ms is not None else int(now * 1000)
-    prepared = await _off_loop(len(upload.records), prepare_upload, upload)
-    known = (await _known_repeats(db, [prepared]))[0]
-    records = await normalise_upload(prepared, now_ms, known)  # done before queueing for the writer
+    staged = await stage_batch(db, [upload], now_ms=now_ms if now_ms is not None else int(now * 1000))
     async with db.write(commit=not dry_run) as conn:
         if idempotency is not None and upload.user is not None:
             previous = await store.find_idempotent_response(conn, upload.user.id, idempotency.key, now)
@@ -318,13 +356,13 @@ async def ingest(
                 if previous.request_sha256 != idempotency.request_sha256:
                     raise IdempotencyConflict(idempotency.key)
                 return Replayed(previous.response)
-        result = await _ingest_in_transaction(conn, prepared, records, now_ms)
+        result = await _ingest_in_transaction(conn, staged.prepared[0], staged.normalised[0], staged.now_ms)
         if upload.user is not None and idempotency is not None and render is not None:
             await store.remember_response(
                 conn, upload.user.id, idempotency.key, idempotency.request_sha256, render(result), now
             )
     if not dry_run:
-        metrics.observe_upload(upload.source, result.receipt, time.perf_counter() - started)
+        metrics.observe_upload(upload.source, result.receipt, time.perf_counter() - staged.started)
     return result
 
 
@@ -338,21 +376,28 @@ async def ingest_batch(
 ) -> list[UploadResult]:
     """Several uploads (of one or more users) in one transaction; `in_transaction` runs inside it too,
     so a replay's checkpoint commits with the batch it covers."""
-    started = time.perf_counter()
-    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
-    prepared = [await _off_loop(len(upload.records), prepare_upload, upload) for upload in uploads]
-    known = await _known_repeats(db, prepared)
-    normalised = [await normalise_upload(p, now_ms, k) for p, k in zip(prepared, known, strict=True)]
+    staged = await stage_batch(db, uploads, now_ms=now_ms)
+    return await commit_batch(db, staged, dry_run=dry_run, in_transaction=in_transaction)
+
+
+async def commit_batch(
+    db: Database,
+    staged: StagedBatch,
+    *,
+    dry_run: bool = False,
+    in_transaction: Callable[[GuardedConnection], Awaitable[None]] | None = None,
+) -> list[UploadResult]:
+    """The second half of `ingest_batch`: merge and write a staged batch in one transaction."""
     results = []
     async with db.write(commit=not dry_run) as conn:
-        for p, records in zip(prepared, normalised, strict=True):
-            results.append(await _ingest_in_transaction(conn, p, records, now_ms))
+        for prepared, records in zip(staged.prepared, staged.normalised, strict=True):
+            results.append(await _ingest_in_transaction(conn, prepared, records, staged.now_ms))
         if in_transaction is not None:
             await in_transaction(conn)
-    if not dry_run:
-        elapsed = time.perf_counter() - started
-        for upload, result in zip(uploads, results, strict=True):
-            metrics.observe_upload(upload.source, result.receipt, elapsed / len(uploads))
+    if not dry_run and results:
+        elapsed = time.perf_counter() - staged.started
+        for prepared, result in zip(staged.prepared, results, strict=True):
+            metrics.observe_upload(prepared.upload.source, result.receipt, elapsed / len(results))
     return results
 
 

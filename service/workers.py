@@ -60,6 +60,23 @@ def run_job(job: NormaliseJob) -> list[Prepared]:
     return results
 
 
+def run_jobs(jobs: list[NormaliseJob]) -> list[list[Prepared]]:
+    return [run_job(job) for job in jobs]
+
+
+def _slice(job: NormaliseJob, start: int, end: int) -> NormaliseJob:
+    """Records start..end of a job, to run in a worker process (which decodes the raw bytes itself:
+    sending them costs less than sending decoded values)."""
+    return NormaliseJob(
+        job.user_id,
+        job.now_ms,
+        job.entity_types[start:end],
+        job.raws[start:end],
+        None,
+        {i - start: r for i, r in job.repeats.items() if start <= i < end},
+    )
+
+
 class NormalisePool:
     """A lazily started process pool, one worker per core (none on a single core)."""
 
@@ -75,25 +92,37 @@ class NormalisePool:
         return self._executor
 
     async def run(self, job: NormaliseJob) -> list[Prepared]:
-        size = len(job.raws)
-        if self.workers < 2 or size < POOL_THRESHOLD:
-            return run_job(job)
+        return (await self.run_many([job]))[0]
+
+    async def run_many(self, jobs: list[NormaliseJob]) -> list[list[Prepared]]:
+        """Every job's results, in order. Jobs are cut into one part of about equal size per worker
+        (a part may hold several small jobs, and a large job may span parts)."""
+        total = sum(len(job.raws) for job in jobs)
+        if self.workers < 2 or total < POOL_THRESHOLD:
+            return [run_job(job) for job in jobs]
+        share = -(-total // self.workers)
+        parts: list[list[tuple[int, NormaliseJob]]] = [[]]
+        room = share
+        for index, job in enumerate(jobs):
+            start = 0
+            while start < len(job.raws):
+                if room == 0:
+                    parts.append([])
+                    room = share
+                end = min(len(job.raws), start + room)
+                parts[-1].append((index, _slice(job, start, end)))
+                room -= end - start
+                start = end
         loop = asyncio.get_running_loop()
         pool = self._pool()
-        chunk = -(-size // self.workers)
-        parts = [
-            NormaliseJob(
-                job.user_id,
-                job.now_ms,
-                job.entity_types[start : start + chunk],
-                job.raws[start : start + chunk],
-                None,
-                {i - start: r for i, r in job.repeats.items() if start <= i < start + chunk},
-            )
-            for start in range(0, size, chunk)
-        ]
-        done = await asyncio.gather(*(loop.run_in_executor(pool, run_job, part) for part in parts))
-        return [item for part in done for item in part]
+        done = await asyncio.gather(
+            *(loop.run_in_executor(pool, run_jobs, [job for _, job in part]) for part in parts)
+        )
+        results: list[list[Prepared]] = [[] for _ in jobs]
+        for part, outcomes in zip(parts, done, strict=True):
+            for (index, _), outcome in zip(part, outcomes, strict=True):
+                results[index].extend(outcome)
+        return results
 
     def close(self) -> None:
         if self._executor is not None:

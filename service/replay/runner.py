@@ -7,17 +7,18 @@ one transaction together with the checkpoint that covers them.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
 import msgspec
 
-from service.pipeline import ingest_batch
+from service.pipeline import StagedBatch, commit_batch, ingest_batch, stage_batch
 from service.replay.batching import Batch, cut_batches, skip_units
 from service.replay.checkpoints import CheckpointMoved, checkpoint_writer, load_checkpoint, replay_key
 from service.replay.documents import parse_export
-from service.replay.grouping import plan_uploads
+from service.replay.grouping import PlannedUpload, plan_uploads
 from service.replay.inputs import (
     JSON_DOCUMENT,
     NDJSON,
@@ -62,6 +63,11 @@ class _Source(msgspec.Struct):
     items: Iterable[Item]
     total: int
     position: Callable[[int], int]
+
+
+class _StagedUploads(msgspec.Struct):
+    planned: list[PlannedUpload]
+    batch: StagedBatch
 
 
 class Replayer:
@@ -116,11 +122,21 @@ class Replayer:
         with self._open(source, reader, report) as opened:
             self._progress.start(source.location, opened.total)
             batches = 0
-            for batch in cut_batches(skip_units(opened.items, done), self._options.batch_size):
-                await self._replay_batch(key, source, report, batch, done)
-                done += batch.units
-                self._progress.update(opened.position(done), report.records)
-                batches += 1
+            # Two batches in flight: while the writer commits one, the next is read and normalised.
+            committing: asyncio.Task[None] | None = None
+            try:
+                for batch in cut_batches(skip_units(opened.items, done), self._options.batch_size):
+                    staged = await self._stage_batch(source, report, batch)
+                    if committing is not None:
+                        await committing
+                    committing = asyncio.create_task(
+                        self._commit_batch(key, source, report, batch, staged, done, opened)
+                    )
+                    done += batch.units
+                    batches += 1
+            finally:
+                if committing is not None:
+                    await committing  # a batch read before an error in a later one still commits
         if batches == 0 and not self._options.dry_run:
             # Nothing (left) to replay: a checkpoint-only transaction records the file as finished.
             await ingest_batch(self._db, [], in_transaction=self._checkpoint(key, source, done, done, finished=True))
@@ -143,18 +159,26 @@ class Replayer:
             self._progress.message(f"resuming {source.location} after {done:,} records done before")
         return done
 
-    async def _replay_batch(self, key: str, source: InputFile, report: FileReport, batch: Batch, done: int) -> None:
-        """One transaction: the batch's uploads and (unless a dry run) the checkpoint that covers them."""
+    async def _stage_batch(self, source: InputFile, report: FileReport, batch: Batch) -> _StagedUploads:
+        """A batch's uploads (one per owner and device), normalised; nothing is written yet."""
         planned = await plan_uploads(batch.items, self._owners, source, self._options.device_id)
         self._note_bad_lines(source, report, batch.items)
+        return _StagedUploads(planned, await stage_batch(self._db, [p.upload for p in planned]))
+
+    async def _commit_batch(
+        self, key: str, source: InputFile, report: FileReport, batch: Batch, staged: _StagedUploads, done: int,
+        opened: _Source,
+    ) -> None:
+        """One transaction: the batch's uploads and (unless a dry run) the checkpoint that covers them."""
         checkpoint = None if self._options.dry_run else self._checkpoint(
             key, source, done, done + batch.units, finished=batch.last
         )
-        results = await ingest_batch(
-            self._db, [p.upload for p in planned], dry_run=self._options.dry_run, in_transaction=checkpoint
+        results = await commit_batch(
+            self._db, staged.batch, dry_run=self._options.dry_run, in_transaction=checkpoint
         )
         report.records += batch.units
-        self._summary.add(report, planned, results)
+        self._summary.add(report, staged.planned, results)
+        self._progress.update(opened.position(done + batch.units), report.records)
 
     @staticmethod
     def _checkpoint(
