@@ -349,7 +349,8 @@ async def ingest(
     """
     now = time.time()
     staged = await stage_batch(db, [upload], now_ms=now_ms if now_ms is not None else int(now * 1000))
-    async with db.write(commit=not dry_run) as conn:
+
+    async def write(conn: GuardedConnection) -> UploadResult | Replayed:
         if idempotency is not None and upload.user is not None:
             previous = await store.find_idempotent_response(conn, upload.user.id, idempotency.key, now)
             if previous is not None:
@@ -361,9 +362,16 @@ async def ingest(
             await store.remember_response(
                 conn, upload.user.id, idempotency.key, idempotency.request_sha256, render(result), now
             )
-    if not dry_run:
-        metrics.observe_upload(upload.source, result.receipt, time.perf_counter() - staged.started)
-    return result
+        return result
+
+    if dry_run:
+        async with db.write(commit=False) as conn:
+            return await write(conn)
+    # Concurrent uploads share a transaction and its fsync; each is answered once it is durable.
+    answer = await db.write_shared(write, weight=len(staged.normalised[0]))
+    if isinstance(answer, UploadResult):
+        metrics.observe_upload(upload.source, answer.receipt, time.perf_counter() - staged.started)
+    return answer
 
 
 async def ingest_batch(
