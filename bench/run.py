@@ -19,6 +19,8 @@ import argparse
 import asyncio
 import contextlib
 import json
+import multiprocessing
+import multiprocessing.queues
 import os
 import platform
 import secrets
@@ -311,17 +313,38 @@ async def poll_support(
 async def ingest_while_polling(
     base_url: str, pushes: list[Push], sizes: Sizes, admin_token: str, user_ids: list[str], poll: bool
 ) -> tuple[PushRun, Latencies | None]:
-    stop = asyncio.Event()
-    poller = (
-        asyncio.create_task(poll_support(base_url, admin_token, user_ids, stop, sizes.poll_interval_s))
-        if poll
-        else None
+    """The pushes, while (with `poll`) another process polls the support route: measured from a process of
+    its own, the latency is the server's, not this process's event loop busy with the pushes' answers."""
+    if not poll:
+        return await send_pushes(base_url, pushes, sizes.concurrency), None
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    answers: multiprocessing.queues.Queue[Latencies] = context.Queue()
+    poller = context.Process(
+        target=poll_in_process, args=(base_url, admin_token, user_ids, sizes.poll_interval_s, stop, answers)
     )
+    poller.start()
     try:
         run = await send_pushes(base_url, pushes, sizes.concurrency)
     finally:
         stop.set()
-    return run, (await poller if poller else None)
+    latencies = await asyncio.to_thread(answers.get, True, 120)
+    poller.join(30)
+    return run, latencies
+
+
+def poll_in_process(
+    base_url: str, token: str, user_ids: list[str], interval_s: float, stop: Any, answers: Any
+) -> None:
+    """A child process's body: poll until `stop` (a multiprocessing Event) is set, then send the latencies."""
+
+    async def poll() -> Latencies:
+        stopped = asyncio.Event()
+        watcher = asyncio.create_task(asyncio.to_thread(stop.wait))
+        watcher.add_done_callback(lambda _: stopped.set())
+        return await poll_support(base_url, token, user_ids, stopped, interval_s)
+
+    answers.put(asyncio.run(poll()))
 
 
 @dataclass

@@ -24,8 +24,7 @@ from service.domain.outcomes import Receipt
 from service.domain.records import Normalised, Rejection, Tombstone
 from service.domain.times import ms_to_iso_z
 from service.store import uploads as store
-from service.store.database import Database, GuardedConnection
-from service.store.reads import current_seq
+from service.store.database import Database, GuardedConnection, SyncConnection, WriterConnection
 from service.store.uploads import QuarantineRow, RawRecordRow, UserRecord
 from service.workers import POOL_THRESHOLD, NormaliseJob, run_job, shared_pool
 
@@ -224,8 +223,8 @@ def _confirm_repeats(
     return confirmed
 
 
-async def _apply(
-    conn: GuardedConnection,
+def _apply(
+    conn: SyncConnection,
     prepared: PreparedUpload,
     records: list[Prepared],
     upload_id: str,
@@ -238,29 +237,29 @@ async def _apply(
         plan = plan_merge(records, {}, {})
     else:
         keys = {(r.entity_type, r.entity_id) for r in records if not isinstance(r, Rejection)}
-        stored = await store.load_state(conn, user_id, keys)
+        stored = store.load_state(conn, user_id, keys)
         records = _confirm_repeats(records, stored, user_id, now_ms)
         content_keys = {r.content_key for r in records if isinstance(r, Normalised) and r.content_key}
-        live_content = await store.load_live_content(conn, user_id, content_keys)
-        plan = await _off_loop(len(records), plan_merge, records, stored, live_content)
-        await store.apply_plan(conn, plan, user_id=user_id, device_id=upload.device_id, upload_id=upload_id)
+        live_content = store.load_live_content(conn, user_id, content_keys)
+        plan = plan_merge(records, stored, live_content)
+        store.apply_plan(conn, plan, user_id=user_id, device_id=upload.device_id, upload_id=upload_id)
         kept = [
             RawRecordRow(r.entity_type, r.entity_id, raw.decode("utf-8", "replace"), sha,
                          r.checksum if isinstance(r, Normalised) else None)
             for r, raw, sha in zip(records, raws, prepared.shas, strict=True)
             if isinstance(r, Normalised | Tombstone)
         ]
-        await store.keep_raw_records(conn, kept, user_id=user_id, device_id=upload.device_id, upload_id=upload_id)
+        store.keep_raw_records(conn, kept, user_id=user_id, device_id=upload.device_id, upload_id=upload_id)
         # A device's completeness counts every distinct record it sent, quarantined ones included.
-        await store.count_device_records(
+        store.count_device_records(
             conn,
             [(r.entity_type, r.entity_id) for r in records if r.entity_id is not None],
             user_id=user_id,
             device_id=upload.device_id,
         )
         if upload.alias_from is not None and upload.user is not None and upload.email is not None:
-            await store.record_alias(conn, upload.alias_from, upload.user, upload.email)
-    await store.quarantine(
+            store.record_alias(conn, upload.alias_from, upload.user, upload.email)
+    store.quarantine(
         conn,
         [
             QuarantineRow(q.rejection.entity_type, q.rejection.entity_id, raws[q.index].decode("utf-8", "replace"),
@@ -274,7 +273,7 @@ async def _apply(
     )
     receipt = Receipt(plan.results)
     payload_sha = upload.payload_sha256 or sha256_hex(b"\n".join(raws))
-    await store.record_upload(
+    store.record_upload(
         conn,
         receipt,
         upload_id=upload_id,
@@ -350,19 +349,21 @@ async def ingest(
     now = time.time()
     staged = await stage_batch(db, [upload], now_ms=now_ms if now_ms is not None else int(now * 1000))
 
-    async def write(conn: GuardedConnection) -> UploadResult | Replayed:
+    def write_upload(conn: SyncConnection) -> UploadResult | Replayed:
         if idempotency is not None and upload.user is not None:
-            previous = await store.find_idempotent_response(conn, upload.user.id, idempotency.key, now)
+            previous = store.find_idempotent_response(conn, upload.user.id, idempotency.key, now)
             if previous is not None:
                 if previous.request_sha256 != idempotency.request_sha256:
                     raise IdempotencyConflict(idempotency.key)
                 return Replayed(previous.response)
-        result = await _ingest_in_transaction(conn, staged.prepared[0], staged.normalised[0], staged.now_ms)
+        result = _ingest_in_transaction(conn, staged.prepared[0], staged.normalised[0], staged.now_ms)
         if upload.user is not None and idempotency is not None and render is not None:
-            await store.remember_response(
-                conn, upload.user.id, idempotency.key, idempotency.request_sha256, render(result), now
-            )
+            store.remember_response(conn, upload.user.id, idempotency.key, idempotency.request_sha256,
+                                    render(result), now)
         return result
+
+    async def write(conn: WriterConnection) -> UploadResult | Replayed:
+        return await conn.run(write_upload)  # the whole transaction's work in one hop to the writer
 
     if dry_run:
         async with db.write(commit=False) as conn:
@@ -396,10 +397,13 @@ async def commit_batch(
     in_transaction: Callable[[GuardedConnection], Awaitable[None]] | None = None,
 ) -> list[UploadResult]:
     """The second half of `ingest_batch`: merge and write a staged batch in one transaction."""
-    results = []
     async with db.write(commit=not dry_run) as conn:
-        for prepared, records in zip(staged.prepared, staged.normalised, strict=True):
-            results.append(await _ingest_in_transaction(conn, prepared, records, staged.now_ms))
+        results = await conn.run(
+            lambda sync: [
+                _ingest_in_transaction(sync, prepared, records, staged.now_ms)
+                for prepared, records in zip(staged.prepared, staged.normalised, strict=True)
+            ]
+        )
         if in_transaction is not None:
             await in_transaction(conn)
     if not dry_run and results:
@@ -409,13 +413,13 @@ async def commit_batch(
     return results
 
 
-async def _ingest_in_transaction(
-    conn: GuardedConnection, prepared: PreparedUpload, records: list[Prepared], now_ms: int
+def _ingest_in_transaction(
+    conn: SyncConnection, prepared: PreparedUpload, records: list[Prepared], now_ms: int
 ) -> UploadResult:
     upload = prepared.upload
     upload_id = upload.upload_id or f"upl_{uuid.uuid4().hex}"
-    receipt = await _apply(conn, prepared, records, upload_id, now_ms)
-    sync_token = str(await current_seq(conn))
+    receipt = _apply(conn, prepared, records, upload_id, now_ms)
+    sync_token = str(store.current_seq(conn))
     if upload.user is not None:
-        await store.touch_sync_metadata(conn, upload.user.id, upload.device_id, sync_token)
+        store.touch_sync_metadata(conn, upload.user.id, upload.device_id, sync_token)
     return UploadResult(upload_id, receipt, sync_token)

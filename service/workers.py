@@ -8,6 +8,7 @@ normalised inline: starting work in another process costs more than it saves for
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -60,6 +61,15 @@ def run_job(job: NormaliseJob) -> list[Prepared]:
     return results
 
 
+# Workers yield the CPU to the server's own process (support reads, answers) when the cores are busy.
+WORKER_NICENESS = 10
+
+
+def _lower_priority() -> None:
+    with contextlib.suppress(OSError):  # best effort: some sandboxes refuse it
+        os.nice(WORKER_NICENESS)
+
+
 def run_jobs(jobs: list[NormaliseJob]) -> list[list[Prepared]]:
     return [run_job(job) for job in jobs]
 
@@ -88,7 +98,9 @@ class NormalisePool:
         if self._executor is None:
             # spawn, not fork: the parent has threads (aiosqlite), and forking those can deadlock.
             context = multiprocessing.get_context("spawn")
-            self._executor = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+            self._executor = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=context, initializer=_lower_priority
+            )
         return self._executor
 
     async def run(self, job: NormaliseJob) -> list[Prepared]:

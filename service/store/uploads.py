@@ -1,7 +1,8 @@
 """The batch statements one upload needs: load the state of its keys, apply its merge plan, account for it.
 
-Each function takes the connection of an open write transaction and runs a fixed number of statements
-whatever the number of records (keys travel as one JSON parameter, rows through `executemany`).
+The write-path functions take the writer's `SyncConnection` inside an open write transaction (they run
+on the writer's thread, see `WriterConnection.run`) and issue a fixed number of statements whatever the
+number of records (keys travel as one JSON parameter, rows through `executemany`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from service.domain.merge import EntityKey, MergePlan, StoredEntity, SyncWrite
 from service.domain.outcomes import Receipt
 from service.domain.records import LOGBOOK_ENTRY, LogbookRow
 from service.domain.times import to_epoch_ms
-from service.store.database import GuardedConnection
+from service.store.database import GuardedConnection, SyncConnection
 
 _json = msgspec.json.Encoder()
 
@@ -52,7 +53,7 @@ def _document_updated_ms(data: str, row_updated_at: str | None) -> int | None:
     return to_epoch_ms(row_updated_at) if row_updated_at else None
 
 
-async def load_state(conn: GuardedConnection, user_id: str, keys: set[EntityKey]) -> dict[EntityKey, StoredEntity]:
+def load_state(conn: SyncConnection, user_id: str, keys: set[EntityKey]) -> dict[EntityKey, StoredEntity]:
     """The stored state of every key (two queries: sync_data rows and the service's merge state).
 
     CROSS JOIN keeps the keys as the outer loop, so each key is one index lookup; left to itself the
@@ -61,7 +62,7 @@ async def load_state(conn: GuardedConnection, user_id: str, keys: set[EntityKey]
         return {}
     param = _keys_param(keys)
     stored: dict[EntityKey, StoredEntity] = {}
-    rows = await conn.fetchall(
+    rows = conn.fetchall(
         """
         SELECT s.entity_type, s.entity_id, s.id, s.checksum, s.version, s.deleted_at, s.data, s.updated_at
         FROM json_each(?) AS k CROSS JOIN sync_data s
@@ -80,7 +81,7 @@ async def load_state(conn: GuardedConnection, user_id: str, keys: set[EntityKey]
             updated_ms=_document_updated_ms(r["data"], r["updated_at"]),
             deleted_ms=to_epoch_ms(deleted_at) if deleted_at is not None else None,
         )
-    rows = await conn.fetchall(
+    rows = conn.fetchall(
         """
         SELECT e.entity_type, e.entity_id, e.updated_ms, e.deleted_ms, e.content_key, e.duplicate_of
         FROM json_each(?) AS k CROSS JOIN recovery_entity_state e
@@ -119,11 +120,11 @@ async def known_checksums(
     return {(r["entity_type"], r["entity_id"], r["raw_sha256"]): r["checksum"] for r in rows}
 
 
-async def load_live_content(conn: GuardedConnection, user_id: str, content_keys: set[str]) -> dict[str, str]:
+def load_live_content(conn: SyncConnection, user_id: str, content_keys: set[str]) -> dict[str, str]:
     """content_key -> entity_id of the user's live logbook entries with that content."""
     if not content_keys:
         return {}
-    rows = await conn.fetchall(
+    rows = conn.fetchall(
         """
         SELECT e.content_key, MIN(e.entity_id) AS entity_id
         FROM recovery_entity_state e
@@ -139,14 +140,14 @@ async def load_live_content(conn: GuardedConnection, user_id: str, content_keys:
     return {r["content_key"]: r["entity_id"] for r in rows}
 
 
-async def next_seq_values(conn: GuardedConnection, count: int) -> int:
+def next_seq_values(conn: SyncConnection, count: int) -> int:
     """Reserve `count` values of the app's global change number; returns the first."""
-    row = await conn.fetchone(
+    row = conn.fetchone(
         "SELECT MAX((SELECT current_value FROM sync_sequence WHERE id = 1),"
         " COALESCE((SELECT MAX(seq) FROM sync_data), 0)) AS current"
     )
     current = int(row["current"]) if row is not None and row["current"] is not None else 0
-    await conn.execute("UPDATE sync_sequence SET current_value = ? WHERE id = 1", (current + count,))
+    conn.execute("UPDATE sync_sequence SET current_value = ? WHERE id = 1", (current + count,))
     return current + 1
 
 
@@ -189,13 +190,13 @@ def _logbook_values(r: LogbookRow, w: SyncWrite, user_id: str, device_id: str | 
             device_id)
 
 
-async def apply_plan(
-    conn: GuardedConnection, plan: MergePlan, *, user_id: str, device_id: str | None, upload_id: str
+def apply_plan(
+    conn: SyncConnection, plan: MergePlan, *, user_id: str, device_id: str | None, upload_id: str
 ) -> None:
     """Write the plan's rows: sync_data with fresh seq values, logbook_entries, merge state, archive."""
     now = utc_now_text()
     if plan.sync_writes:
-        seq = await next_seq_values(conn, len(plan.sync_writes))
+        seq = next_seq_values(conn, len(plan.sync_writes))
         inserts: list[tuple[Any, ...]] = []
         updates: list[tuple[Any, ...]] = []
         logbook_upserts: list[tuple[Any, ...]] = []
@@ -223,21 +224,21 @@ async def apply_plan(
             elif w.logbook_row is not None:
                 logbook_upserts.append(_logbook_values(w.logbook_row, w, user_id, device_id))
         if inserts:
-            await conn.executemany(_INSERT_SYNC, inserts)
+            conn.executemany(_INSERT_SYNC, inserts)
         if updates:
-            await conn.executemany(_UPDATE_SYNC, updates)
+            conn.executemany(_UPDATE_SYNC, updates)
         if logbook_upserts:
-            await conn.executemany(_UPSERT_LOGBOOK, logbook_upserts)
+            conn.executemany(_UPSERT_LOGBOOK, logbook_upserts)
         if logbook_deletes:
-            await conn.executemany(_DELETE_LOGBOOK, logbook_deletes)
+            conn.executemany(_DELETE_LOGBOOK, logbook_deletes)
     if plan.state_writes:
-        await conn.executemany(
+        conn.executemany(
             _UPSERT_STATE,
             [(user_id, s.entity_type, s.entity_id, s.updated_ms, s.deleted_ms, s.content_key, s.duplicate_of)
              for s in plan.state_writes],
         )
     if plan.archived:
-        await conn.executemany(
+        conn.executemany(
             """INSERT INTO recovery_archive (user_id, entity_type, entity_id, data, checksum, updated_ms, reason,
                  upload_id, archived_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             [(user_id, a.entity_type, a.entity_id, a.data, a.checksum, a.updated_ms, a.reason, upload_id, now)
@@ -253,14 +254,14 @@ class RawRecordRow(msgspec.Struct):
     checksum: str | None
 
 
-async def keep_raw_records(
-    conn: GuardedConnection, rows: list[RawRecordRow], *, user_id: str, device_id: str | None, upload_id: str
+def keep_raw_records(
+    conn: SyncConnection, rows: list[RawRecordRow], *, user_id: str, device_id: str | None, upload_id: str
 ) -> None:
     """Keep every distinct raw record verbatim (once per distinct content), and which device sent it."""
     now = utc_now_text()
     keyed = [r for r in rows if r.entity_id is not None]
     if keyed:
-        await conn.executemany(
+        conn.executemany(
             """INSERT INTO recovery_raw_records (user_id, entity_type, entity_id, raw_sha256, raw, checksum,
                  upload_id, device_id, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT DO NOTHING""",
@@ -269,13 +270,13 @@ async def keep_raw_records(
         )
 
 
-async def count_device_records(
-    conn: GuardedConnection, keys: list[tuple[str, str]], *, user_id: str, device_id: str | None
+def count_device_records(
+    conn: SyncConnection, keys: list[tuple[str, str]], *, user_id: str, device_id: str | None
 ) -> None:
     """Remember which distinct records each device sent (for its declaration of completeness)."""
     if device_id is None or not keys:
         return
-    await conn.executemany(
+    conn.executemany(
         """INSERT INTO recovery_device_records (user_id, device_id, entity_type, entity_id)
            VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING""",
         [(user_id, device_id, entity_type, entity_id) for entity_type, entity_id in keys],
@@ -291,8 +292,8 @@ class QuarantineRow(msgspec.Struct):
     detail: str
 
 
-async def quarantine(
-    conn: GuardedConnection,
+def quarantine(
+    conn: SyncConnection,
     rows: list[QuarantineRow],
     *,
     owner: str,
@@ -303,7 +304,7 @@ async def quarantine(
     if not rows:
         return
     now = utc_now_text()
-    await conn.executemany(
+    conn.executemany(
         """INSERT INTO recovery_quarantine (owner, email, entity_type, entity_id, raw, reason, field, detail,
              upload_id, device_id, quarantined_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
         [(owner, email, q.entity_type, q.entity_id, q.raw, q.reason, q.field, q.detail, upload_id, device_id, now)
@@ -311,8 +312,8 @@ async def quarantine(
     )
 
 
-async def record_upload(
-    conn: GuardedConnection,
+def record_upload(
+    conn: SyncConnection,
     receipt: Receipt,
     *,
     upload_id: str,
@@ -324,7 +325,7 @@ async def record_upload(
 ) -> None:
     """The ledger row, the user's running totals, and the device's first/last upload."""
     now = utc_now_text()
-    await conn.execute(
+    conn.execute(
         """INSERT INTO recovery_ledger (upload_id, user_id, device_id, source, file_name, payload_sha256, received,
              counts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
         (upload_id, user_id, device_id, source, file_name, payload_sha256, receipt.received,
@@ -332,18 +333,18 @@ async def record_upload(
     )
     by_type = receipt.counts_by_type()
     if by_type:
-        await conn.executemany(
+        conn.executemany(
             """INSERT INTO recovery_progress (user_id, entity_type, outcome, n) VALUES (?, ?, ?, ?)
                ON CONFLICT (user_id, entity_type, outcome) DO UPDATE SET n = n + excluded.n""",
             [(user_id, entity_type, outcome, n) for (entity_type, outcome), n in by_type.items()],
         )
-    await conn.execute(
+    conn.execute(
         """INSERT INTO recovery_users (user_id, first_upload_at, last_upload_at) VALUES (?, ?, ?)
            ON CONFLICT (user_id) DO UPDATE SET last_upload_at = excluded.last_upload_at""",
         (user_id, now, now),
     )
     if device_id is not None:
-        await conn.execute(
+        conn.execute(
             """INSERT INTO recovery_devices (user_id, device_id, first_upload_at, last_upload_at)
                VALUES (?, ?, ?, ?)
                ON CONFLICT (user_id, device_id) DO UPDATE SET last_upload_at = excluded.last_upload_at""",
@@ -351,9 +352,14 @@ async def record_upload(
         )
 
 
-async def touch_sync_metadata(conn: GuardedConnection, user_id: str, device_id: str | None, sync_token: str) -> None:
+def current_seq(conn: SyncConnection) -> int:
+    row = conn.fetchone("SELECT current_value FROM sync_sequence WHERE id = 1")
+    return int(row["current_value"]) if row is not None else 0
+
+
+def touch_sync_metadata(conn: SyncConnection, user_id: str, device_id: str | None, sync_token: str) -> None:
     """What the app records on every sync, for a user that exists (the row references users)."""
-    await conn.execute(
+    conn.execute(
         """INSERT INTO sync_metadata (user_id, last_sync_token, last_sync_time, device_count, last_device_id)
            VALUES (?, ?, ?, 1, ?)
            ON CONFLICT (user_id) DO UPDATE SET last_sync_token = excluded.last_sync_token,
@@ -373,10 +379,10 @@ class StoredResponse(msgspec.Struct):
     response: bytes
 
 
-async def find_idempotent_response(
-    conn: GuardedConnection, user_id: str, key: str, now: float
+def find_idempotent_response(
+    conn: SyncConnection, user_id: str, key: str, now: float
 ) -> StoredResponse | None:
-    row = await conn.fetchone(
+    row = conn.fetchone(
         "SELECT request_sha256, response FROM recovery_idempotency WHERE user_id = ? AND key = ? AND created_at > ?",
         (user_id, key, now - IDEMPOTENCY_TTL_SECONDS),
     )
@@ -385,10 +391,10 @@ async def find_idempotent_response(
     return StoredResponse(row["request_sha256"], row["response"].encode())
 
 
-async def remember_response(
-    conn: GuardedConnection, user_id: str, key: str, request_sha256: str, response: bytes, now: float
+def remember_response(
+    conn: SyncConnection, user_id: str, key: str, request_sha256: str, response: bytes, now: float
 ) -> None:
-    await conn.execute(
+    conn.execute(
         """INSERT INTO recovery_idempotency (user_id, key, request_sha256, response, created_at)
            VALUES (?, ?, ?, ?, ?)
            ON CONFLICT (user_id, key) DO UPDATE SET request_sha256 = excluded.request_sha256,
@@ -396,7 +402,7 @@ async def remember_response(
         (user_id, key, request_sha256, response.decode(), now),
     )
     # Expired keys are the service's own bookkeeping; clearing them keeps the table small.
-    await conn.execute("DELETE FROM recovery_idempotency WHERE created_at < ?", (now - IDEMPOTENCY_TTL_SECONDS,))
+    conn.execute("DELETE FROM recovery_idempotency WHERE created_at < ?", (now - IDEMPOTENCY_TTL_SECONDS,))
 
 
 # ---- users -----------------------------------------------------------------------------------------
@@ -424,8 +430,8 @@ async def find_user_by_email(conn: GuardedConnection, email: str) -> UserRecord 
     )
 
 
-async def record_alias(conn: GuardedConnection, token_sub: str, user: UserRecord, email: str) -> None:
-    await conn.execute(
+def record_alias(conn: SyncConnection, token_sub: str, user: UserRecord, email: str) -> None:
+    conn.execute(
         """INSERT INTO recovery_user_aliases (token_sub, user_id, email, mapped_at) VALUES (?, ?, ?, ?)
            ON CONFLICT (token_sub) DO UPDATE SET user_id = excluded.user_id, email = excluded.email,
              mapped_at = excluded.mapped_at""",

@@ -1,0 +1,148 @@
+"""The writer: work of concurrent callers shares one transaction (group commit), each in a savepoint of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from service.store.database import Database, SyncConnection, WriterConnection
+from service.store.guard import GuardViolation
+from tests.conftest import query
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = await Database.open(tmp_path / "app.db")
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+def _mark(user_id: str) -> Callable[[WriterConnection], Awaitable[str]]:
+    """Work that writes one row of the service's own bookkeeping, named `user_id`."""
+
+    async def work(conn: WriterConnection) -> str:
+        await conn.execute(
+            "INSERT INTO recovery_users (user_id, first_upload_at, last_upload_at) VALUES (?, 'x', 'x')", (user_id,)
+        )
+        return user_id
+
+    return work
+
+
+def _users(db: Database) -> list[str]:
+    return [r["user_id"] for r in query(db.path, "SELECT user_id FROM recovery_users ORDER BY user_id")]
+
+
+def _count_commits(db: Database) -> list[int]:
+    commits = [0]
+    real_commit = db.writer.commit
+
+    async def counting_commit() -> None:
+        commits[0] += 1
+        await real_commit()
+
+    db.writer.commit = counting_commit  # type: ignore[method-assign]
+    return commits
+
+
+async def test_work_queued_while_the_writer_is_busy_commits_together(db: Database) -> None:
+    """Three callers that queue while a transaction runs are answered from one shared COMMIT."""
+    commits = _count_commits(db)
+    release = asyncio.Event()
+
+    async def slow(conn: WriterConnection) -> str:
+        await release.wait()
+        return await _mark("first")(conn)
+
+    first = asyncio.create_task(db.write_shared(slow))
+    await asyncio.sleep(0.01)
+    queued = [asyncio.create_task(db.write_shared(_mark(name))) for name in ("a", "b", "c")]
+    await asyncio.sleep(0.01)
+    release.set()
+    assert await first == "first"
+    assert await asyncio.gather(*queued) == ["a", "b", "c"]
+    assert commits[0] == 2
+    assert _users(db) == ["a", "b", "c", "first"]
+
+
+async def test_an_answer_means_the_write_is_committed(db: Database) -> None:
+    """When `write_shared` returns, another connection reads the rows."""
+    await db.write_shared(_mark("visible"))
+    assert _users(db) == ["visible"]
+
+
+async def test_a_failing_work_is_undone_alone_and_its_caller_gets_the_error(db: Database) -> None:
+    """The failing caller's own writes are rolled back to its savepoint; the others' writes commit."""
+    release = asyncio.Event()
+
+    async def blocker(conn: WriterConnection) -> None:
+        await release.wait()
+
+    async def half_then_fail(conn: WriterConnection) -> None:
+        await _mark("half")(conn)
+        raise ValueError("bad upload")
+
+    first = asyncio.create_task(db.write_shared(blocker))
+    await asyncio.sleep(0.01)
+    before = asyncio.create_task(db.write_shared(_mark("before")))
+    failing = asyncio.create_task(db.write_shared(half_then_fail))
+    after = asyncio.create_task(db.write_shared(_mark("after")))
+    await asyncio.sleep(0.01)
+    release.set()
+    await first
+    assert await before == "before"
+    assert await after == "after"
+    with pytest.raises(ValueError, match="bad upload"):
+        await failing
+    assert _users(db) == ["after", "before"]
+
+
+async def test_work_whose_caller_left_before_it_started_is_not_run(db: Database) -> None:
+    release = asyncio.Event()
+
+    async def blocker(conn: WriterConnection) -> None:
+        await release.wait()
+
+    first = asyncio.create_task(db.write_shared(blocker))
+    await asyncio.sleep(0.01)
+    abandoned = asyncio.create_task(db.write_shared(_mark("abandoned")))
+    await asyncio.sleep(0.01)
+    abandoned.cancel()
+    release.set()
+    await first
+    with pytest.raises(asyncio.CancelledError):
+        await abandoned
+    assert _users(db) == []
+
+
+async def test_a_function_run_on_the_writer_thread_is_guarded(db: Database) -> None:
+    """`run` hands the function the guarded connection: destructive statements are refused there too."""
+
+    def delete_everything(conn: SyncConnection) -> None:
+        conn.execute("DELETE FROM sync_data")
+
+    def replace_a_user(conn: SyncConnection) -> None:
+        conn.execute("REPLACE INTO users (id, email) VALUES ('u', 'u@example.com')")
+
+    with pytest.raises(sqlite3.DatabaseError):
+        async with db.write() as conn:
+            await conn.run(delete_everything)
+    with pytest.raises(GuardViolation):
+        async with db.write() as conn:
+            await conn.run(replace_a_user)
+
+
+async def test_closing_waits_for_queued_work(tmp_path: Path) -> None:
+    """Work queued before `close` is committed and answered, not dropped."""
+    database = await Database.open(tmp_path / "app.db")
+    pending = asyncio.create_task(database.write_shared(_mark("late")))
+    await asyncio.sleep(0)
+    await database.close()
+    assert await pending == "late"
+    assert _users(database) == ["late"]

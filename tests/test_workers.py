@@ -1,0 +1,44 @@
+"""Normalisation on every core: the process pool gives exactly what normalising inline gives, in order."""
+
+from __future__ import annotations
+
+import msgspec
+
+from service.domain.records import LOGBOOK_ENTRY
+from service.workers import POOL_THRESHOLD, NormaliseJob, NormalisePool, run_job
+from tests.conftest import ADA
+
+
+def _entry(n: int) -> bytes:
+    return msgspec.json.encode(
+        {"id": f"entry_{n:05d}", "timestamp": 1_700_000_000_000 + n * 60_000, "duration": 30 + n % 7,
+         "type": "PRACTICE" if n % 3 else "practice", "instrument": "piano", "pieces": [{"title": f"Étude {n % 12}"}]}
+    )
+
+
+def _job(start: int, count: int, *, repeat_at: int | None = None) -> NormaliseJob:
+    raws = [_entry(n) for n in range(start, start + count)]
+    if count:
+        raws[-1] = b"not json"  # a record that is quarantined, in the pool as inline
+    repeats = {repeat_at: (f"entry_{start + repeat_at:05d}", "c" * 64)} if repeat_at is not None else {}
+    return NormaliseJob(ADA[0], 1_800_000_000_000, [LOGBOOK_ENTRY] * count, raws, None, repeats)
+
+
+async def test_jobs_cut_across_workers_come_back_whole_and_in_order() -> None:
+    """Small jobs share a part and a large one spans parts: every job's results match inline normalisation."""
+    jobs = [_job(0, 3), _job(100, POOL_THRESHOLD + 17, repeat_at=250), _job(900, 0), _job(1000, 40, repeat_at=1)]
+    pool = NormalisePool(workers=2)
+    try:
+        pooled = await pool.run_many(jobs)
+        assert pool._executor is not None  # the work went to worker processes, not inline
+    finally:
+        pool.close()
+    assert pooled == [run_job(job) for job in jobs]
+    assert [len(results) for results in pooled] == [3, POOL_THRESHOLD + 17, 0, 40]
+
+
+async def test_a_single_core_normalises_inline() -> None:
+    jobs = [_job(0, POOL_THRESHOLD + 1)]
+    pool = NormalisePool(workers=1)
+    assert await pool.run_many(jobs) == [run_job(jobs[0])]
+    pool.close()
