@@ -38,7 +38,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from harness import ROOT, ChildRun, ServerProcess, connect, create_app_db, percentile, run_measured
+from harness import (
+    ROOT,
+    RSS_SAMPLE_INTERVAL_S,
+    ChildRun,
+    ServerProcess,
+    connect,
+    create_app_db,
+    percentile,
+    run_measured,
+)
 from rich.console import Console
 from rich.table import Table
 from workload import ADMIN, BenchUser, Expected, NdjsonFile, PushDataset, make_users, push_dataset, total, write_ndjson
@@ -670,7 +679,8 @@ def scenario_replay(report: Report, users: list[BenchUser], work: Path, keep: bo
                 run.peak_mb,
                 "MB",
                 target=Target("figure", "<=", 200, "MB"),
-                note="VmHWM of the replay process",
+                note=f"VmHWM of the replay process, sampled every {RSS_SAMPLE_INTERVAL_S:g} s; its normalising "
+                f"workers peaked at {run.child.workers_peak_rss_bytes / 1e6:.0f} MB each at most",
             )
         )
         report.checks += replay_checks(run)

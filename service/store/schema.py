@@ -109,8 +109,10 @@ CREATE TABLE IF NOT EXISTS recovery_entity_state (
 CREATE INDEX IF NOT EXISTS idx_recovery_entity_state_content
   ON recovery_entity_state (user_id, content_key) WHERE content_key IS NOT NULL;
 
--- Every distinct raw record ever received, verbatim, once per distinct byte content.
+-- Every distinct raw record ever received, verbatim, once per distinct byte content. Rows are large
+-- (the record itself), so they are appended in arrival order; the narrow unique index finds them by key.
 CREATE TABLE IF NOT EXISTS recovery_raw_records (
+  id INTEGER PRIMARY KEY,
   user_id TEXT NOT NULL,
   entity_type TEXT NOT NULL,
   entity_id TEXT NOT NULL,
@@ -121,9 +123,10 @@ CREATE TABLE IF NOT EXISTS recovery_raw_records (
   checksum TEXT,
   upload_id TEXT NOT NULL,
   device_id TEXT,
-  received_at TEXT NOT NULL,
-  PRIMARY KEY (user_id, entity_type, entity_id, raw_sha256)
-) WITHOUT ROWID;
+  received_at TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS idx_recovery_raw_records_key
+  ON recovery_raw_records (user_id, entity_type, entity_id, raw_sha256);
 
 -- Versions that lost a merge (the stored one replaced by a newer edit, or an older incoming copy).
 CREATE TABLE IF NOT EXISTS recovery_archive (
