@@ -18,6 +18,7 @@ from service.api.recovery import RecoveryController
 from service.api.support import SupportController
 from service.api.sync import SyncController
 from service.config import Settings
+from service.memory import freeze_startup_objects, tune_garbage_collector
 from service.store.database import Database
 from service.workers import close_shared_pool
 
@@ -86,4 +87,7 @@ def create_app(settings: Settings) -> Litestar:
 
 def create_app_from_env() -> Litestar:
     """The app factory for worker processes (`serve --workers N`): settings from the environment."""
-    return create_app(Settings.from_env())
+    tune_garbage_collector()  # a worker process is a fresh interpreter: `python -m service` did not run here
+    app = create_app(Settings.from_env())
+    freeze_startup_objects()
+    return app

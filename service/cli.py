@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from service.config import DEFAULT_DB_PATH, Settings
-from service.memory import limit_malloc_arenas
+from service.memory import freeze_startup_objects, limit_malloc_arenas, tune_garbage_collector
 
 DEMO_USER_ID = "user_demoDEMOdemoDEMOdemo0"
 DEMO_EMAIL = "demo@example.com"
@@ -51,7 +51,9 @@ def _serve(args: argparse.Namespace) -> int:
         uvicorn.run("service.app:create_app_from_env", factory=True, workers=args.workers, host=args.host,
                     port=args.port, log_level="info")
     else:
-        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+        app = create_app(settings)
+        freeze_startup_objects()
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
 
 
@@ -202,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     limit_malloc_arenas()  # before any thread starts
+    tune_garbage_collector()
     args = build_parser().parse_args(argv)
     result: int = args.run(args)
     return result

@@ -24,7 +24,7 @@ from service.domain.outcomes import Receipt
 from service.domain.records import Normalised, Rejection, Tombstone
 from service.domain.times import ms_to_iso_z
 from service.store import uploads as store
-from service.store.database import Database, GuardedConnection, SyncConnection, WriterConnection
+from service.store.database import Database, GuardedConnection, SyncConnection, ThreadedConnection
 from service.store.uploads import QuarantineRow, RawRecordRow, UserRecord
 from service.workers import POOL_THRESHOLD, NormaliseJob, run_job, shared_pool
 
@@ -362,7 +362,7 @@ async def ingest(
                                     render(result), now)
         return result
 
-    async def write(conn: WriterConnection) -> UploadResult | Replayed:
+    async def write(conn: ThreadedConnection) -> UploadResult | Replayed:
         return await conn.run(write_upload)  # the whole transaction's work in one hop to the writer
 
     if dry_run:

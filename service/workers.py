@@ -96,7 +96,7 @@ class NormalisePool:
 
     def _pool(self) -> ProcessPoolExecutor:
         if self._executor is None:
-            # spawn, not fork: the parent has threads (aiosqlite), and forking those can deadlock.
+            # spawn, not fork: the parent has threads (its SQLite connections), and forking those can deadlock.
             context = multiprocessing.get_context("spawn")
             self._executor = ProcessPoolExecutor(
                 max_workers=self.workers, mp_context=context, initializer=_lower_priority

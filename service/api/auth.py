@@ -14,8 +14,8 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware.authentication import AuthenticationResult
 from litestar.security.jwt import JWTCookieAuth, JWTCookieAuthenticationMiddleware, Token
 
-from service.store.database import Database
-from service.store.uploads import UserRecord, find_user, find_user_by_email
+from service.store.database import Database, SyncConnection
+from service.store.uploads import UserRecord, user_by_email, user_by_id
 
 AUTH_COOKIE = "auth-token"
 
@@ -55,12 +55,15 @@ async def resolve_principal(token: Token, connection: ASGIConnection[Any, Any, A
     db: Database = connection.app.state.db
     email = token.extras.get("email")
     email = email if isinstance(email, str) and email else None
-    async with db.read() as conn:
-        user = await find_user(conn, token.sub)
-        if user is not None or email is None:
-            return Principal(token.sub, email, user)
-        by_email = await find_user_by_email(conn, email)
-    return Principal(token.sub, email, by_email, alias_from=token.sub if by_email is not None else None)
+    return await db.read_run(lambda conn: _principal(conn, token.sub, email))
+
+
+def _principal(conn: SyncConnection, sub: str, email: str | None) -> Principal:
+    user = user_by_id(conn, sub)
+    if user is not None or email is None:
+        return Principal(sub, email, user)
+    by_email = user_by_email(conn, email)
+    return Principal(sub, email, by_email, alias_from=sub if by_email is not None else None)
 
 
 def make_jwt_auth(secret: str, exclude: list[str]) -> JWTCookieAuth[Principal, Token]:

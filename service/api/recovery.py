@@ -142,8 +142,7 @@ class RecoveryController(Controller):
     async def me(self, request: Request[Principal, Any, Any]) -> UserProgress:
         principal = request.user
         db: Database = request.app.state.db
-        async with db.read() as conn:
-            found = await progress.user_progress(conn, principal.owner)
+        found = await db.read_run(lambda conn: progress.user_progress(conn, principal.owner))
         return found or empty_progress(principal)
 
 

@@ -19,7 +19,7 @@ from service.api.rendering import recovery_response
 from service.api.schemas import RecoveryUploadResponse
 from service.pipeline import IncomingRecord, Upload, ingest_batch
 from service.store import progress
-from service.store.database import Database, GuardedConnection
+from service.store.database import Database, GuardedConnection, ThreadedConnection
 from service.store.progress import LedgerEntry, QuarantinedRecord, UserListItem, UserProgress
 from service.store.uploads import find_user
 
@@ -76,8 +76,11 @@ def _cursor_value(cursor: str | None, kind: type) -> Any:
     return value
 
 
-async def _progress_or_404(conn: GuardedConnection, user_id: str) -> UserProgress:
-    found = await progress.user_progress(conn, user_id)
+async def _progress_or_404(conn: ThreadedConnection, user_id: str) -> UserProgress:
+    return _found_or_404(await conn.run(lambda sync: progress.user_progress(sync, user_id)), user_id)
+
+
+def _found_or_404(found: UserProgress | None, user_id: str) -> UserProgress:
     if found is None:
         raise NotFoundException(f"No user and no recovery data for {user_id!r}")
     return found
@@ -107,10 +110,11 @@ class SupportController(Controller):
     )
     async def user(self, request: Request[Principal, Any, Any], user_id: UserIdPath) -> UserDetail:
         db: Database = request.app.state.db
-        async with db.read() as conn:
-            found = await _progress_or_404(conn, user_id)
-            latest = await progress.latest_ledger(conn, user_id)
-        return UserDetail(found, latest)
+        # One hop to a reader for the whole page: it stays quick while large uploads are written.
+        found, latest = await db.read_run(
+            lambda conn: (progress.user_progress(conn, user_id), progress.latest_ledger(conn, user_id))
+        )
+        return UserDetail(_found_or_404(found, user_id), latest)
 
     @get("/users", summary="Search and list users with their recovery state", responses=_PROBLEMS)
     async def users(

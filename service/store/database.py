@@ -1,8 +1,13 @@
 """The database: one writer connection that every upload queues for, and a pool of read-only ones.
 
 Every connection is guarded (see `guard`), runs with foreign keys on, WAL and a busy timeout. Writes go
-through `Database.write()`: one `BEGIN IMMEDIATE` transaction at a time, statements batched with
-`executemany`, committed with `synchronous=FULL` so an acknowledged upload survives a power loss.
+through `Database.write()` or, for uploads, `Database.write_shared()` (group commit): one `BEGIN IMMEDIATE`
+transaction at a time, statements batched with `executemany`, committed with `synchronous=FULL` so an
+acknowledged upload survives a power loss.
+
+Each connection lives on a thread of its own (the stdlib `sqlite3` module behind a one-thread executor,
+which is all aiosqlite is) so that a whole function, not only a statement, can run there in one hop:
+an upload's transaction on the writer, a support page's queries on a reader (`ThreadedConnection.run`).
 """
 
 from __future__ import annotations
@@ -15,8 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
-
-import aiosqlite
 
 from service.store import guard
 from service.store.schema import APP_SCHEMA, SERVICE_SCHEMA
@@ -67,49 +70,13 @@ class GuardedConnection(Protocol):
     async def close(self) -> None: ...
 
 
-class ReaderConnection:
-    """A read-only aiosqlite connection that only lets guarded statements through."""
-
-    def __init__(self, conn: aiosqlite.Connection) -> None:
-        self._conn = conn
-
-    async def execute(self, sql: str, params: Params = ()) -> None:
-        guard.check_statement(sql)
-        await self._conn.execute(sql, params)
-
-    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        guard.check_statement(sql)
-        await self._conn.executemany(sql, rows)
-
-    async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
-        guard.check_statement(sql)
-        rows = await self._conn.execute_fetchall(sql, params)
-        return list(rows)
-
-    async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
-        rows = await self.fetchall(sql, params)
-        return rows[0] if rows else None
-
-    async def executescript(self, script: str) -> None:
-        guard.check_statement(script)
-        await self._conn.executescript(script)
-
-    async def commit(self) -> None:
-        await self._conn.commit()
-
-    async def rollback(self) -> None:
-        await self._conn.rollback()
-
-    async def close(self) -> None:
-        await self._conn.close()
-
-
-class WriterConnection:
-    """The writer: a guarded sqlite3 connection on a thread of its own.
+class ThreadedConnection:
+    """A guarded sqlite3 connection on a thread of its own, used from the event loop.
 
     Besides single statements it runs whole functions on that thread (`run`): an upload's transaction
-    (load its keys' state, plan the merge, write every table) then costs one hop between the event
-    loop and the thread instead of one per statement, and never waits for a busy event loop midway.
+    (load its keys' state, plan the merge, write every table) or a support page's reads then cost one
+    hop between the event loop and the thread instead of one per statement. Under load each hop waits
+    for the GIL twice, so this is what keeps reads fast while large uploads are written.
     """
 
     def __init__(self, conn: sqlite3.Connection, thread: ThreadPoolExecutor) -> None:
@@ -118,10 +85,11 @@ class WriterConnection:
         self._thread = thread
 
     @classmethod
-    async def open(cls, uri: str) -> WriterConnection:
-        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+    async def open(cls, path: str, *, read_only: bool) -> ThreadedConnection:
+        name = "sqlite-reader" if read_only else "sqlite-writer"
+        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         try:
-            conn = await asyncio.get_running_loop().run_in_executor(thread, _open_writer, uri)
+            conn = await asyncio.get_running_loop().run_in_executor(thread, _open, path, read_only)
         except BaseException:
             thread.shutdown(wait=False)
             raise
@@ -160,7 +128,8 @@ class WriterConnection:
             self._thread.shutdown(wait=True)
 
 
-def _open_writer(uri: str) -> sqlite3.Connection:
+def _open(path: str, read_only: bool) -> sqlite3.Connection:
+    uri = f"file:{path}?mode=ro" if read_only else f"file:{path}"
     conn = sqlite3.connect(uri, uri=True, isolation_level=None)
     try:
         conn.row_factory = sqlite3.Row
@@ -168,11 +137,12 @@ def _open_writer(uri: str) -> sqlite3.Connection:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA foreign_keys = ON")
         # A page cache that holds the hot index pages of large recoveries (SQLite's default is 2 MB).
-        conn.execute("PRAGMA cache_size = -65536")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
-        # Checkpoint the WAL less often than every 4 MB, so fewer commits pay for one.
-        conn.execute("PRAGMA wal_autocheckpoint = 16384")
+        conn.execute(f"PRAGMA cache_size = {-16384 if read_only else -65536}")
+        if not read_only:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            # Checkpoint the WAL less often than every 4 MB, so fewer commits pay for one.
+            conn.execute("PRAGMA wal_autocheckpoint = 16384")
         conn.set_authorizer(guard.authorize)
     except BaseException:
         conn.close()
@@ -180,24 +150,14 @@ def _open_writer(uri: str) -> sqlite3.Connection:
     return conn
 
 
-async def _connect_reader(path: str) -> ReaderConnection:
-    conn = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
-    conn.row_factory = sqlite3.Row
-    await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    await conn.execute("PRAGMA foreign_keys = ON")
-    await conn.execute("PRAGMA cache_size = -16384")
-    await conn.set_authorizer(guard.authorize)
-    return ReaderConnection(conn)
-
-
 class Database:
     """The service's handle on the app database: a single writer and a reader."""
 
-    def __init__(self, path: str, writer: WriterConnection, readers: list[ReaderConnection]) -> None:
+    def __init__(self, path: str, writer: ThreadedConnection, readers: list[ThreadedConnection]) -> None:
         self.path = path
         self.writer = writer
         self._readers = readers
-        self._idle_readers: asyncio.Queue[ReaderConnection] = asyncio.Queue()
+        self._idle_readers: asyncio.Queue[ThreadedConnection] = asyncio.Queue()
         for reader in readers:
             self._idle_readers.put_nowait(reader)
         self._write_lock = asyncio.Lock()
@@ -210,12 +170,12 @@ class Database:
         db_path = str(path)
         if db_path != ":memory:":
             Path(db_path).parent.mkdir(parents=True, exist_ok=True)
-        writer = await WriterConnection.open(f"file:{db_path}")
+        writer = await ThreadedConnection.open(db_path, read_only=False)
         try:
             await writer.execute("BEGIN IMMEDIATE")
             await _create_schema(writer)
             await writer.commit()
-            reader_connections = [await _connect_reader(db_path) for _ in range(readers)]
+            reader_connections = [await ThreadedConnection.open(db_path, read_only=True) for _ in range(readers)]
         except BaseException:
             await writer.close()
             raise
@@ -224,7 +184,7 @@ class Database:
     async def close(self) -> None:
         if self._committer is not None:
             await asyncio.shield(self._committer)  # work already queued is committed and answered
-        # Both are always closed: an open aiosqlite connection keeps its thread, and the process, alive.
+        # Both are always closed: an open connection keeps its thread, and so the process, alive.
         try:
             for reader in self._readers:
                 await reader.close()
@@ -232,7 +192,7 @@ class Database:
             await self.writer.close()
 
     @asynccontextmanager
-    async def write(self, *, commit: bool = True) -> AsyncIterator[WriterConnection]:
+    async def write(self, *, commit: bool = True) -> AsyncIterator[ThreadedConnection]:
         """One write transaction at a time; committed on success (unless `commit` is False, as for a
         dry run), rolled back on any error."""
         async with self._write_lock:
@@ -247,7 +207,7 @@ class Database:
             else:
                 await self.writer.rollback()
 
-    async def write_shared(self, work: Callable[[WriterConnection], Awaitable[T]], *, weight: int = 1) -> T:
+    async def write_shared(self, work: Callable[[ThreadedConnection], Awaitable[T]], *, weight: int = 1) -> T:
         """Run `work` in a write transaction shared with the work of other callers queued meanwhile
         (group commit): one BEGIN, one fsync'd COMMIT for all of them, and fewer index pages written
         than the same work committed one by one. Each caller's work runs in its own savepoint, so an
@@ -304,8 +264,16 @@ class Database:
             if not item.future.done():
                 item.future.set_result(result)
 
+    async def read_run(self, work: Callable[[SyncConnection], T]) -> T:
+        """`work(connection)` on a reader's thread, in one consistent snapshot, in a single hop."""
+        reader = await self._idle_readers.get()
+        try:
+            return await reader.run(lambda conn: _in_snapshot(conn, work))
+        finally:
+            self._idle_readers.put_nowait(reader)
+
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[ReaderConnection]:
+    async def read(self) -> AsyncIterator[ThreadedConnection]:
         """A read-only connection of the pool, in a consistent snapshot; reads never wait on writes."""
         reader = await self._idle_readers.get()
         try:
@@ -318,11 +286,19 @@ class Database:
             self._idle_readers.put_nowait(reader)
 
 
+def _in_snapshot(conn: SyncConnection, work: Callable[[SyncConnection], T]) -> T:
+    conn.execute("BEGIN")
+    try:
+        return work(conn)
+    finally:
+        conn.execute("ROLLBACK")
+
+
 class _SharedWork(Generic[T]):
     __slots__ = ("future", "weight", "work")
 
     def __init__(
-        self, work: Callable[[WriterConnection], Awaitable[T]], weight: int, future: asyncio.Future[T]
+        self, work: Callable[[ThreadedConnection], Awaitable[T]], weight: int, future: asyncio.Future[T]
     ) -> None:
         self.work = work
         self.weight = weight

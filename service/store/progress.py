@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from service.store.database import GuardedConnection
+from service.store.database import GuardedConnection, SyncConnection
 from service.store.uploads import utc_now_text
 
 NOT_STARTED = "not_started"
@@ -131,10 +131,10 @@ def state_of(*, waiting: int, uploaded: bool, devices: list[DeviceProgress]) -> 
     return IN_PROGRESS
 
 
-async def user_progress(conn: GuardedConnection, user_id: str) -> UserProgress | None:
+def user_progress(conn: SyncConnection, user_id: str) -> UserProgress | None:
     """Everything support needs about one user's recovery (four queries, whatever the number of devices);
     None when the service knows nothing of them."""
-    head = await conn.fetchone(
+    head = conn.fetchone(
         """SELECT (SELECT email FROM users WHERE id = :u) AS email,
                   EXISTS (SELECT 1 FROM users WHERE id = :u) AS user_exists,
                   (SELECT first_upload_at FROM recovery_users WHERE user_id = :u) AS first_upload_at,
@@ -149,13 +149,13 @@ async def user_progress(conn: GuardedConnection, user_id: str) -> UserProgress |
         return None
     counts = {outcome: 0 for outcome in _OUTCOMES}
     by_type: dict[str, dict[str, int]] = {}
-    for r in await conn.fetchall(
+    for r in conn.fetchall(
         "SELECT entity_type, outcome, n FROM recovery_progress WHERE user_id = ?", (user_id,)
     ):
         counts[r["outcome"]] = counts.get(r["outcome"], 0) + r["n"]
         by_type.setdefault(r["entity_type"], {})[r["outcome"]] = r["n"]
     received: dict[str, dict[str, int]] = {}
-    for r in await conn.fetchall(
+    for r in conn.fetchall(
         "SELECT device_id, entity_type, COUNT(*) AS n FROM recovery_device_records WHERE user_id = ?"
         " GROUP BY device_id, entity_type",
         (user_id,),
@@ -171,7 +171,7 @@ async def user_progress(conn: GuardedConnection, user_id: str) -> UserProgress |
             expected=json.loads(d["expected"]) if d["expected"] else None,
             received=received.get(d["device_id"], {}),
         )
-        for d in await conn.fetchall(
+        for d in conn.fetchall(
             "SELECT device_id, first_upload_at, last_upload_at, declared_at, expected, complete"
             " FROM recovery_devices WHERE user_id = ? ORDER BY first_upload_at, device_id",
             (user_id,),
@@ -202,8 +202,8 @@ def _ledger_entry(r: sqlite3.Row) -> LedgerEntry:
     )
 
 
-async def latest_ledger(conn: GuardedConnection, user_id: str, limit: int = 20) -> list[LedgerEntry]:
-    rows = await conn.fetchall(
+def latest_ledger(conn: SyncConnection, user_id: str, limit: int = 20) -> list[LedgerEntry]:
+    rows = conn.fetchall(
         "SELECT * FROM recovery_ledger WHERE user_id = ? ORDER BY created_at DESC, rowid DESC LIMIT ?",
         (user_id, limit),
     )

@@ -1,7 +1,7 @@
 """The batch statements one upload needs: load the state of its keys, apply its merge plan, account for it.
 
 The write-path functions take the writer's `SyncConnection` inside an open write transaction (they run
-on the writer's thread, see `WriterConnection.run`) and issue a fixed number of statements whatever the
+on the writer's thread, see `ThreadedConnection.run`) and issue a fixed number of statements whatever the
 number of records (keys travel as one JSON parameter, rows through `executemany`).
 """
 
@@ -418,16 +418,24 @@ def _user(row: sqlite3.Row | None) -> UserRecord | None:
     return None if row is None else UserRecord(row["id"], row["email"], row["role"])
 
 
+_USER_BY_ID = "SELECT id, email, role FROM users WHERE id = ?"
+_USER_BY_EMAIL = "SELECT id, email, role FROM users WHERE LOWER(email) = LOWER(?) ORDER BY id LIMIT 1"
+
+
 async def find_user(conn: GuardedConnection, user_id: str) -> UserRecord | None:
-    return _user(await conn.fetchone("SELECT id, email, role FROM users WHERE id = ?", (user_id,)))
+    return _user(await conn.fetchone(_USER_BY_ID, (user_id,)))
 
 
 async def find_user_by_email(conn: GuardedConnection, email: str) -> UserRecord | None:
-    return _user(
-        await conn.fetchone(
-            "SELECT id, email, role FROM users WHERE LOWER(email) = LOWER(?) ORDER BY id LIMIT 1", (email,)
-        )
-    )
+    return _user(await conn.fetchone(_USER_BY_EMAIL, (email,)))
+
+
+def user_by_id(conn: SyncConnection, user_id: str) -> UserRecord | None:
+    return _user(conn.fetchone(_USER_BY_ID, (user_id,)))
+
+
+def user_by_email(conn: SyncConnection, email: str) -> UserRecord | None:
+    return _user(conn.fetchone(_USER_BY_EMAIL, (email,)))
 
 
 def record_alias(conn: SyncConnection, token_sub: str, user: UserRecord, email: str) -> None:
