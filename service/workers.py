@@ -25,6 +25,9 @@ Prepared = Normalised | Tombstone | Rejection | Repeat
 
 # Below this many records an upload is normalised inline.
 POOL_THRESHOLD = 400
+# Records per part sent to a worker. Unpickling a part's results holds the GIL in one go, so parts stay
+# small enough that the event loop is never held up behind one for long.
+MAX_PART = 128
 
 
 class NormaliseJob(msgspec.Struct, frozen=True):
@@ -112,7 +115,7 @@ class NormalisePool:
         total = sum(len(job.raws) for job in jobs)
         if self.workers < 2 or total < POOL_THRESHOLD:
             return [run_job(job) for job in jobs]
-        share = -(-total // self.workers)
+        share = min(-(-total // self.workers), MAX_PART)
         parts: list[list[tuple[int, NormaliseJob]]] = [[]]
         room = share
         for index, job in enumerate(jobs):
