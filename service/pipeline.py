@@ -24,7 +24,8 @@ from service.domain.outcomes import Receipt
 from service.domain.records import Normalised, Rejection, Tombstone
 from service.domain.times import ms_to_iso_z
 from service.store import uploads as store
-from service.store.database import Database, GuardedConnection, SyncConnection, ThreadedConnection
+from service.store.database import Database, GuardedConnection, SyncConnection
+from service.store.reads import current_seq
 from service.store.uploads import QuarantineRow, RawRecordRow, UserRecord
 from service.workers import POOL_THRESHOLD, NormaliseJob, run_job, shared_pool
 
@@ -362,7 +363,7 @@ async def ingest(
                                     render(result), now)
         return result
 
-    async def write(conn: ThreadedConnection) -> UploadResult | Replayed:
+    async def write(conn: GuardedConnection) -> UploadResult | Replayed:
         return await conn.run(write_upload)  # the whole transaction's work in one hop to the writer
 
     if dry_run:
@@ -419,7 +420,7 @@ def _ingest_in_transaction(
     upload = prepared.upload
     upload_id = upload.upload_id or f"upl_{uuid.uuid4().hex}"
     receipt = _apply(conn, prepared, records, upload_id, now_ms)
-    sync_token = str(store.current_seq(conn))
+    sync_token = str(current_seq(conn))
     if upload.user is not None:
         store.touch_sync_metadata(conn, upload.user.id, upload.device_id, sync_token)
     return UploadResult(upload_id, receipt, sync_token)

@@ -106,9 +106,6 @@ class NormalisePool:
             )
         return self._executor
 
-    async def run(self, job: NormaliseJob) -> list[Prepared]:
-        return (await self.run_many([job]))[0]
-
     async def run_many(self, jobs: list[NormaliseJob]) -> list[list[Prepared]]:
         """Every job's results, in order. Jobs are cut into one part of about equal size per worker
         (a part may hold several small jobs, and a large job may span parts)."""

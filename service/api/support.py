@@ -19,7 +19,7 @@ from service.api.rendering import recovery_response
 from service.api.schemas import RecoveryUploadResponse
 from service.pipeline import IncomingRecord, Upload, ingest_batch
 from service.store import progress
-from service.store.database import Database, GuardedConnection, ThreadedConnection
+from service.store.database import Database, GuardedConnection
 from service.store.progress import LedgerEntry, QuarantinedRecord, UserListItem, UserProgress
 from service.store.uploads import find_user
 
@@ -76,7 +76,7 @@ def _cursor_value(cursor: str | None, kind: type) -> Any:
     return value
 
 
-async def _progress_or_404(conn: ThreadedConnection, user_id: str) -> UserProgress:
+async def _progress_or_404(conn: GuardedConnection, user_id: str) -> UserProgress:
     return _found_or_404(await conn.run(lambda sync: progress.user_progress(sync, user_id)), user_id)
 
 

@@ -184,7 +184,7 @@ class SyncController(Controller):
         groups: dict[str, list[dict[str, Any]]] = {group: [] for group in PUSH_GROUPS}
         async with db.read() as conn:
             rows = await reads.live_documents(conn, principal.user.id) if principal.user else []
-            seq = await reads.current_seq(conn)
+            seq = await conn.run(reads.current_seq)
         for row in rows:
             group = _GROUP_OF_TYPE.get(row["entity_type"])
             if group is None:

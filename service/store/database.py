@@ -7,7 +7,7 @@ acknowledged upload survives a power loss.
 
 Each connection lives on a thread of its own (the stdlib `sqlite3` module behind a one-thread executor,
 which is all aiosqlite is) so that a whole function, not only a statement, can run there in one hop:
-an upload's transaction on the writer, a support page's queries on a reader (`ThreadedConnection.run`).
+an upload's transaction on the writer, a support page's queries on a reader (`GuardedConnection.run`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
 from service.store import guard
 from service.store.schema import APP_SCHEMA, SERVICE_SCHEMA
@@ -57,20 +57,7 @@ class SyncConnection:
         return row
 
 
-class GuardedConnection(Protocol):
-    """What the service's code sees of a connection: guarded statements, awaited."""
-
-    async def execute(self, sql: str, params: Params = ()) -> None: ...
-    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
-    async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]: ...
-    async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None: ...
-    async def executescript(self, script: str) -> None: ...
-    async def commit(self) -> None: ...
-    async def rollback(self) -> None: ...
-    async def close(self) -> None: ...
-
-
-class ThreadedConnection:
+class GuardedConnection:
     """A guarded sqlite3 connection on a thread of its own, used from the event loop.
 
     Besides single statements it runs whole functions on that thread (`run`): an upload's transaction
@@ -85,7 +72,7 @@ class ThreadedConnection:
         self._thread = thread
 
     @classmethod
-    async def open(cls, path: str, *, read_only: bool) -> ThreadedConnection:
+    async def open(cls, path: str, *, read_only: bool) -> GuardedConnection:
         name = "sqlite-reader" if read_only else "sqlite-writer"
         thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         try:
@@ -96,7 +83,7 @@ class ThreadedConnection:
         return cls(conn, thread)
 
     async def run(self, work: Callable[[SyncConnection], T]) -> T:
-        """`work(connection)` on the writer's thread."""
+        """`work(connection)` on this connection's thread."""
         return await asyncio.get_running_loop().run_in_executor(self._thread, work, self._sync)
 
     async def execute(self, sql: str, params: Params = ()) -> None:
@@ -151,13 +138,13 @@ def _open(path: str, read_only: bool) -> sqlite3.Connection:
 
 
 class Database:
-    """The service's handle on the app database: a single writer and a reader."""
+    """The service's handle on the app database: a single writer and a pool of readers."""
 
-    def __init__(self, path: str, writer: ThreadedConnection, readers: list[ThreadedConnection]) -> None:
+    def __init__(self, path: str, writer: GuardedConnection, readers: list[GuardedConnection]) -> None:
         self.path = path
         self.writer = writer
         self._readers = readers
-        self._idle_readers: asyncio.Queue[ThreadedConnection] = asyncio.Queue()
+        self._idle_readers: asyncio.Queue[GuardedConnection] = asyncio.Queue()
         for reader in readers:
             self._idle_readers.put_nowait(reader)
         self._write_lock = asyncio.Lock()
@@ -170,12 +157,12 @@ class Database:
         db_path = str(path)
         if db_path != ":memory:":
             Path(db_path).parent.mkdir(parents=True, exist_ok=True)
-        writer = await ThreadedConnection.open(db_path, read_only=False)
+        writer = await GuardedConnection.open(db_path, read_only=False)
         try:
             await writer.execute("BEGIN IMMEDIATE")
             await _create_schema(writer)
             await writer.commit()
-            reader_connections = [await ThreadedConnection.open(db_path, read_only=True) for _ in range(readers)]
+            reader_connections = [await GuardedConnection.open(db_path, read_only=True) for _ in range(readers)]
         except BaseException:
             await writer.close()
             raise
@@ -192,7 +179,7 @@ class Database:
             await self.writer.close()
 
     @asynccontextmanager
-    async def write(self, *, commit: bool = True) -> AsyncIterator[ThreadedConnection]:
+    async def write(self, *, commit: bool = True) -> AsyncIterator[GuardedConnection]:
         """One write transaction at a time; committed on success (unless `commit` is False, as for a
         dry run), rolled back on any error."""
         async with self._write_lock:
@@ -207,7 +194,7 @@ class Database:
             else:
                 await self.writer.rollback()
 
-    async def write_shared(self, work: Callable[[ThreadedConnection], Awaitable[T]], *, weight: int = 1) -> T:
+    async def write_shared(self, work: Callable[[GuardedConnection], Awaitable[T]], *, weight: int = 1) -> T:
         """Run `work` in a write transaction shared with the work of other callers queued meanwhile
         (group commit): one BEGIN, one fsync'd COMMIT for all of them, and fewer index pages written
         than the same work committed one by one. Each caller's work runs in its own savepoint, so an
@@ -273,7 +260,7 @@ class Database:
             self._idle_readers.put_nowait(reader)
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[ThreadedConnection]:
+    async def read(self) -> AsyncIterator[GuardedConnection]:
         """A read-only connection of the pool, in a consistent snapshot; reads never wait on writes."""
         reader = await self._idle_readers.get()
         try:
@@ -298,7 +285,7 @@ class _SharedWork(Generic[T]):
     __slots__ = ("future", "weight", "work")
 
     def __init__(
-        self, work: Callable[[ThreadedConnection], Awaitable[T]], weight: int, future: asyncio.Future[T]
+        self, work: Callable[[GuardedConnection], Awaitable[T]], weight: int, future: asyncio.Future[T]
     ) -> None:
         self.work = work
         self.weight = weight

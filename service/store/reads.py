@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from service.store.database import GuardedConnection
+from service.store.database import GuardedConnection, SyncConnection
 
 
 async def live_documents(conn: GuardedConnection, user_id: str) -> list[sqlite3.Row]:
@@ -15,8 +15,9 @@ async def live_documents(conn: GuardedConnection, user_id: str) -> list[sqlite3.
     )
 
 
-async def current_seq(conn: GuardedConnection) -> int:
-    row = await conn.fetchone("SELECT current_value FROM sync_sequence WHERE id = 1")
+def current_seq(conn: SyncConnection) -> int:
+    """The app's global change number: a sync token (run on a connection's thread, see `run`)."""
+    row = conn.fetchone("SELECT current_value FROM sync_sequence WHERE id = 1")
     return int(row["current_value"]) if row is not None else 0
 
 

@@ -1,7 +1,7 @@
 """The batch statements one upload needs: load the state of its keys, apply its merge plan, account for it.
 
 The write-path functions take the writer's `SyncConnection` inside an open write transaction (they run
-on the writer's thread, see `ThreadedConnection.run`) and issue a fixed number of statements whatever the
+on the writer's thread, see `GuardedConnection.run`) and issue a fixed number of statements whatever the
 number of records (keys travel as one JSON parameter, rows through `executemany`).
 """
 
@@ -352,11 +352,6 @@ def record_upload(
         )
 
 
-def current_seq(conn: SyncConnection) -> int:
-    row = conn.fetchone("SELECT current_value FROM sync_sequence WHERE id = 1")
-    return int(row["current_value"]) if row is not None else 0
-
-
 def touch_sync_metadata(conn: SyncConnection, user_id: str, device_id: str | None, sync_token: str) -> None:
     """What the app records on every sync, for a user that exists (the row references users)."""
     conn.execute(
@@ -418,24 +413,22 @@ def _user(row: sqlite3.Row | None) -> UserRecord | None:
     return None if row is None else UserRecord(row["id"], row["email"], row["role"])
 
 
-_USER_BY_ID = "SELECT id, email, role FROM users WHERE id = ?"
-_USER_BY_EMAIL = "SELECT id, email, role FROM users WHERE LOWER(email) = LOWER(?) ORDER BY id LIMIT 1"
-
-
-async def find_user(conn: GuardedConnection, user_id: str) -> UserRecord | None:
-    return _user(await conn.fetchone(_USER_BY_ID, (user_id,)))
-
-
-async def find_user_by_email(conn: GuardedConnection, email: str) -> UserRecord | None:
-    return _user(await conn.fetchone(_USER_BY_EMAIL, (email,)))
-
-
 def user_by_id(conn: SyncConnection, user_id: str) -> UserRecord | None:
-    return _user(conn.fetchone(_USER_BY_ID, (user_id,)))
+    return _user(conn.fetchone("SELECT id, email, role FROM users WHERE id = ?", (user_id,)))
 
 
 def user_by_email(conn: SyncConnection, email: str) -> UserRecord | None:
-    return _user(conn.fetchone(_USER_BY_EMAIL, (email,)))
+    return _user(conn.fetchone(
+        "SELECT id, email, role FROM users WHERE LOWER(email) = LOWER(?) ORDER BY id LIMIT 1", (email,)
+    ))
+
+
+async def find_user(conn: GuardedConnection, user_id: str) -> UserRecord | None:
+    return await conn.run(lambda sync: user_by_id(sync, user_id))
+
+
+async def find_user_by_email(conn: GuardedConnection, email: str) -> UserRecord | None:
+    return await conn.run(lambda sync: user_by_email(sync, email))
 
 
 def record_alias(conn: SyncConnection, token_sub: str, user: UserRecord, email: str) -> None:

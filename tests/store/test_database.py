@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from service.store.database import Database, SyncConnection, ThreadedConnection
+from service.store.database import Database, GuardedConnection, SyncConnection
 from service.store.guard import GuardViolation
 from tests.conftest import query
 
@@ -23,10 +23,10 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
         await database.close()
 
 
-def _mark(user_id: str) -> Callable[[ThreadedConnection], Awaitable[str]]:
+def _mark(user_id: str) -> Callable[[GuardedConnection], Awaitable[str]]:
     """Work that writes one row of the service's own bookkeeping, named `user_id`."""
 
-    async def work(conn: ThreadedConnection) -> str:
+    async def work(conn: GuardedConnection) -> str:
         await conn.execute(
             "INSERT INTO recovery_users (user_id, first_upload_at, last_upload_at) VALUES (?, 'x', 'x')", (user_id,)
         )
@@ -56,7 +56,7 @@ async def test_work_queued_while_the_writer_is_busy_commits_together(db: Databas
     commits = _count_commits(db)
     release = asyncio.Event()
 
-    async def slow(conn: ThreadedConnection) -> str:
+    async def slow(conn: GuardedConnection) -> str:
         await release.wait()
         return await _mark("first")(conn)
 
@@ -81,10 +81,10 @@ async def test_a_failing_work_is_undone_alone_and_its_caller_gets_the_error(db: 
     """The failing caller's own writes are rolled back to its savepoint; the others' writes commit."""
     release = asyncio.Event()
 
-    async def blocker(conn: ThreadedConnection) -> None:
+    async def blocker(conn: GuardedConnection) -> None:
         await release.wait()
 
-    async def half_then_fail(conn: ThreadedConnection) -> None:
+    async def half_then_fail(conn: GuardedConnection) -> None:
         await _mark("half")(conn)
         raise ValueError("bad upload")
 
@@ -106,7 +106,7 @@ async def test_a_failing_work_is_undone_alone_and_its_caller_gets_the_error(db: 
 async def test_work_whose_caller_left_before_it_started_is_not_run(db: Database) -> None:
     release = asyncio.Event()
 
-    async def blocker(conn: ThreadedConnection) -> None:
+    async def blocker(conn: GuardedConnection) -> None:
         await release.wait()
 
     first = asyncio.create_task(db.write_shared(blocker))
