@@ -12,7 +12,7 @@ import pytest
 
 from service.replay.cli import main
 from service.store.schema import APP_SCHEMA, SERVICE_SCHEMA
-from tests.conftest import FIXTURES, add_users
+from tests.conftest import FIXTURES, add_users, query
 
 EXPORTS = FIXTURES / "exports"
 EXPORT_2_0 = EXPORTS / "mirubato-data-export-2025-11-30.json"
@@ -58,15 +58,6 @@ def replay(capsys: pytest.CaptureFixture[str], db: str, *args: str | Path) -> Ru
     exit_code = main(["--db", db, "--json", *map(str, args)])
     out = capsys.readouterr()
     return Run(exit_code, out.out, out.err)
-
-
-def query(db: str, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-    conn = sqlite3.connect(db)
-    conn.row_factory = sqlite3.Row
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
 
 
 def count(db: str, table: str) -> int:
