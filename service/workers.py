@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import multiprocessing.connection
 import os
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -68,9 +70,20 @@ def run_job(job: NormaliseJob) -> list[Prepared]:
 WORKER_NICENESS = 10
 
 
-def _lower_priority() -> None:
+def _start_worker() -> None:
     with contextlib.suppress(OSError):  # best effort: some sandboxes refuse it
         os.nice(WORKER_NICENESS)
+    # A worker must not outlive its parent. When the parent is killed (kill -9, an out-of-memory kill, a
+    # replay stopped hard) nobody shuts the pool down, and each worker would wait on its job queue forever:
+    # every worker holds that queue's write end too, so it never sees end-of-file.
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), name="parent-watch", daemon=True).start()
+
+
+def _exit_with(parent_sentinel: int) -> None:
+    multiprocessing.connection.wait([parent_sentinel])  # ready once the parent process has exited
+    os._exit(1)
 
 
 def run_jobs(jobs: list[NormaliseJob]) -> list[list[Prepared]]:
@@ -102,7 +115,7 @@ class NormalisePool:
             # spawn, not fork: the parent has threads (its SQLite connections), and forking those can deadlock.
             context = multiprocessing.get_context("spawn")
             self._executor = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=context, initializer=_lower_priority
+                max_workers=self.workers, mp_context=context, initializer=_start_worker
             )
         return self._executor
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+
 import msgspec
+import pytest
 
 from service.domain.records import LOGBOOK_ENTRY
 from service.workers import POOL_THRESHOLD, NormaliseJob, NormalisePool, run_job
@@ -42,3 +47,39 @@ async def test_a_single_core_normalises_inline() -> None:
     pool = NormalisePool(workers=1)
     assert await pool.run_many(jobs) == [run_job(jobs[0])]
     pool.close()
+
+
+_ORPHAN_SCRIPT = """
+import time
+from service.workers import NormalisePool
+executor = NormalisePool(workers=2)._pool()
+for future in [executor.submit(time.sleep, 0.2) for _ in range(4)]:  # busy enough to start both workers
+    future.result()
+print(" ".join(str(pid) for pid in executor._processes), flush=True)
+time.sleep(60)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Running, that is: neither gone nor a zombie waiting to be reaped (by whoever adopted it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads process states from /proc")
+def test_workers_exit_when_their_parent_is_killed() -> None:
+    """A replay or server killed with SIGKILL leaves no worker processes behind waiting forever."""
+    with subprocess.Popen([sys.executable, "-c", _ORPHAN_SCRIPT], stdout=subprocess.PIPE, text=True) as parent:
+        try:
+            assert parent.stdout is not None
+            workers = [int(pid) for pid in parent.stdout.readline().split()]
+            assert len(workers) == 2 and all(_alive(pid) for pid in workers)
+        finally:
+            parent.kill()
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in workers)
