@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from service.store import guard
-from service.store.schema import APP_SCHEMA, SERVICE_SCHEMA
+from service.store.schema import APP_SCHEMA, BACKFILLS, SERVICE_SCHEMA
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -43,9 +43,10 @@ class SyncConnection:
         guard.check_statement(sql)
         self._conn.execute(sql, params)
 
-    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+        """Runs `sql` once per row; returns how many rows the statements inserted or changed."""
         guard.check_statement(sql)
-        self._conn.executemany(sql, rows)
+        return self._conn.executemany(sql, rows).rowcount
 
     def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
         guard.check_statement(sql)
@@ -89,8 +90,8 @@ class GuardedConnection:
     async def execute(self, sql: str, params: Params = ()) -> None:
         await self.run(lambda conn: conn.execute(sql, params))
 
-    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        await self.run(lambda conn: conn.executemany(sql, rows))
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+        return await self.run(lambda conn: conn.executemany(sql, rows))
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
         return await self.run(lambda conn: conn.fetchall(sql, params))
@@ -331,6 +332,9 @@ async def _create_schema(conn: GuardedConnection) -> None:
             raise NotAnAppDatabase(f"the database has a users table but no {', '.join(missing)}")
     for statement in _statements(SERVICE_SCHEMA):
         await conn.execute(statement)
+    for table, backfill in BACKFILLS.items():
+        if table not in existing:
+            await conn.execute(backfill)
 
 
 def _statements(script: str) -> list[str]:

@@ -113,11 +113,10 @@ async def user_state(conn: GuardedConnection, user_id: str) -> str:
 
 async def device_received(conn: GuardedConnection, user_id: str, device_id: str) -> dict[str, int]:
     rows = await conn.fetchall(
-        "SELECT entity_type, COUNT(*) AS n FROM recovery_device_records WHERE user_id = ? AND device_id = ?"
-        " GROUP BY entity_type",
+        "SELECT entity_type, received FROM recovery_device_counts WHERE user_id = ? AND device_id = ?",
         (user_id, device_id),
     )
-    return {r["entity_type"]: r["n"] for r in rows}
+    return {r["entity_type"]: r["received"] for r in rows}
 
 
 def state_of(*, waiting: int, uploaded: bool, devices: list[DeviceProgress]) -> str:
@@ -156,11 +155,9 @@ def user_progress(conn: SyncConnection, user_id: str) -> UserProgress | None:
         by_type.setdefault(r["entity_type"], {})[r["outcome"]] = r["n"]
     received: dict[str, dict[str, int]] = {}
     for r in conn.fetchall(
-        "SELECT device_id, entity_type, COUNT(*) AS n FROM recovery_device_records WHERE user_id = ?"
-        " GROUP BY device_id, entity_type",
-        (user_id,),
+        "SELECT device_id, entity_type, received FROM recovery_device_counts WHERE user_id = ?", (user_id,)
     ):
-        received.setdefault(r["device_id"], {})[r["entity_type"]] = r["n"]
+        received.setdefault(r["device_id"], {})[r["entity_type"]] = r["received"]
     devices = [
         DeviceProgress(
             device_id=d["device_id"],

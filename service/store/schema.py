@@ -231,6 +231,16 @@ CREATE TABLE IF NOT EXISTS recovery_device_records (
   PRIMARY KEY (user_id, device_id, entity_type, entity_id)
 ) WITHOUT ROWID;
 
+-- How many of those distinct records each device has sent, per entity type: kept with them, so support
+-- reads a device's figures in one row, however long the user's history.
+CREATE TABLE IF NOT EXISTS recovery_device_counts (
+  user_id TEXT NOT NULL,
+  device_id TEXT NOT NULL,
+  entity_type TEXT NOT NULL,
+  received INTEGER NOT NULL,
+  PRIMARY KEY (user_id, device_id, entity_type)
+) WITHOUT ROWID;
+
 -- Replay checkpoints, written in the same transaction as the batch they cover.
 CREATE TABLE IF NOT EXISTS recovery_replay_checkpoints (
   replay_key TEXT PRIMARY KEY,
@@ -241,3 +251,13 @@ CREATE TABLE IF NOT EXISTS recovery_replay_checkpoints (
   updated_at TEXT NOT NULL
 );
 """
+
+# Tables added after the first release, with what fills them from the tables they summarise when an
+# existing database gets them.
+BACKFILLS: dict[str, str] = {
+    "recovery_device_counts": """
+INSERT INTO recovery_device_counts (user_id, device_id, entity_type, received)
+  SELECT user_id, device_id, entity_type, COUNT(*) FROM recovery_device_records
+  GROUP BY user_id, device_id, entity_type
+""",
+}

@@ -273,13 +273,25 @@ def keep_raw_records(
 def count_device_records(
     conn: SyncConnection, keys: list[tuple[str, str]], *, user_id: str, device_id: str | None
 ) -> None:
-    """Remember which distinct records each device sent (for its declaration of completeness)."""
+    """Remember which distinct records each device sent (for its declaration of completeness), and keep
+    each device's count of them per entity type."""
     if device_id is None or not keys:
         return
+    by_type: dict[str, list[tuple[str, str, str, str]]] = {}
+    for entity_type, entity_id in keys:
+        by_type.setdefault(entity_type, []).append((user_id, device_id, entity_type, entity_id))
+    new_per_type = [
+        (user_id, device_id, entity_type, conn.executemany(
+            """INSERT INTO recovery_device_records (user_id, device_id, entity_type, entity_id)
+               VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING""",
+            rows,
+        ))
+        for entity_type, rows in by_type.items()
+    ]
     conn.executemany(
-        """INSERT INTO recovery_device_records (user_id, device_id, entity_type, entity_id)
-           VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING""",
-        [(user_id, device_id, entity_type, entity_id) for entity_type, entity_id in keys],
+        """INSERT INTO recovery_device_counts (user_id, device_id, entity_type, received) VALUES (?, ?, ?, ?)
+           ON CONFLICT (user_id, device_id, entity_type) DO UPDATE SET received = received + excluded.received""",
+        [row for row in new_per_type if row[3] > 0],
     )
 
 

@@ -36,7 +36,7 @@ NOBODY = ("user_NobodyNobodyNobody00", "nobody@example.com", "user")
 WATCHED_TABLES = (
     "users", "sync_data", "sync_metadata", "logbook_entries", "recovery_ledger", "recovery_quarantine",
     "recovery_raw_records", "recovery_idempotency", "recovery_archive", "recovery_progress",
-    "recovery_entity_state", "recovery_device_records", "recovery_devices",
+    "recovery_entity_state", "recovery_device_records", "recovery_device_counts", "recovery_devices",
 )  # fmt: skip
 NESTING = 10_000
 

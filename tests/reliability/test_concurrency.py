@@ -294,6 +294,10 @@ def check_counts(db_path: str, sends: list[Send], answers: list[dict[str, Any]])
     for r in query(db_path, "SELECT device_id, entity_type, entity_id FROM recovery_device_records"):
         recorded[r["device_id"]].add((r["entity_type"], r["entity_id"]))
     assert recorded == sent_by_device
+    # The running counts support reads agree with the records they count, whatever the interleaving.
+    counted = {(r["device_id"], r["entity_type"]): r["received"]
+               for r in query(db_path, "SELECT device_id, entity_type, received FROM recovery_device_counts")}
+    assert counted == Counter((device, entity_type) for device, keys in recorded.items() for entity_type, _ in keys)
 
 
 async def test_concurrent_devices_store_every_record_once_in_its_winning_version(server: ServerProcess) -> None:

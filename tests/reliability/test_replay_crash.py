@@ -304,6 +304,7 @@ def final_state(db: str) -> dict[str, Any]:
         "recovery_raw_records": rows(db, "SELECT user_id, entity_type, entity_id, raw_sha256, raw, checksum,"
                                          " device_id FROM recovery_raw_records"),
         "recovery_device_records": rows(db, "SELECT * FROM recovery_device_records"),
+        "recovery_device_counts": rows(db, "SELECT * FROM recovery_device_counts"),
         "recovery_devices": rows(db, "SELECT user_id, device_id FROM recovery_devices"),
         "recovery_users": rows(db, "SELECT user_id FROM recovery_users"),
         "recovery_user_aliases": rows(db, "SELECT token_sub, user_id, email FROM recovery_user_aliases"),

@@ -11,6 +11,7 @@ import pytest
 
 from service.store.database import Database, GuardedConnection, SyncConnection
 from service.store.guard import GuardViolation
+from service.store.schema import APP_SCHEMA, SERVICE_SCHEMA
 from tests.conftest import query
 
 
@@ -146,3 +147,31 @@ async def test_closing_waits_for_queued_work(tmp_path: Path) -> None:
     await database.close()
     assert await pending == "late"
     assert _users(database) == ["late"]
+
+
+async def test_a_table_added_in_a_later_release_is_filled_from_what_it_summarises(tmp_path: Path) -> None:
+    """A database from before the per-device counts existed gets them, counted from the device records
+    it already holds, when the service first opens it."""
+    path = tmp_path / "older.db"
+    older_schema = SERVICE_SCHEMA.replace("CREATE TABLE IF NOT EXISTS recovery_device_counts", "CREATE TEMP TABLE x")
+    with sqlite3.connect(path) as conn:
+        conn.executescript(APP_SCHEMA + older_schema)
+        conn.executemany(
+            "INSERT INTO recovery_device_records (user_id, device_id, entity_type, entity_id) VALUES (?, ?, ?, ?)",
+            [("u1", "d1", "logbook_entry", "a"), ("u1", "d1", "logbook_entry", "b"), ("u1", "d1", "goal", "g"),
+             ("u1", "d2", "logbook_entry", "a")],
+        )
+    conn.close()
+    database = await Database.open(path)
+    await database.close()
+    expected = [("u1", "d1", "goal", 1), ("u1", "d1", "logbook_entry", 2), ("u1", "d2", "logbook_entry", 1)]
+    assert _device_counts(path) == expected
+    reopened = await Database.open(path)  # only a table created now is filled: counts are not doubled
+    await reopened.close()
+    assert _device_counts(path) == expected
+
+
+def _device_counts(path: Path) -> list[tuple[str, str, str, int]]:
+    rows = query(str(path), "SELECT user_id, device_id, entity_type, received FROM recovery_device_counts"
+                            " ORDER BY device_id, entity_type")
+    return [tuple(r) for r in rows]
