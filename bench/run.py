@@ -26,6 +26,7 @@ import platform
 import secrets
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -56,6 +57,7 @@ from service.domain.merge import encode_document
 from service.domain.normalise import normalise
 from service.domain.outcomes import OUTCOMES
 from service.domain.records import LOGBOOK_ENTRY, Normalised
+from service.replay.runner import DEFAULT_BATCH_SIZE
 from service.tokens import issue_token
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -174,6 +176,7 @@ def prepare_rows(dataset: PushDataset, devices: dict[str, str]) -> PreparedRows:
     return PreparedRows(sync, logbook)
 
 
+_SYNC_COLUMNS = ("id", "user_id", "entity_type", "entity_id", "data", "checksum", "version", "device_id", "seq")
 _INSERT_SYNC = """INSERT INTO sync_data (id, user_id, entity_type, entity_id, data, checksum, version, device_id, seq)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"""
 LOGBOOK_CONTENT = ("timestamp", "duration", "type", "instrument", "pieces", "techniques", "goal_ids", "notes",
@@ -201,6 +204,52 @@ def run_baseline(rows: PreparedRows, db: Path) -> float:
         conn.execute("COMMIT")
         return rate(len(rows.sync), time.perf_counter() - started)
     finally:
+        conn.close()
+
+
+def run_batched(rows: PreparedRows, db: Path, batch: int) -> float:
+    """Rows/s of the same inserts with a transaction (and an fsync'd COMMIT) per `batch` records."""
+    logbook_by_id = {row[0]: row for row in rows.logbook}
+    conn = connect(db)
+    try:
+        started = time.perf_counter()
+        for start in range(0, len(rows.sync), batch):
+            chunk = rows.sync[start : start + batch]
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(_INSERT_SYNC, chunk)
+            conn.executemany(_INSERT_LOGBOOK, [logbook_by_id[r[3]] for r in chunk if r[3] in logbook_by_id])
+            conn.execute("COMMIT")
+        return rate(len(rows.sync), time.perf_counter() - started)
+    finally:
+        conn.close()
+
+
+def run_copy_batched(source: Path, db: Path, batch: int) -> tuple[float, int]:
+    """Rows/s of writing a service database's final app rows (sync_data, logbook_entries) again into an
+    empty app database, in arrival order, a transaction per `batch` records; reading them is not timed."""
+    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    conn = connect(db)
+    spent = 0.0
+    done = 0
+    try:
+        cursor = src.execute(f"SELECT {', '.join(_SYNC_COLUMNS)} FROM sync_data ORDER BY rowid")  # noqa: S608
+        while chunk := cursor.fetchmany(batch):
+            entry_ids = json.dumps([r[3] for r in chunk if r[2] == LOGBOOK_ENTRY])
+            logbook = src.execute(
+                f"SELECT {', '.join(_LOGBOOK_COLUMNS)} FROM logbook_entries"  # noqa: S608 - constant columns
+                " WHERE id IN (SELECT value FROM json_each(?))",
+                (entry_ids,),
+            ).fetchall()
+            started = time.perf_counter()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(_INSERT_SYNC, chunk)
+            conn.executemany(_INSERT_LOGBOOK, logbook)
+            conn.execute("COMMIT")
+            spent += time.perf_counter() - started
+            done += len(chunk)
+        return rate(done, spent), done
+    finally:
+        src.close()
         conn.close()
 
 
@@ -558,6 +607,22 @@ def scenario_sqlite(report: Report, rows: PreparedRows, users: list[BenchUser], 
             f"best of {BASELINE_ROUNDS}: {', '.join(f'{r:,.0f}' for r in rates)}",
         )
     )
+    db = work / "batched.db"
+    create_app_db(db, users)
+    batched = run_batched(rows, db, report.sizes.push_size)
+    report.results.append(
+        Result(
+            "1",
+            f"app tables alone, a commit per {report.sizes.push_size:,} rows",
+            batched,
+            "rows/s",
+            report.ratio(batched),
+            "baseline",
+            note="the same inserts, one fsync'd transaction per push's worth: what any service that commits "
+            "each push pays before doing anything else (the ceiling for 3)",
+        )
+    )
+    remove_db(db)
     if run_app:
         db = work / "app-way.db"
         create_app_db(db, users)
@@ -684,6 +749,8 @@ def scenario_replay(report: Report, users: list[BenchUser], work: Path, keep: bo
             )
         )
         report.checks += replay_checks(run)
+        if entries == report.sizes.replay_entries[0]:
+            report.results.append(replay_ceiling(report, run, users, work))
         if not keep:
             remove_db(run.db)  # the 4M database is many GB; its checks are done
     if len(runs) == 2 and all(r.child.returncode == 0 for r in runs):
@@ -700,6 +767,28 @@ def scenario_replay(report: Report, users: list[BenchUser], work: Path, keep: bo
                 f"{runs[0].peak_mb:.0f} MB -> {runs[1].peak_mb:.0f} MB: flat means <= 1.15x",
             )
         )
+
+
+def replay_ceiling(report: Report, run: ReplayRun, users: list[BenchUser], work: Path) -> Result:
+    """The replay's own result rows written with nothing else, batch by batch: the most any resumable
+    replay (which commits each batch with its checkpoint) can reach on this machine at this size."""
+    db = work / f"replay-{run.label}-ceiling.db"
+    create_app_db(db, users)
+    try:
+        ceiling, rows = run_copy_batched(run.db, db, DEFAULT_BATCH_SIZE)
+    finally:
+        remove_db(db)
+    return Result(
+        "5",
+        f"replay {run.label}: app tables alone, a commit per {DEFAULT_BATCH_SIZE:,} rows",
+        ceiling,
+        "rows/s",
+        report.ratio(ceiling),
+        "baseline",
+        note=f"the replay's {rows:,} resulting sync_data rows and their logbook_entries rows, written again "
+        f"into an empty app database in arrival order; the replay wrote them at "
+        f"{rate(rows, run.child.seconds) / ceiling:.2f}x of this rate",
+    )
 
 
 def replay_checks(run: ReplayRun) -> list[Check]:
