@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +62,18 @@ async def test_a_pulled_entry_pushed_back_is_a_duplicate(tmp_path: Path) -> None
     finally:
         await db.close()
     assert query(db.path, "SELECT COUNT(*) AS n FROM recovery_archive")[0]["n"] == 0
+
+
+async def test_new_rows_get_ids_led_by_their_seq_with_a_random_part_of_their_own(tmp_path: Path) -> None:
+    """`sync_` + the seq in 12 hex digits (so new rows append to the key's B-tree) + 8 random hex digits."""
+    db = await Database.open(tmp_path / "app.db")
+    try:
+        add_users(db.path, ADA)
+        await push(db, *({**V1, "id": f"e{n}", "duration": 10 + n} for n in range(50)))
+    finally:
+        await db.close()
+    rows = query(db.path, "SELECT id, seq FROM sync_data ORDER BY seq")
+    assert len(rows) == 50
+    for row in rows:
+        assert re.fullmatch(r"sync_[0-9a-f]{20}", row["id"]) and int(row["id"][5:17], 16) == row["seq"]
+    assert len({row["id"][17:] for row in rows}) > 45  # random parts, not one repeated
