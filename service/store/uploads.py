@@ -283,18 +283,20 @@ def count_device_records(
     by_type: dict[str, list[tuple[str, str, str, str]]] = {}
     for entity_type, entity_id in keys:
         by_type.setdefault(entity_type, []).append((user_id, device_id, entity_type, entity_id))
-    new_per_type = [
-        (user_id, device_id, entity_type, conn.executemany(
+    counts: list[tuple[str, str, str, int]] = []
+    for entity_type, rows in by_type.items():
+        # One statement per entity type, so its count of inserted rows is the type's count of new records.
+        inserted = conn.executemany(
             """INSERT INTO recovery_device_records (user_id, device_id, entity_type, entity_id)
                VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING""",
             rows,
-        ))
-        for entity_type, rows in by_type.items()
-    ]
+        )
+        if inserted:
+            counts.append((user_id, device_id, entity_type, inserted))
     conn.executemany(
         """INSERT INTO recovery_device_counts (user_id, device_id, entity_type, received) VALUES (?, ?, ?, ?)
            ON CONFLICT (user_id, device_id, entity_type) DO UPDATE SET received = received + excluded.received""",
-        [row for row in new_per_type if row[3] > 0],
+        counts,
     )
 
 
