@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -76,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
     options = ReplayOptions(OwnerOption(args.user, args.email), args.device, args.dry_run, args.batch_size)
     summary = ReplaySummary(db_path, args.dry_run)
     progress = progress_for(sys.stderr)
+    # `kill`, `docker stop` or a systemd stop sends SIGTERM: stop as on Ctrl-C, where the batch being
+    # written commits or rolls back whole with its checkpoint, and say so, instead of dying silently.
+    previous_term_handler = signal.signal(signal.SIGTERM, _interrupt)
     try:
         found = survey(args.paths, on_bytes=_survey_progress(progress))
         progress.finish()
@@ -100,9 +104,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: the database refused the replay: {error}; every batch committed so far is kept, "
               "run the same command again to continue", file=sys.stderr)
         return EXIT_STOPPED
+    finally:
+        signal.signal(signal.SIGTERM, previous_term_handler)
     progress.close()
     _print_summary(summary, as_json=args.json)
     return summary.exit_code
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    signal.raise_signal(signal.SIGINT)  # whoever handles Ctrl-C now (asyncio's runner, or the default) acts
 
 
 async def _replay(

@@ -1,4 +1,5 @@
-"""A replay killed with SIGKILL continues where it stopped when run again: nothing lost, nothing twice."""
+"""A replay killed with SIGKILL, or stopped with Ctrl-C or SIGTERM, continues where it stopped when run again:
+nothing lost, nothing twice."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from service.replay.cli import EXIT_INTERRUPTED
 from tests.replay.helpers import app_database, count, ledger_counts, ndjson, progress, query, replay, sync_rows
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,8 +65,17 @@ def live_logbook(db: str) -> set[tuple[Any, ...]]:
                                         " WHERE deleted_at IS NULL")}
 
 
-def test_a_killed_replay_resumes_without_losing_or_repeating_anything(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("stop", "exit_code"),
+    [
+        pytest.param(signal.SIGKILL, -signal.SIGKILL, id="killed"),
+        # Stopped as an operator would (Ctrl-C, `kill`, `docker stop`): the interrupted exit, and why.
+        pytest.param(signal.SIGINT, EXIT_INTERRUPTED, id="ctrl-c"),
+        pytest.param(signal.SIGTERM, EXIT_INTERRUPTED, id="terminated"),
+    ],
+)
+def test_a_stopped_replay_resumes_without_losing_or_repeating_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], stop: signal.Signals, exit_code: int
 ) -> None:
     source, units = batch_file(tmp_path / "devices.ndjson")
     assert units > 29_000
@@ -75,17 +86,19 @@ def test_a_killed_replay_resumes_without_losing_or_repeating_anything(
     killed = app_database(tmp_path / "killed.db", *USERS)
     command = [sys.executable, "-m", "service.replay", "--db", killed, "--batch-size", "500", "--json", str(source)]
     process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
         while not query(killed, "SELECT 1 FROM recovery_replay_checkpoints WHERE records_done > 0"):
-            assert process.poll() is None, "the replay ended before it could be killed"
+            assert process.poll() is None, "the replay ended before it could be stopped"
             assert time.monotonic() < deadline
             time.sleep(0.005)
-        process.send_signal(signal.SIGKILL)
+        process.send_signal(stop)
     finally:
-        process.wait()
-    assert process.returncode == -signal.SIGKILL
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == exit_code
+    if stop != signal.SIGKILL:
+        assert "interrupted: every batch committed so far is kept" in stderr
 
     checkpoint = query(killed, "SELECT records_done, finished FROM recovery_replay_checkpoints")
     assert len(checkpoint) == 1 and checkpoint[0]["finished"] == 0
