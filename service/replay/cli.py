@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from rich.console import Console
@@ -77,9 +79,33 @@ def run(args: argparse.Namespace) -> int:
     options = ReplayOptions(OwnerOption(args.user, args.email), args.device, args.dry_run, args.batch_size)
     summary = ReplaySummary(db_path, args.dry_run)
     progress = progress_for(sys.stderr)
-    # `kill`, `docker stop` or a systemd stop sends SIGTERM: stop as on Ctrl-C, where the batch being
-    # written commits or rolls back whole with its checkpoint, and say so, instead of dying silently.
-    previous_term_handler = signal.signal(signal.SIGTERM, _interrupt)
+    with _sigterm_as_ctrl_c():
+        return _run(db_path, args, options, summary, progress)
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """`kill`, `docker stop` or a systemd stop sends SIGTERM: stop as on Ctrl-C, where the batch being
+    written commits or rolls back whole with its checkpoint, and say so, instead of dying silently.
+    (Only the main thread may set signal handlers; elsewhere, as when a test runs the command, no change.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    signal.raise_signal(signal.SIGINT)  # whoever handles Ctrl-C now (asyncio's runner, or the default) acts
+
+
+def _run(
+    db_path: str, args: argparse.Namespace, options: ReplayOptions, summary: ReplaySummary,
+    progress: ProgressReporter,
+) -> int:
     try:
         found = survey(args.paths, on_bytes=_survey_progress(progress))
         progress.finish()
@@ -104,15 +130,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: the database refused the replay: {error}; every batch committed so far is kept, "
               "run the same command again to continue", file=sys.stderr)
         return EXIT_STOPPED
-    finally:
-        signal.signal(signal.SIGTERM, previous_term_handler)
     progress.close()
     _print_summary(summary, as_json=args.json)
     return summary.exit_code
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    signal.raise_signal(signal.SIGINT)  # whoever handles Ctrl-C now (asyncio's runner, or the default) acts
 
 
 async def _replay(
