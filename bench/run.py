@@ -787,7 +787,7 @@ def replay_ceiling(report: Report, run: ReplayRun, users: list[BenchUser], work:
         "baseline",
         note=f"the replay's {rows:,} resulting sync_data rows and their logbook_entries rows, written again "
         f"into an empty app database in arrival order; the replay wrote them at "
-        f"{rate(rows, run.child.seconds) / ceiling:.2f}x of this rate",
+        f"{rate(rows, run.child.seconds) / ceiling if ceiling else 0:.2f}x of this rate",
     )
 
 

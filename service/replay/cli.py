@@ -80,7 +80,12 @@ def run(args: argparse.Namespace) -> int:
     summary = ReplaySummary(db_path, args.dry_run)
     progress = progress_for(sys.stderr)
     with _sigterm_as_ctrl_c():
-        return _run(db_path, args, options, summary, progress)
+        stopped = _run(db_path, args, options, summary, progress)
+    if stopped is not None:
+        return stopped
+    progress.close()
+    _print_summary(summary, as_json=args.json)
+    return summary.exit_code
 
 
 @contextlib.contextmanager
@@ -99,13 +104,18 @@ def _sigterm_as_ctrl_c() -> Iterator[None]:
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    signal.raise_signal(signal.SIGINT)  # whoever handles Ctrl-C now (asyncio's runner, or the default) acts
+    if callable(signal.getsignal(signal.SIGINT)):
+        signal.raise_signal(signal.SIGINT)  # whoever handles Ctrl-C now (asyncio's runner, or the default) acts
+    else:
+        # Ctrl-C is ignored, as for a job started in the background by a script: stop all the same.
+        raise KeyboardInterrupt
 
 
 def _run(
     db_path: str, args: argparse.Namespace, options: ReplayOptions, summary: ReplaySummary,
     progress: ProgressReporter,
-) -> int:
+) -> int | None:
+    """The replay itself; the exit code when it stopped early, None when there is a summary to print."""
     try:
         found = survey(args.paths, on_bytes=_survey_progress(progress))
         progress.finish()
@@ -130,9 +140,7 @@ def _run(
         print(f"error: the database refused the replay: {error}; every batch committed so far is kept, "
               "run the same command again to continue", file=sys.stderr)
         return EXIT_STOPPED
-    progress.close()
-    _print_summary(summary, as_json=args.json)
-    return summary.exit_code
+    return None
 
 
 async def _replay(

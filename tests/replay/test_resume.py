@@ -66,16 +66,18 @@ def live_logbook(db: str) -> set[tuple[Any, ...]]:
 
 
 @pytest.mark.parametrize(
-    ("stop", "exit_code"),
+    ("stop", "exit_code", "ctrl_c_ignored"),
     [
-        pytest.param(signal.SIGKILL, -signal.SIGKILL, id="killed"),
+        pytest.param(signal.SIGKILL, -signal.SIGKILL, False, id="killed"),
         # Stopped as an operator would (Ctrl-C, `kill`, `docker stop`): the interrupted exit, and why.
-        pytest.param(signal.SIGINT, EXIT_INTERRUPTED, id="ctrl-c"),
-        pytest.param(signal.SIGTERM, EXIT_INTERRUPTED, id="terminated"),
+        pytest.param(signal.SIGINT, EXIT_INTERRUPTED, False, id="ctrl-c"),
+        pytest.param(signal.SIGTERM, EXIT_INTERRUPTED, False, id="terminated"),
+        # Started in the background by a script, which ignores Ctrl-C for it: SIGTERM still stops it.
+        pytest.param(signal.SIGTERM, EXIT_INTERRUPTED, True, id="terminated-in-background"),
     ],
 )
 def test_a_stopped_replay_resumes_without_losing_or_repeating_anything(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], stop: signal.Signals, exit_code: int
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], stop: signal.Signals, exit_code: int, ctrl_c_ignored: bool
 ) -> None:
     source, units = batch_file(tmp_path / "devices.ndjson")
     assert units > 29_000
@@ -85,6 +87,8 @@ def test_a_stopped_replay_resumes_without_losing_or_repeating_anything(
 
     killed = app_database(tmp_path / "killed.db", *USERS)
     command = [sys.executable, "-m", "service.replay", "--db", killed, "--batch-size", "500", "--json", str(source)]
+    if ctrl_c_ignored:
+        command = ["bash", "-c", 'trap "" INT; exec "$@"', "bash", *command]
     process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
