@@ -198,13 +198,18 @@ def run_baseline(rows: PreparedRows, db: Path) -> float:
     conn = connect(db)
     try:
         started = time.perf_counter()
-        conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(_INSERT_SYNC, rows.sync)
-        conn.executemany(_INSERT_LOGBOOK, rows.logbook)
-        conn.execute("COMMIT")
+        _write_transaction(conn, rows.sync, rows.logbook)
         return rate(len(rows.sync), time.perf_counter() - started)
     finally:
         conn.close()
+
+
+def _write_transaction(conn: sqlite3.Connection, sync: list[Any], logbook: list[Any]) -> None:
+    """sync_data rows, then their logbook_entries rows, in one transaction (fsync'd COMMIT)."""
+    conn.execute("BEGIN IMMEDIATE")
+    conn.executemany(_INSERT_SYNC, sync)
+    conn.executemany(_INSERT_LOGBOOK, logbook)
+    conn.execute("COMMIT")
 
 
 def run_batched(rows: PreparedRows, db: Path, batch: int) -> float:
@@ -215,10 +220,7 @@ def run_batched(rows: PreparedRows, db: Path, batch: int) -> float:
         started = time.perf_counter()
         for start in range(0, len(rows.sync), batch):
             chunk = rows.sync[start : start + batch]
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(_INSERT_SYNC, chunk)
-            conn.executemany(_INSERT_LOGBOOK, [logbook_by_id[r[3]] for r in chunk if r[3] in logbook_by_id])
-            conn.execute("COMMIT")
+            _write_transaction(conn, chunk, [logbook_by_id[r[3]] for r in chunk if r[3] in logbook_by_id])
         return rate(len(rows.sync), time.perf_counter() - started)
     finally:
         conn.close()
@@ -241,10 +243,7 @@ def run_copy_batched(source: Path, db: Path, batch: int) -> tuple[float, int]:
                 (entry_ids,),
             ).fetchall()
             started = time.perf_counter()
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(_INSERT_SYNC, chunk)
-            conn.executemany(_INSERT_LOGBOOK, logbook)
-            conn.execute("COMMIT")
+            _write_transaction(conn, chunk, logbook)
             spent += time.perf_counter() - started
             done += len(chunk)
         return rate(done, spent), done

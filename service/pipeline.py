@@ -363,14 +363,11 @@ async def ingest(
                                     render(result), now)
         return result
 
-    async def write(conn: GuardedConnection) -> UploadResult | Replayed:
-        return await conn.run(write_upload)  # the whole transaction's work in one hop to the writer
-
     if dry_run:
         async with db.write(commit=False) as conn:
-            return await write(conn)
+            return await conn.run(write_upload)  # the whole transaction's work in one hop to the writer
     # Concurrent uploads share a transaction and its fsync; each is answered once it is durable.
-    answer = await db.write_shared(write, weight=len(staged.normalised[0]))
+    answer = await db.write_shared(write_upload, weight=len(staged.normalised[0]))
     if isinstance(answer, UploadResult):
         metrics.observe_upload(upload.source, answer.receipt, time.perf_counter() - staged.started)
     return answer

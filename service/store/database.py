@@ -13,11 +13,13 @@ an upload's transaction on the writer, a support page's queries on a reader (`Gu
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -195,12 +197,13 @@ class Database:
             else:
                 await self.writer.rollback()
 
-    async def write_shared(self, work: Callable[[GuardedConnection], Awaitable[T]], *, weight: int = 1) -> T:
-        """Run `work` in a write transaction shared with the work of other callers queued meanwhile
-        (group commit): one BEGIN, one fsync'd COMMIT for all of them, and fewer index pages written
-        than the same work committed one by one. Each caller's work runs in its own savepoint, so an
-        error in one (raised to its caller) leaves the others' writes in. Returns when the transaction
-        that holds the work is durable; `weight` (records, say) bounds how much one transaction takes.
+    async def write_shared(self, work: Callable[[SyncConnection], T], *, weight: int = 1) -> T:
+        """Run `work` on the writer's thread in a write transaction shared with the work of other callers
+        queued meanwhile (group commit): one BEGIN, one fsync'd COMMIT for all of them, and fewer index
+        pages written than the same work committed one by one. Each caller's work runs in its own
+        savepoint, in the same hop to the writer, so an error in one (raised to its caller) leaves the
+        others' writes in. Returns when the transaction that holds the work is durable; `weight`
+        (records, say) bounds how much one transaction takes.
         """
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         item = _SharedWork(work, weight, future)
@@ -230,16 +233,12 @@ class Database:
             for item in group:
                 if item.future.done():  # its caller went away before it started: nothing to do
                     continue
-                await writer.execute("SAVEPOINT shared_work")
                 try:
-                    result = await item.work(writer)
+                    result = await writer.run(functools.partial(_in_savepoint, work=item.work))
                 except Exception as error:  # the caller gets it; the other work goes on
-                    await writer.execute("ROLLBACK TO shared_work")
-                    await writer.execute("RELEASE shared_work")
                     if not item.future.done():
                         item.future.set_exception(error)
                     continue
-                await writer.execute("RELEASE shared_work")
                 done.append((item, result))
             await writer.commit()
         except BaseException as error:
@@ -274,6 +273,19 @@ class Database:
             self._idle_readers.put_nowait(reader)
 
 
+def _in_savepoint(conn: SyncConnection, work: Callable[[SyncConnection], T]) -> T:
+    """`work` inside the open transaction; on an error its own writes, and only those, are undone."""
+    conn.execute("SAVEPOINT shared_work")
+    try:
+        result = work(conn)
+    except Exception:
+        conn.execute("ROLLBACK TO shared_work")
+        conn.execute("RELEASE shared_work")
+        raise
+    conn.execute("RELEASE shared_work")
+    return result
+
+
 def _in_snapshot(conn: SyncConnection, work: Callable[[SyncConnection], T]) -> T:
     conn.execute("BEGIN")
     try:
@@ -282,15 +294,11 @@ def _in_snapshot(conn: SyncConnection, work: Callable[[SyncConnection], T]) -> T
         conn.execute("ROLLBACK")
 
 
+@dataclass(slots=True)
 class _SharedWork(Generic[T]):
-    __slots__ = ("future", "weight", "work")
-
-    def __init__(
-        self, work: Callable[[GuardedConnection], Awaitable[T]], weight: int, future: asyncio.Future[T]
-    ) -> None:
-        self.work = work
-        self.weight = weight
-        self.future = future
+    work: Callable[[SyncConnection], T]
+    weight: int
+    future: asyncio.Future[T]
 
 
 def _fail(group: list[_SharedWork[Any]], error: Exception) -> None:

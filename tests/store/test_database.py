@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+import threading
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
-from service.store.database import Database, GuardedConnection, SyncConnection
+from service.store.database import Database, SyncConnection
 from service.store.guard import GuardViolation
 from service.store.schema import APP_SCHEMA, SERVICE_SCHEMA
 from tests.conftest import query
+
+WAIT_S = 10  # how long work blocking the writer waits for the test to release it, at most
 
 
 @pytest.fixture
@@ -24,11 +27,11 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
         await database.close()
 
 
-def _mark(user_id: str) -> Callable[[GuardedConnection], Awaitable[str]]:
+def _mark(user_id: str) -> Callable[[SyncConnection], str]:
     """Work that writes one row of the service's own bookkeeping, named `user_id`."""
 
-    async def work(conn: GuardedConnection) -> str:
-        await conn.execute(
+    def work(conn: SyncConnection) -> str:
+        conn.execute(
             "INSERT INTO recovery_users (user_id, first_upload_at, last_upload_at) VALUES (?, 'x', 'x')", (user_id,)
         )
         return user_id
@@ -55,11 +58,11 @@ def _count_commits(db: Database) -> list[int]:
 async def test_work_queued_while_the_writer_is_busy_commits_together(db: Database) -> None:
     """Three callers that queue while a transaction runs are answered from one shared COMMIT."""
     commits = _count_commits(db)
-    release = asyncio.Event()
+    release = threading.Event()
 
-    async def slow(conn: GuardedConnection) -> str:
-        await release.wait()
-        return await _mark("first")(conn)
+    def slow(conn: SyncConnection) -> str:
+        release.wait(WAIT_S)  # holds the writer's thread, as a long upload would
+        return _mark("first")(conn)
 
     first = asyncio.create_task(db.write_shared(slow))
     await asyncio.sleep(0.01)
@@ -80,13 +83,13 @@ async def test_an_answer_means_the_write_is_committed(db: Database) -> None:
 
 async def test_a_failing_work_is_undone_alone_and_its_caller_gets_the_error(db: Database) -> None:
     """The failing caller's own writes are rolled back to its savepoint; the others' writes commit."""
-    release = asyncio.Event()
+    release = threading.Event()
 
-    async def blocker(conn: GuardedConnection) -> None:
-        await release.wait()
+    def blocker(conn: SyncConnection) -> None:
+        release.wait(WAIT_S)
 
-    async def half_then_fail(conn: GuardedConnection) -> None:
-        await _mark("half")(conn)
+    def half_then_fail(conn: SyncConnection) -> None:
+        _mark("half")(conn)
         raise ValueError("bad upload")
 
     first = asyncio.create_task(db.write_shared(blocker))
@@ -105,10 +108,10 @@ async def test_a_failing_work_is_undone_alone_and_its_caller_gets_the_error(db: 
 
 
 async def test_work_whose_caller_left_before_it_started_is_not_run(db: Database) -> None:
-    release = asyncio.Event()
+    release = threading.Event()
 
-    async def blocker(conn: GuardedConnection) -> None:
-        await release.wait()
+    def blocker(conn: SyncConnection) -> None:
+        release.wait(WAIT_S)
 
     first = asyncio.create_task(db.write_shared(blocker))
     await asyncio.sleep(0.01)
