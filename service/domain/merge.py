@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from service.domain import outcomes as oc
+from service.domain.checksum import canonical_json
 from service.domain.outcomes import RecordResult
 from service.domain.records import LOGBOOK_ENTRY, LogbookRow, Normalised, Rejection, Tombstone
 
@@ -110,12 +111,9 @@ class _Working(msgspec.Struct):
     state_changed: bool = False
 
 
-_encode = msgspec.json.Encoder().encode
-
-
 def encode_document(data: dict[str, Any]) -> str:
-    """The text stored in sync_data.data: compact JSON, keys in the app's order."""
-    return _encode(data).decode()
+    """The text stored in sync_data.data: JSON as the app's JSON.stringify writes it (keys sorted)."""
+    return canonical_json(data)
 
 
 def _newer(candidate: int | None, than: int | None) -> bool:
@@ -217,7 +215,7 @@ class _Planner:
     def live_record(self, n: Normalised) -> None:
         key = (n.entity_type, n.entity_id)
         w = self._state(key)
-        data = encode_document(n.data)
+        data = n.text  # encoded once, by the normaliser
         if not w.live and w.deleted_ms is not None:
             if not _newer(n.updated_ms, w.deleted_ms):
                 # Stays deleted. The deleted row keeps the newest version older than the deletion, so

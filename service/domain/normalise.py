@@ -104,8 +104,21 @@ _JS_SPACE = (
     "\t\n\v\f\r \u00a0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000\ufeff"
 )
 _JS_SPACE_RUN = re.compile(f"[{_JS_SPACE}]+")
-# Curly quotes to straight ones, en and em dashes to "-".
-_TYPOGRAPHY = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-"})
+# Titles: curly quotes to straight ones, en and em dashes to "-". Composers: curly single quotes only.
+_TITLE_TYPOGRAPHY = str.maketrans(
+    {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-"}
+)
+_COMPOSER_TYPOGRAPHY = str.maketrans({"\u2018": "'", "\u2019": "'"})
+# Lowercase mappings JavaScript engines (ICU, Unicode 16/17) know and Python 3.11 (Unicode 14) does not:
+# (first upper, last upper, offset to its lower). Checked against node's toLowerCase over every code point.
+_JS_LOWER_RANGES = (
+    (0x1C89, 0x1C89, 1), (0xA7CB, 0xA7CB, 0x264 - 0xA7CB), (0xA7CC, 0xA7CC, 1), (0xA7CE, 0xA7CE, 1),
+    (0xA7D2, 0xA7D2, 1), (0xA7D4, 0xA7D4, 1), (0xA7DA, 0xA7DA, 1), (0xA7DC, 0xA7DC, 0x19B - 0xA7DC),
+    (0x10D50, 0x10D65, 0x20), (0x16EA0, 0x16EB8, 0x1B),
+)  # fmt: skip
+_JS_LOWER_EXTRA = {
+    code: code + offset for first, last, offset in _JS_LOWER_RANGES for code in range(first, last + 1)
+}
 
 
 class _Quarantine(Exception):
@@ -148,22 +161,38 @@ def normalise(entity_type: str, raw: object, user_id: str, *, now_ms: int) -> No
 
 
 def score_id(title: str, composer: str | None) -> str:
-    """The score id the app builds for a piece from its title and composer."""
+    """The score id the app builds for a piece from its title and composer (`generateNormalizedScoreId`)."""
     normal_title = _normal_title(title)
-    normal_composer = _normal_composer(composer or "") or "unknown"
-    # Titles often contain a dash ("Sonata K. 331 - Rondo"), so the pair then needs a delimiter it lacks.
-    delimiter = "||" if "-" in normal_title or "-" in normal_composer else "-"
-    return normal_title + delimiter + normal_composer
+    # "Unknown" only for a missing or empty composer: one that normalises to "" (" ... ") stays empty.
+    normal_composer = _normal_composer(composer or "Unknown")
+    return _join_score_id(normal_title, normal_composer)
 
 
 def normalise_score_id(existing: str) -> str:
-    """An existing piece id in the current format; canonical Scorebook ids are kept."""
+    """An existing piece id as the app rewrites it (`normalizeExistingScoreId`): canonical Scorebook ids
+    are kept; any other id is only lowercased, trimmed, split into title and composer and joined again.
+    Quotes, dashes, periods and inner spaces stay as they are."""
     trimmed = _js_trim(existing)
-    if _CANONICAL_SCORE_ID.fullmatch(trimmed):
+    if not trimmed or _CANONICAL_SCORE_ID.fullmatch(trimmed):
         return trimmed
-    delimiter = "||" if "||" in trimmed else "-"
-    title, _, composer = trimmed.partition(delimiter)
-    return score_id(title, composer)
+    lowered = _js_trim(js_lower(trimmed))
+    # The first "||" splits when there is one, else the first "-"; the rest (delimiters included) is the composer.
+    title, delimiter, composer = lowered.partition("||" if "||" in lowered else "-")
+    if not delimiter:
+        return _join_score_id(lowered, "unknown")
+    return _join_score_id(_js_trim(title), _js_trim(composer) or "unknown")
+
+
+def _join_score_id(title: str, composer: str) -> str:
+    # Titles often contain a dash ("Sonata K. 331 - Rondo"), so the pair then needs a delimiter it lacks.
+    return title + ("||" if "-" in title or "-" in composer else "-") + composer
+
+
+def js_lower(text: str) -> str:
+    """JavaScript's `toLowerCase()`: Python's `lower()` (full mappings, final sigma) plus the case pairs
+    of scripts newer than Python's Unicode database."""
+    lowered = text.lower()
+    return lowered if lowered.isascii() else lowered.translate(_JS_LOWER_EXTRA)
 
 
 # --- the record as a whole -------------------------------------------------------------------------
@@ -209,7 +238,7 @@ def _stored(
     if len(text) > MAX_DOCUMENT_BYTES // 4 and (size := len(text.encode("utf-8"))) > MAX_DOCUMENT_BYTES:
         raise _Quarantine(TOO_LARGE, None, f"the stored document is {size} bytes, over D1's {MAX_DOCUMENT_BYTES}")
     updated_ms = _first(times, VERSION_TIMES, default=None)
-    return Normalised(entity_type, entity_id, data, checksum_of_text(text), updated_ms, **entry_extras)
+    return Normalised(entity_type, entity_id, data, checksum_of_text(text), updated_ms, text, **entry_extras)
 
 
 def _canonical_json(data: dict[str, Any]) -> str:
@@ -271,7 +300,7 @@ def _repair_enums(entry: dict[str, Any]) -> None:
     # Clients from before July 2025 sent PRACTICE, PIANO, SATISFIED.
     for field in ("type", "instrument", "mood"):
         if isinstance(entry.get(field), str):
-            entry[field] = entry[field].lower()
+            entry[field] = js_lower(entry[field])
     entry_type, instrument, mood = entry["type"], entry["instrument"], entry.get("mood")
     if not (isinstance(entry_type, str) and entry_type in ENTRY_TYPES):
         raise _Quarantine(INVALID_VALUE, "type", f"type {_show(entry_type)} is not one the app knows")
@@ -400,7 +429,11 @@ def _logbook_row(
 def _normalise_goal(entity_type: str, entity_id: str, raw: dict[str, Any], user_id: str, now_ms: int) -> Normalised:
     times = _document_times(raw, now_ms)
     goal = {key: value for key, value in raw.items() if key in GOAL_FIELDS}
-    goal["status"] = _goal_status(goal.get("status"))
+    # The app accepts a goal without a status and stores it without one; `null` is the same as absent.
+    if goal.get("status") is None:
+        goal.pop("status", None)
+    else:
+        goal["status"] = _goal_status(goal["status"])
     title = goal.get("title")
     if title is not None and not isinstance(title, str):
         raise _Quarantine(INVALID_VALUE, "title", f"title must be a string, got {_json_kind(title)}")
@@ -408,10 +441,8 @@ def _normalise_goal(entity_type: str, entity_id: str, raw: dict[str, Any], user_
 
 
 def _goal_status(status: object) -> str:
-    if status is None:
-        raise _Quarantine(MISSING_FIELD, "status", "a goal needs a status")
     if isinstance(status, str):
-        lowered = status.lower()
+        lowered = js_lower(status)
         mapped = LEGACY_GOAL_STATUSES.get(lowered, lowered)
         if mapped in GOAL_STATUSES:
             return mapped
@@ -469,16 +500,21 @@ def _js_trim(text: str) -> str:
 
 
 def _normal_title(title: str) -> str:
-    text = title.lower().strip(_JS_SPACE)
+    # `normalizePieceTitle`: lowercase, trim, whitespace runs to one space, curly quotes straight, en/em dash "-".
+    text = _js_trim(js_lower(title))
     # Most titles are plain ASCII with single spaces; those need nothing more (isprintable rules out tabs).
     if text.isascii() and text.isprintable() and "  " not in text:
         return text
-    return _JS_SPACE_RUN.sub(" ", text).translate(_TYPOGRAPHY)
+    return _JS_SPACE_RUN.sub(" ", text).translate(_TITLE_TYPOGRAPHY)
 
 
 def _normal_composer(composer: str) -> str:
-    # Periods go too: "J.S. Bach" and "JS Bach" are the same composer.
-    return _normal_title(composer).replace(".", "")
+    # `normalizeComposer`: as a title, but only curly single quotes change, and periods go ("J.S. Bach"
+    # and "JS Bach" are the same composer); curly double quotes and en/em dashes stay.
+    text = _js_trim(js_lower(composer))
+    if not (text.isascii() and text.isprintable() and "  " not in text):
+        text = _JS_SPACE_RUN.sub(" ", text).translate(_COMPOSER_TYPOGRAPHY)
+    return text.replace(".", "")
 
 
 def _json_kind(value: object) -> str:

@@ -62,6 +62,10 @@ class Normalised(msgspec.Struct, frozen=True):
     checksum: str
     # The client's last-modified time (epoch ms) from updatedAt/updated_at; orders competing versions.
     updated_ms: int | None
+    # The text stored in sync_data.data: `data` as the app's JSON.stringify writes it (JavaScript number
+    # spelling, integers beyond 2**53 as the doubles JSON.parse makes, lone surrogates as `\udxxx`), with
+    # keys sorted, the text `checksum` is computed over.
+    text: str
     # Logbook entries only: checksum of the document without id, user, times, device, version and
     # checksum fields, so the same session logged under two ids is recognised (CONTRACT section 8).
     content_key: str | None = None

@@ -18,7 +18,7 @@ import msgspec
 from service.domain.merge import EntityKey, MergePlan, StoredEntity, SyncWrite
 from service.domain.outcomes import Receipt
 from service.domain.records import LOGBOOK_ENTRY, LogbookRow
-from service.domain.times import to_epoch_ms
+from service.domain.times import ms_to_iso_z, to_epoch_ms
 from service.store.database import GuardedConnection, SyncConnection
 
 _json = msgspec.json.Encoder()
@@ -27,10 +27,6 @@ _json = msgspec.json.Encoder()
 def utc_now_text() -> str:
     """The app's TIMESTAMP form: `YYYY-MM-DD HH:MM:SS` in UTC."""
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def ms_to_timestamp_text(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _keys_param(keys: Iterable[EntityKey]) -> str:
@@ -204,7 +200,8 @@ def apply_plan(
         logbook_upserts: list[tuple[Any, ...]] = []
         logbook_deletes: list[tuple[Any, ...]] = []
         for w in plan.sync_writes:
-            deleted_at = ms_to_timestamp_text(w.deleted_ms) if w.deleted_ms is not None else None
+            # As the app writes it: ISO-Z with milliseconds (CONTRACT section 6 item 6), in both tables.
+            deleted_at = ms_to_iso_z(w.deleted_ms) if w.deleted_ms is not None else None
             if w.row_id is None:
                 # Row ids lead with the seq: new rows append to the primary-key B-tree instead of landing
                 # at random pages, which keeps large recoveries from slowing down as the table grows.

@@ -45,10 +45,6 @@ def iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def sql_time(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
 @dataclass
 class Key:
     user: tuple[str, str, str]
@@ -232,7 +228,8 @@ def check_state(db_path: str, keys: list[Key]) -> None:
         row = stored[(key.user[0], key.entity_type, key.entity_id)]
         data = json.loads(row["data"])
         label = data["notes"] if key.entity_type == "logbook_entry" else data["title"]
-        expected_deleted_at = sql_time(key.deletion_ms) if key.deleted and key.deletion_ms is not None else None
+        # ISO-Z with milliseconds, as the app writes it (CONTRACT section 6 item 6).
+        expected_deleted_at = iso(key.deletion_ms) if key.deleted and key.deletion_ms is not None else None
         problems = []
         if label != key.label(key.newest):
             problems.append(f"holds {label!r}, not {key.label(key.newest)!r}")
