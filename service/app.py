@@ -4,19 +4,23 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
+from service.api.app_data import GoalsController, RepertoireController
 from service.api.auth import make_jwt_auth
 from service.api.errors import problem_details_plugin, unexpected_error_handlers
 from service.api.exports import ExportController
+from service.api.live import LiveHub, live_sync_handler
 from service.api.operations import health, prometheus_metrics
 from service.api.recovery import RecoveryController
 from service.api.support import SupportController
 from service.api.sync import SyncController
+from service.api.user import UserController
 from service.config import Settings
 from service.memory import freeze_startup_objects, tune_garbage_collector
 from service.store.database import Database
@@ -24,8 +28,12 @@ from service.workers import close_shared_pool
 
 API_TITLE = "Mirubato recovery service"
 API_VERSION = "1.0.0"
-# Routes that need no token (operations, and the schema itself).
-PUBLIC_PATHS = ["^/health$", "^/metrics$", "^/schema"]
+# Routes the token middleware does not check: operations, the schema itself, and the live-sync socket,
+# which takes its token as a query parameter and checks it itself (as the app's sync worker does).
+PUBLIC_PATHS = ["^/health$", "^/metrics$", "^/schema", "^/sync/ws$"]
+# Everything the app's web client sends cross-origin (CONTRACT section 4).
+CORS_METHODS: list[Any] = ["GET", "POST", "PUT", "DELETE", "OPTIONS"]
+CORS_HEADERS = ["Authorization", "Content-Type", "X-Device-ID", "X-Idempotency-Key"]
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -48,16 +56,21 @@ def create_app(settings: Settings) -> Litestar:
     cors = (
         CORSConfig(
             allow_origins=list(settings.cors_origins),
-            allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", "X-Device-ID", "X-Idempotency-Key"],
+            allow_methods=CORS_METHODS,
+            allow_headers=CORS_HEADERS,
             allow_credentials=True,
         )
         if settings.cors_origins
         else None
     )
+    hub = LiveHub()  # the sockets this process holds
     return Litestar(
         route_handlers=[
             SyncController,
+            UserController,
+            GoalsController,
+            RepertoireController,
+            live_sync_handler(settings.jwt_secret, hub),
             RecoveryController,
             ExportController,
             SupportController,

@@ -52,10 +52,13 @@ class AppTokenMiddleware(JWTCookieAuthenticationMiddleware):
 
 
 async def resolve_principal(token: Token, connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
-    db: Database = connection.app.state.db
     email = token.extras.get("email")
-    email = email if isinstance(email, str) and email else None
-    return await db.read_run(lambda conn: _principal(conn, token.sub, email))
+    return await principal_for(connection.app.state.db, token.sub, email if isinstance(email, str) and email else None)
+
+
+async def principal_for(db: Database, sub: str, email: str | None) -> Principal:
+    """Who a verified token's `sub` and `email` are (also for the live-sync socket, which has no header)."""
+    return await db.read_run(lambda conn: _principal(conn, sub, email))
 
 
 def _principal(conn: SyncConnection, sub: str, email: str | None) -> Principal:

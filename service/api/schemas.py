@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -87,12 +87,6 @@ class PullResponse(msgspec.Struct):
     timestamp: str
 
 
-class SyncStatus(msgspec.Struct):
-    lastSyncTime: str | None
-    lastSyncToken: str | None
-    deviceCount: int
-    entityCounts: dict[str, int]
-    userResolved: bool
 
 
 # ---- native recovery API ---------------------------------------------------------------------------
@@ -126,3 +120,147 @@ class RecoveryUploadResponse(msgspec.Struct):
     received: int
     counts: dict[str, int]
     results: list[RecordResult]
+
+
+# ---- the app's other routes its web client calls ---------------------------------------------------
+
+
+class UserProfile(msgspec.Struct):
+    """`GET /api/user/me`, as the app answers it from `users`."""
+
+    id: str
+    email: str
+    displayName: str | None
+    authProvider: str | None
+    role: str
+    createdAt: str | None
+
+
+class SyncStatus(msgspec.Struct):
+    """`GET /api/sync/status`: the shape the app's client declares, then the service's own fields."""
+
+    lastSyncTime: str | None
+    syncToken: str | None
+    pendingChanges: int
+    deviceCount: int
+    entityCount: int
+    lastSyncToken: str | None
+    entityCounts: dict[str, int]
+    userResolved: bool
+
+
+class GoalItem(msgspec.Struct):
+    id: str
+    title: Any
+    description: Any
+    type: Any
+    targetValue: Any
+    currentValue: Any
+    targetDate: Any
+    status: Any
+    scoreId: Any
+    measures: Any
+    practicePlan: Any
+    milestones: Any
+    relatedSessions: int
+    createdAt: int | None
+    updatedAt: int | None
+
+
+class GoalList(msgspec.Struct):
+    goals: list[GoalItem]
+
+
+class RepertoireItemView(msgspec.Struct):
+    """A repertoire item as the app's `GET /api/repertoire` lists it (times in epoch seconds)."""
+
+    id: str
+    scoreId: str
+    status: Any
+    difficultyRating: Any
+    personalNotes: Any
+    referenceLinks: list[Any]
+    practiceCount: int
+    totalPracticeTime: int | float
+    lastPracticed: Any
+    createdAt: int | None
+    updatedAt: int | None
+
+
+class RepertoireList(msgspec.Struct):
+    items: list[RepertoireItemView]
+
+
+class RepertoireCore(msgspec.Struct):
+    id: str
+    scoreId: str
+    status: Any
+    difficultyRating: Any
+    personalNotes: Any
+    referenceLinks: list[Any]
+    createdAt: int | None
+    updatedAt: int | None
+
+
+class RecentSession(msgspec.Struct):
+    timestamp: Any
+    duration: Any
+    notes: Any
+
+
+class RepertoireStatsBody(msgspec.Struct):
+    practiceCount: int
+    totalPracticeTime: int | float
+    avgSessionDuration: int | float
+    lastPracticed: Any
+    firstPracticed: Any
+    recentSessions: list[RecentSession]
+
+
+class RepertoireStats(msgspec.Struct):
+    repertoire: RepertoireCore
+    stats: RepertoireStatsBody
+
+
+RepertoireStatus = Literal["planned", "learning", "polished", "dropped"]
+
+
+class RepertoireCreate(msgspec.Struct, forbid_unknown_fields=False):
+    """`POST /api/repertoire` (the app's body)."""
+
+    scoreId: str
+    status: RepertoireStatus | None = None
+    difficultyRating: Annotated[float, msgspec.Meta(ge=1, le=5)] | None = None
+    personalNotes: str | None = None
+    referenceLinks: list[str] | None = None
+
+
+class RepertoireUpdate(msgspec.Struct):
+    """`PUT /api/repertoire/{scoreId}` (the app's body: every field optional)."""
+
+    status: RepertoireStatus | None = None
+    difficultyRating: Annotated[float, msgspec.Meta(ge=1, le=5)] | None = None
+    personalNotes: str | None = None
+    referenceLinks: list[str] | None = None
+
+
+class RepertoireCreated(msgspec.Struct):
+    id: str
+    scoreId: str
+    status: str
+    difficultyRating: int | float | None
+    personalNotes: str | None
+    referenceLinks: list[str]
+    createdAt: int
+    updatedAt: int
+
+
+class Message(msgspec.Struct):
+    message: str
+
+
+class Dissociated(msgspec.Struct):
+    message: str
+    preservedLogs: int
+    pieceTitle: str
+    pieceComposer: str

@@ -204,18 +204,25 @@ class SyncController(Controller):
 
     @get("/status", summary="Sync status of the caller", responses=problem_responses(401))
     async def status(self, request: Request[Principal, Any, Any]) -> SyncStatus:
+        """The shape the app's client declares (`lastSyncTime, syncToken, pendingChanges, deviceCount,
+        entityCount`), then the service's own fields (`lastSyncToken`, counts per type, `userResolved`)."""
         principal = request.user
         db: Database = request.app.state.db
         if principal.user is None:
-            return SyncStatus(None, None, 0, {}, userResolved=False)
+            return SyncStatus(None, None, 0, 0, 0, None, {}, userResolved=False)
         async with db.read() as conn:
             meta = await reads.sync_metadata(conn, principal.user.id)
             counts = await reads.live_counts(conn, principal.user.id)
             devices = await reads.device_count(conn, principal.user.id)
+        token = meta["last_sync_token"] if meta else None
         return SyncStatus(
             lastSyncTime=meta["last_sync_time"] if meta else None,
-            lastSyncToken=meta["last_sync_token"] if meta else None,
+            syncToken=token,
+            # Every upload is applied in the request that carries it: the service never holds changes back.
+            pendingChanges=0,
             deviceCount=devices,
+            entityCount=sum(counts.values()),
+            lastSyncToken=token,
             entityCounts=counts,
             userResolved=True,
         )

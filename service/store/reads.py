@@ -39,3 +39,45 @@ async def sync_metadata(conn: GuardedConnection, user_id: str) -> sqlite3.Row | 
 async def device_count(conn: GuardedConnection, user_id: str) -> int:
     row = await conn.fetchone("SELECT COUNT(*) AS n FROM recovery_devices WHERE user_id = ?", (user_id,))
     return int(row["n"]) if row is not None else 0
+
+
+async def user_profile(conn: GuardedConnection, user_id: str) -> sqlite3.Row | None:
+    """The `users` columns the app's `GET /api/user/me` answers with."""
+    return await conn.fetchone(
+        "SELECT id, email, display_name, auth_provider, role, created_at FROM users WHERE id = ?", (user_id,)
+    )
+
+
+async def changes_after(
+    conn: GuardedConnection, user_id: str, entity_type: str, after_seq: int, limit: int
+) -> list[sqlite3.Row]:
+    """A user's rows of one type changed after `after_seq`, tombstones included, in change order: what a
+    live-sync client asks for with `SYNC_REQUEST {lastSeq}`. Rows without a `seq` are never sent."""
+    return await conn.fetchall(
+        "SELECT entity_id, data, seq, deleted_at FROM sync_data"
+        " WHERE user_id = ? AND entity_type = ? AND seq > ? ORDER BY seq LIMIT ?",
+        (user_id, entity_type, after_seq, limit),
+    )
+
+
+async def rows_of(conn: GuardedConnection, user_id: str, entity_type: str, entity_ids: list[str]) -> list[sqlite3.Row]:
+    """The current rows (live or tombstones) of some of a user's keys of one type."""
+    rows: list[sqlite3.Row] = []
+    for start in range(0, len(entity_ids), 500):  # under SQLite's bound-parameter limit
+        chunk = entity_ids[start : start + 500]
+        marks = ", ".join("?" * len(chunk))
+        rows.extend(await conn.fetchall(
+            f"SELECT entity_id, data, seq, deleted_at, created_at, updated_at FROM sync_data"  # noqa: S608
+            f" WHERE user_id = ? AND entity_type = ? AND entity_id IN ({marks})",
+            (user_id, entity_type, *chunk),
+        ))
+    return rows
+
+
+async def live_documents_of_type(conn: GuardedConnection, user_id: str, entity_type: str) -> list[sqlite3.Row]:
+    """A user's live documents of one type, newest change first."""
+    return await conn.fetchall(
+        "SELECT entity_id, data, created_at, updated_at FROM sync_data"
+        " WHERE user_id = ? AND entity_type = ? AND deleted_at IS NULL ORDER BY seq DESC",
+        (user_id, entity_type),
+    )

@@ -189,3 +189,39 @@ async def test_status_reports_counts_and_devices(client: Client) -> None:
     assert status["deviceCount"] == 1
     assert status["lastSyncToken"]
     assert (await client.get("/api/sync/status", headers=auth(ADMIN))).json()["entityCounts"] == {}
+
+
+async def test_pull_takes_no_body_and_no_content_type(client: Client) -> None:
+    """The app's client pulls with `POST` and nothing else: no body, no Content-Type (CONTRACT section 4)."""
+    await push(client, export_changes("mirubato-data-export-2025-09-01.json"))
+    response = await client.post("/api/sync/pull", headers={"Authorization": f"Bearer {token_for(ADA)}"})
+    assert response.status_code == 200, response.text
+    assert "content-type" not in {k.lower() for k in response.request.headers}
+    assert len(response.json()["entries"]) == 5
+
+
+async def test_status_has_the_shape_the_apps_client_declares(client: Client) -> None:
+    await push(client, export_changes("mirubato-data-export-2025-09-01.json"), **{"X-Device-ID": DEVICE})
+    status = (await client.get("/api/sync/status", headers=auth(ADA))).json()
+    assert {"lastSyncTime", "syncToken", "pendingChanges", "deviceCount", "entityCount"} <= status.keys()
+    assert status["syncToken"] == status["lastSyncToken"]
+    assert status["pendingChanges"] == 0
+    assert status["entityCount"] == 5
+    assert status["lastSyncTime"] is not None
+
+
+async def test_success_true_is_given_only_with_every_record_kept_even_all_quarantined(
+    client: Client, db_path: str
+) -> None:
+    """On `success: true` the client forgets its pending deletions: right only because every record is
+    kept. A push whose records are all quarantined still answers `success: true`, and keeps them all."""
+    good = export_changes("mirubato-data-export-2025-09-01.json")["entries"][0]
+    records = [{**good, "id": "bad-duration", "duration": -1}, {**good, "id": "bad-type", "type": "juggling"},
+               {"id": "no-fields"}, {"deletedAt": "2025-07-02T09:15:00.000Z"}]
+    body = (await push(client, {"entries": records})).json()
+    assert body["success"] is True
+    assert body["recovery"]["counts"]["quarantined"] == len(records)
+    kept = query(db_path, "SELECT entity_id, raw FROM recovery_quarantine WHERE owner = ?", (ADA[0],))
+    assert len(kept) == len(records)
+    assert sorted(json.loads(k["raw"]).get("id", "") for k in kept) == sorted(r.get("id", "") for r in records)
+    assert query(db_path, "SELECT COUNT(*) AS n FROM sync_data")[0]["n"] == 0

@@ -1,0 +1,487 @@
+"""The app's live-sync socket, `GET /sync/ws?userId=&token=` (the app's sync worker, CONTRACT section 4).
+
+Devices that already hold data learn of other devices' changes only here: `SYNC_REQUEST {lastSeq}` is
+answered with every row of the user changed after that `seq` (deletions included), and a change a device
+sends (`ENTRY_*`, `PIECE_*`, `PLAN_*`, `BULK_SYNC`, `REPERTOIRE_BULK_SYNC`) is one upload through the same
+pipeline as every HTTP upload (source `socket`), then sent to the user's other open sockets as the
+stored rows say, the way the app's worker sends it.
+
+This module is an adapter: it authenticates, translates messages to an `Upload` and rows to messages. The
+hub holds the sockets of this process only (see README: several worker processes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any, cast
+
+import msgspec
+from litestar import WebSocket, websocket
+from litestar.exceptions import NotAuthorizedException, WebSocketDisconnect
+from litestar.handlers import WebsocketRouteHandler
+from litestar.security.jwt import Token
+
+from service.api.auth import Principal, principal_for
+from service.domain import outcomes as oc
+from service.domain.documents import lowercase_enums
+from service.domain.outcomes import RecordResult
+from service.domain.records import LOGBOOK_ENTRY, PLAN_OCCURRENCE, PRACTICE_PLAN, REPERTOIRE_ITEM
+from service.domain.times import ms_to_iso_z
+from service.pipeline import IncomingRecord, Upload, UploadResult, ingest, sha256_hex
+from service.store import reads
+from service.store.database import Database
+
+log = logging.getLogger("service.live")
+
+SOURCE = "socket"
+SYNC_CHUNK = 250  # rows per BULK_SYNC message, as the app's worker sends them
+SEND_TIMEOUT_S = 10.0  # a socket that takes longer to take a message is dropped
+WELCOME_MESSAGE = "Connected to Mirubato sync"
+
+_encode = msgspec.json.Encoder().encode
+_CHANGED = frozenset({oc.INSERTED, oc.UPDATED, oc.DELETED})
+# The sender's version lost (the stored one is newer, or a deletion is): it is sent the stored state.
+_LOST = frozenset({oc.KEPT_EXISTING, oc.SUPPRESSED})
+
+
+def _now_iso() -> str:
+    return ms_to_iso_z(int(time.time() * 1000))
+
+
+# ---- the hub: the open sockets of this process ----------------------------------------------------
+
+
+class Peer:
+    """One open socket of one user; sends are serialised (the hub and its own handler both send)."""
+
+    def __init__(self, socket: WebSocket[Any, Any, Any], user_id: str) -> None:
+        self.socket = socket
+        self.user_id = user_id
+        self._lock = asyncio.Lock()
+        self.open = True
+
+    async def send(self, message: dict[str, Any]) -> bool:
+        if not self.open:
+            return False
+        try:
+            async with self._lock:
+                await asyncio.wait_for(self.socket.send_data(_encode(message).decode("utf-8")), SEND_TIMEOUT_S)
+        except Exception:  # a closed or stuck socket: it is dropped, the others still get theirs
+            self.open = False
+            return False
+        return True
+
+
+class LiveHub:
+    """Who is connected, per user, in this process."""
+
+    def __init__(self) -> None:
+        self._peers: dict[str, list[Peer]] = {}
+
+    def join(self, peer: Peer) -> None:
+        self._peers.setdefault(peer.user_id, []).append(peer)
+
+    def leave(self, peer: Peer) -> None:
+        peers = self._peers.get(peer.user_id, [])
+        if peer in peers:
+            peers.remove(peer)
+        if not peers:
+            self._peers.pop(peer.user_id, None)
+
+    def connected(self, user_id: str) -> int:
+        return len(self._peers.get(user_id, []))
+
+    async def send_to_others(self, sender: Peer, messages: list[dict[str, Any]]) -> None:
+        for peer in list(self._peers.get(sender.user_id, [])):
+            if peer is sender:
+                continue
+            for message in messages:
+                if not await peer.send(message):
+                    self.leave(peer)
+                    break
+
+
+# ---- messages in ----------------------------------------------------------------------------------
+
+
+class InboundEvent(msgspec.Struct):
+    """A client message; records stay as their verbatim bytes (an empty Raw: the field was absent)."""
+
+    type: Any = None
+    lastSeq: Any = None
+    entry: msgspec.Raw = msgspec.Raw()
+    entryId: Any = None
+    piece: msgspec.Raw = msgspec.Raw()
+    scoreId: Any = None
+    plan: msgspec.Raw = msgspec.Raw()
+    occurrence: msgspec.Raw = msgspec.Raw()
+    occurrences: list[msgspec.Raw] = []
+    entries: list[msgspec.Raw] = []
+    pieces: list[msgspec.Raw] = []
+
+
+_decode_event = msgspec.json.Decoder(InboundEvent)
+
+
+class BadMessage(Exception):
+    """A message the socket answers with `ERROR` (the connection stays open)."""
+
+
+class Mutation(msgspec.Struct):
+    """What a change message asks for, as an upload's records and deleted lists."""
+
+    records: list[IncomingRecord]
+    deleted: dict[str, list[str]]
+
+
+def _is_object(raw: msgspec.Raw) -> bool:
+    return bytes(raw).lstrip()[:1] == b"{"
+
+
+def _required_object(raw: msgspec.Raw, field: str) -> msgspec.Raw:
+    if not _is_object(raw):
+        raise BadMessage(f"Invalid sync event format: {field} must be an object")
+    return raw
+
+
+def _required_id(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise BadMessage(f"Invalid sync event format: {field} must be a non-empty string")
+    return value
+
+
+def decode_message(data: str | bytes) -> InboundEvent:
+    try:
+        event = _decode_event.decode(data)
+    except msgspec.ValidationError as exc:
+        raise BadMessage(f"Invalid sync event format: {exc}") from None
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        raise BadMessage("Invalid JSON format") from None
+    if not isinstance(event.type, str):
+        raise BadMessage("Invalid sync event format: type is missing")
+    return event
+
+
+def mutation_of(event: InboundEvent) -> Mutation:
+    """The records a change message carries (the app's event shapes; content is judged by the pipeline)."""
+    kind = event.type
+
+    def records(entity_type: str, raws: Iterable[msgspec.Raw]) -> list[IncomingRecord]:
+        return [IncomingRecord(entity_type, bytes(raw)) for raw in raws]
+
+    if kind in ("ENTRY_CREATED", "ENTRY_UPDATED"):
+        return Mutation(records(LOGBOOK_ENTRY, [_required_object(event.entry, "entry")]), {})
+    if kind == "ENTRY_DELETED":
+        return Mutation([], {LOGBOOK_ENTRY: [_required_id(event.entryId, "entryId")]})
+    if kind in ("PIECE_ADDED", "PIECE_UPDATED"):
+        return Mutation(records(REPERTOIRE_ITEM, [_required_object(event.piece, "piece")]), {})
+    if kind in ("PIECE_REMOVED", "PIECE_DISSOCIATED"):
+        return Mutation([], {REPERTOIRE_ITEM: [_required_id(event.scoreId, "scoreId")]})
+    if kind in ("PLAN_CREATED", "PLAN_UPDATED"):
+        plan = records(PRACTICE_PLAN, [_required_object(event.plan, "plan")])
+        return Mutation(plan + records(PLAN_OCCURRENCE, event.occurrences), {})
+    if kind == "PLAN_OCCURRENCE_COMPLETED":
+        return Mutation(records(PLAN_OCCURRENCE, [_required_object(event.occurrence, "occurrence")]), {})
+    if kind == "BULK_SYNC":
+        return Mutation(records(LOGBOOK_ENTRY, event.entries), {})
+    if kind == "REPERTOIRE_BULK_SYNC":
+        return Mutation(records(REPERTOIRE_ITEM, event.pieces), {})
+    raise BadMessage(f"Invalid sync event format: unknown type {kind[:40]!r}")
+
+
+def last_seq_of(event: InboundEvent) -> int:
+    value = event.lastSeq
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BadMessage("Invalid sync event format: lastSeq must be a non-negative integer")
+    return value
+
+
+# ---- messages out ---------------------------------------------------------------------------------
+
+
+def _document(entity_type: str, row: Any) -> dict[str, Any] | None:
+    try:
+        document = msgspec.json.decode(row["data"])
+    except msgspec.DecodeError:
+        return None
+    if not isinstance(document, dict):
+        return None
+    if entity_type == REPERTOIRE_ITEM and not document.get("scoreId"):
+        document["scoreId"] = row["entity_id"]  # the client keys its pieces by scoreId
+    return lowercase_enums(entity_type, document)
+
+
+def row_event(entity_type: str, row: Any, *, created: bool, removal: str = "PIECE_REMOVED") -> dict[str, Any] | None:
+    """The message that tells a client about one stored row (None for types the socket does not carry)."""
+    seq = row["seq"]
+    now = _now_iso()
+    if row["deleted_at"] is not None:
+        if entity_type == LOGBOOK_ENTRY:
+            return {"type": "ENTRY_DELETED", "entryId": row["entity_id"], "timestamp": now, "seq": seq}
+        if entity_type == REPERTOIRE_ITEM:
+            return {"type": removal, "scoreId": row["entity_id"], "timestamp": now, "seq": seq}
+    document = _document(entity_type, row)
+    if document is None:
+        return None
+    if entity_type == LOGBOOK_ENTRY:
+        return {"type": "ENTRY_CREATED" if created else "ENTRY_UPDATED", "entry": document, "timestamp": now,
+                "seq": seq}
+    if entity_type == REPERTOIRE_ITEM:
+        return {"type": "PIECE_ADDED" if created else "PIECE_UPDATED", "piece": document, "timestamp": now,
+                "seq": seq}
+    if entity_type == PRACTICE_PLAN:
+        if row["deleted_at"] is not None:
+            document["deletedAt"] = row["deleted_at"]
+        return {"type": "PLAN_CREATED" if created else "PLAN_UPDATED", "plan": document, "timestamp": now,
+                "seq": seq}
+    if entity_type == PLAN_OCCURRENCE:
+        if row["deleted_at"] is not None:
+            document["deletedAt"] = row["deleted_at"]
+        return {"type": "PLAN_OCCURRENCE_COMPLETED", "occurrence": document, "timestamp": now, "seq": seq}
+    return None
+
+
+def fold(kind: str, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per-row messages regrouped as the sender's message was: a bulk sync stays one bulk message (with
+    deletions beside it), a plan keeps its occurrences."""
+    if not events:
+        return []
+    bulk = {"BULK_SYNC": ("entry", "entries"), "REPERTOIRE_BULK_SYNC": ("piece", "pieces")}
+    if kind in bulk:
+        one, many = bulk[kind]
+        live = [e for e in events if one in e]
+        rest = [e for e in events if one not in e]
+        folded = [{"type": kind, many: [e[one] for e in live], "timestamp": _now_iso(),
+                   "lastSeq": max(e["seq"] for e in live)}] if live else []
+        return folded + rest
+    if kind in ("PLAN_CREATED", "PLAN_UPDATED"):
+        plans = [e for e in events if "plan" in e]
+        occurrences = [e["occurrence"] for e in events if "occurrence" in e]
+        if plans:
+            message = {**plans[0], "type": kind, "seq": max(e["seq"] for e in events)}
+            if occurrences:
+                message["occurrences"] = occurrences
+            return [message]
+    return events
+
+
+# ---- the socket -----------------------------------------------------------------------------------
+
+
+class Refusal(msgspec.Struct, frozen=True):
+    status: int
+    error: str
+
+
+class Claims(msgspec.Struct, frozen=True):
+    sub: str
+    email: str | None
+
+
+def authenticate(secret: str, user_id: str | None, token: str | None) -> Refusal | Claims:
+    """The claims of a valid token, or why the socket is refused, as the worker checks: both parameters
+    present, the token signed with the app's secret and unexpired (`exp` and `sub` required, as on HTTP)."""
+    if not user_id or not token:
+        return Refusal(400, "Missing userId or token")
+    try:
+        token_claims = Token.decode(token, secret, "HS256", require_claims=["exp", "sub"])
+    except NotAuthorizedException:
+        return Refusal(401, "Invalid or expired token")
+    email = token_claims.extras.get("email")
+    return Claims(token_claims.sub, email if isinstance(email, str) and email else None)
+
+
+async def refuse(socket: WebSocket[Any, Any, Any], status: int, error: str) -> None:
+    """Refuse the handshake with an HTTP status and the worker's JSON body, where the server can send one
+    (the ASGI websocket denial extension); else close it before accepting (which browsers see as 403)."""
+    await socket.receive()  # the websocket.connect message
+    extensions = socket.scope.get("extensions") or {}
+    if "websocket.http.response" in extensions:
+        body = _encode({"error": error})
+        await socket.send(cast(Any, {
+            "type": "websocket.http.response.start", "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }))
+        await socket.send(cast(Any, {"type": "websocket.http.response.body", "body": body}))
+    else:
+        await socket.close(code=1008, reason=error)
+
+
+class LiveSession:
+    """One open socket: answers its messages, through the pipeline for changes."""
+
+    def __init__(self, db: Database, hub: LiveHub, peer: Peer, principal: Principal) -> None:
+        self.db = db
+        self.hub = hub
+        self.peer = peer
+        self.principal = principal
+
+    async def handle(self, data: str | bytes) -> None:
+        try:
+            event = decode_message(data)
+            if event.type == "PING":
+                await self.peer.send({"type": "PONG", "timestamp": _now_iso()})
+            elif event.type == "SYNC_REQUEST":
+                await self.sync_request(last_seq_of(event))
+            else:
+                await self.apply(event, mutation_of(event), data)
+        except BadMessage as bad:
+            await self.error(str(bad))
+        except Exception:  # never crash a socket on one message: the client is told and may send it again
+            log.exception("live sync: message for %s failed", self.peer.user_id)
+            await self.error("The service could not process this message; send it again")
+
+    async def error(self, text: str) -> None:
+        await self.peer.send({"type": "ERROR", "error": text, "timestamp": _now_iso()})
+
+    async def sync_request(self, last_seq: int) -> None:
+        user = self.principal.user
+        if user is None:
+            await self.peer.send({"type": "SYNC_RESPONSE", "message": "No new data to sync",
+                                  "timestamp": _now_iso(), "lastSeq": last_seq})
+            return
+        async with self.db.read() as conn:
+            current = await conn.run(reads.current_seq)
+        # A counter beyond this database's own sequence was given by another server (the app's, before
+        # the loss): none of the recovered rows would be newer than it, so the device gets everything.
+        if last_seq > current:
+            last_seq = 0
+        sent = 0
+        highest = last_seq
+        for entity_type, bulk, key, removal in (
+            (LOGBOOK_ENTRY, "BULK_SYNC", "entries", ""),
+            (REPERTOIRE_ITEM, "REPERTOIRE_BULK_SYNC", "pieces", "PIECE_REMOVED"),
+        ):
+            cursor = last_seq
+            while True:
+                async with self.db.read() as conn:
+                    rows = await reads.changes_after(conn, user.id, entity_type, cursor, SYNC_CHUNK)
+                payload: list[dict[str, Any]] = []
+                payload_seq = cursor
+                for row in rows:
+                    if row["deleted_at"] is not None:
+                        # Sent in seq order: what came before the deletion goes first.
+                        if payload:
+                            await self.peer.send({"type": bulk, key: payload, "timestamp": _now_iso(),
+                                                  "lastSeq": payload_seq})
+                            payload = []
+                        deletion = row_event(entity_type, row, created=False, removal=removal)
+                        if deletion is not None:
+                            await self.peer.send({**deletion, "lastSeq": row["seq"]})
+                            sent += 1
+                    else:
+                        document = _document(entity_type, row)
+                        if document is not None:
+                            payload.append(document)
+                            sent += 1
+                    payload_seq = row["seq"]
+                if payload:
+                    await self.peer.send({"type": bulk, key: payload, "timestamp": _now_iso(), "lastSeq": payload_seq})
+                if rows:
+                    cursor = rows[-1]["seq"]
+                    highest = max(highest, cursor)
+                if len(rows) < SYNC_CHUNK:
+                    break
+        await self.peer.send({
+            "type": "SYNC_RESPONSE",
+            "message": "No new data to sync" if sent == 0 else "Sync complete",
+            "timestamp": _now_iso(),
+            "lastSeq": highest,
+        })
+
+    async def apply(self, event: InboundEvent, mutation: Mutation, data: str | bytes) -> None:
+        principal = self.principal
+        raw = data.encode("utf-8") if isinstance(data, str) else data
+        upload = Upload(
+            owner=principal.owner,
+            user=principal.user,
+            device_id=None,  # the socket names no device
+            source=SOURCE,
+            records=mutation.records,
+            deleted=dict(mutation.deleted),
+            email=principal.email,
+            alias_from=principal.alias_from,
+            payload_sha256=sha256_hex(raw),
+        )
+        result = await ingest(self.db, upload)  # the same use case as every HTTP upload
+        assert isinstance(result, UploadResult)  # no idempotency key: never a replayed answer
+        await self.answer(event.type, result.receipt.results)
+
+    async def answer(self, kind: str, results: list[RecordResult]) -> None:
+        user = self.principal.user
+        quarantined = [r for r in results if r.outcome == oc.QUARANTINED]
+        if quarantined:
+            reasons = ", ".join(f"{r.entity_id or '?'}: {r.reason}" for r in quarantined[:20])
+            await self.error(f"Invalid data, kept for review and not synced ({reasons})")
+        wanted = [r for r in results if r.entity_id is not None and r.outcome in _CHANGED | _LOST]
+        if user is None or not wanted:
+            return
+        by_type: dict[str, list[str]] = {}
+        for r in wanted:
+            by_type.setdefault(r.entity_type, []).append(cast(str, r.entity_id))
+        rows: dict[tuple[str, str], Any] = {}
+        async with self.db.read() as conn:
+            for entity_type, ids in by_type.items():
+                for found in await reads.rows_of(conn, user.id, entity_type, sorted(set(ids))):
+                    rows[(entity_type, found["entity_id"])] = found
+        removal = "PIECE_DISSOCIATED" if kind == "PIECE_DISSOCIATED" else "PIECE_REMOVED"
+        to_others: list[dict[str, Any]] = []
+        to_sender: list[dict[str, Any]] = []
+        for r in wanted:
+            row = rows.get((r.entity_type, cast(str, r.entity_id)))
+            if row is None or row["seq"] is None:
+                continue
+            message = row_event(r.entity_type, row, created=r.outcome == oc.INSERTED, removal=removal)
+            if message is not None:
+                (to_others if r.outcome in _CHANGED else to_sender).append(message)
+        for message in to_sender:
+            await self.peer.send(message)
+        if to_others:
+            await self.peer.send({"type": "SYNC_RESPONSE", "message": "Mutation applied", "timestamp": _now_iso(),
+                                  "lastSeq": max(m["seq"] for m in to_others)})
+            await self.hub.send_to_others(self.peer, fold(kind, to_others))
+
+
+def live_sync_handler(secret: str, hub: LiveHub) -> WebsocketRouteHandler:
+    """The `/sync/ws` route, bound to the app's secret and this process's hub."""
+
+    async def live_sync(socket: WebSocket[Any, Any, Any]) -> None:
+        user_id = socket.query_params.get("userId")
+        checked = authenticate(secret, user_id, socket.query_params.get("token"))
+        if isinstance(checked, Refusal):
+            await refuse(socket, checked.status, checked.error)
+            return
+        db: Database = socket.app.state.db
+        principal = await principal_for(db, checked.sub, checked.email)
+        # The client names the user it was told by `/api/user/me`: the token's own, or the one its email
+        # resolved to.
+        if user_id not in {checked.sub, principal.owner}:
+            await refuse(socket, 403, "User ID mismatch")
+            return
+        await socket.accept()
+        peer = Peer(socket, principal.owner)
+        hub.join(peer)
+        session = LiveSession(db, hub, peer, principal)
+        try:
+            await peer.send({"type": "WELCOME", "message": WELCOME_MESSAGE, "timestamp": _now_iso()})
+            while True:
+                message = await socket.receive()
+                if message["type"] != "websocket.receive":
+                    break
+                data = message.get("text")
+                await session.handle(data if data is not None else message.get("bytes") or b"")
+        except WebSocketDisconnect:
+            pass
+        finally:
+            peer.open = False
+            hub.leave(peer)
+            with contextlib.suppress(Exception):
+                await socket.close()
+
+    return websocket("/sync/ws", name="live_sync")(live_sync)

@@ -1,0 +1,60 @@
+"""The app's `/api/user` reads its web client makes on every page load (CONTRACT section 4).
+
+The client calls `GET /api/user/me` first and logs the user out on any error, so it must answer as the
+app does: the caller's `users` row in the app's shape, 401 for a bad token, 404 for nobody.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, get
+
+from service.api.auth import Principal
+from service.api.errors import FieldError, problem_responses
+from service.api.schemas import UserProfile
+from service.domain.records import USER_PREFERENCES
+from service.store import reads
+from service.store.database import Database
+
+
+class UserController(Controller):
+    path = "/api/user"
+    tags = ("app client",)
+
+    @get("/me", summary="The caller's user (the app's shape)", responses=problem_responses(401, 404))
+    async def me(self, request: Request[Principal, Any, Any]) -> UserProfile:
+        """`{id, email, displayName, authProvider, role, createdAt}` from `users`. A token whose subject is
+        not in `users` but whose email is answers with that user (the one its uploads go to)."""
+        principal = request.user
+        db: Database = request.app.state.db
+        row = None
+        if principal.user is not None:
+            async with db.read() as conn:
+                row = await reads.user_profile(conn, principal.user.id)
+        if row is None:
+            raise FieldError(404, "sub", "no user with this id or email exists", detail="User not found")
+        return UserProfile(
+            id=row["id"],
+            email=row["email"],
+            displayName=row["display_name"],
+            authProvider=row["auth_provider"],
+            role=row["role"] or "user",
+            createdAt=row["created_at"],
+        )
+
+    @get("/preferences", summary="The caller's preferences (the app's shape)", responses=problem_responses(401))
+    async def preferences(self, request: Request[Principal, Any, Any]) -> dict[str, Any]:
+        """The live `user_preferences` document kept under the user's id, or `{}` when there is none."""
+        principal = request.user
+        if principal.user is None:
+            return {}
+        db: Database = request.app.state.db
+        async with db.read() as conn:
+            rows = await reads.rows_of(conn, principal.user.id, USER_PREFERENCES, [principal.user.id])
+        live = [r for r in rows if r["deleted_at"] is None]
+        if not live:
+            return {}
+        document = msgspec.json.decode(live[0]["data"])
+        return document if isinstance(document, dict) else {}

@@ -1,0 +1,51 @@
+"""`/api/user`: the app's web client reads `me` first on every page load and logs out on any error."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import timedelta
+
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from tests.conftest import ADA, ADMIN, SECRET, auth, token_for
+
+Client = AsyncTestClient[Litestar]
+
+
+async def test_me_answers_the_users_row_in_the_apps_shape(client: Client, db_path: str) -> None:
+    response = await client.get("/api/user/me", headers=auth(ADA))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    with sqlite3.connect(db_path) as conn:
+        created = conn.execute("SELECT created_at FROM users WHERE id = ?", (ADA[0],)).fetchone()[0]
+    assert body == {"id": ADA[0], "email": ADA[1], "displayName": "ada.pianist", "authProvider": "magic_link",
+                    "role": "user", "createdAt": created}
+    assert (await client.get("/api/user/me", headers=auth(ADMIN))).json()["role"] == "admin"
+
+
+async def test_me_answers_the_user_a_known_email_maps_an_unknown_subject_to(client: Client) -> None:
+    stranger = ("user_OldIdBeforeTheRebuild", ADA[1].upper(), "user")
+    assert (await client.get("/api/user/me", headers=auth(stranger))).json()["id"] == ADA[0]
+
+
+async def test_bad_tokens_get_401_and_unknown_users_404_problems(client: Client) -> None:
+    expired = token_for(ADA, lifetime=timedelta(seconds=-60))
+    wrong = token_for(ADA, secret=SECRET + "-not")
+    for headers in ({}, {"Authorization": f"Bearer {expired}"}, {"Authorization": f"Bearer {wrong}"},
+                    {"Authorization": "Bearer not-a-jwt"}):
+        response = await client.get("/api/user/me", headers=headers)
+        assert response.status_code == 401, headers
+        assert response.headers["content-type"].startswith("application/problem+json")
+    nobody = ("user_NobodyNobodyNobody00", "nobody@example.com", "user")
+    response = await client.get("/api/user/me", headers=auth(nobody))
+    assert response.status_code == 404
+    assert response.json()["detail"] == "User not found"
+
+
+async def test_preferences_are_the_users_document_or_empty(client: Client) -> None:
+    assert (await client.get("/api/user/preferences", headers=auth(ADA))).json() == {}
+    prefs = {"id": ADA[0], "theme": "dark", "primaryInstrument": "piano"}
+    upload = {"records": [{"entity_type": "user_preferences", "data": prefs}]}
+    assert (await client.post("/v1/recovery/uploads", json=upload, headers=auth(ADA))).status_code == 200
+    assert (await client.get("/api/user/preferences", headers=auth(ADA))).json() == prefs
