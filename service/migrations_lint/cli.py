@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .baseline import read_baseline
 from .linter import lint_migrations
 from .model import MigrationFile, MigrationInputError
 from .report import EXIT_UNREADABLE, LintReport, render_json, render_text
@@ -24,6 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--format", choices=("text", "json"), default="text", help="output format")
     parser.add_argument(
+        "--baseline",
+        metavar="SCHEMA",
+        type=Path,
+        help="the live schema the migrations start from, when production drifted from them: a schema "
+        ".sql file, `wrangler d1 export DB --remote --no-data` output, a sqlite3 .dump, or a SQLite "
+        "database file (only its schema is used)",
+    )
+    parser.add_argument(
         "--simulate",
         action="store_true",
         help="also apply the migrations to a scratch database seeded with synthetic rows and report "
@@ -35,16 +44,16 @@ def run(args: argparse.Namespace) -> int:
     """Lint (and optionally simulate) the migrations; 0 clean, 1 errors or rows lost, 2 unreadable input."""
     try:
         migrations = load_migrations(args.paths)
+        baseline = read_baseline(args.baseline) if args.baseline else None
+        lint = lint_migrations(migrations, baseline)
     except MigrationInputError as error:
         _print_error(error)
         return EXIT_UNREADABLE
-    lint = lint_migrations(migrations)
-    # The simulation replays the same statements, so it is pointless once one cannot execute.
-    simulation = simulate_migrations(migrations) if args.simulate and lint.error is None else None
-    report = LintReport([m.name for m in migrations], lint.findings, simulation, lint.error)
+    simulation = simulate_migrations(migrations, baseline) if args.simulate else None
+    report = LintReport(
+        [m.name for m in migrations], lint.findings, simulation, baseline.name if baseline else None, lint.notes
+    )
     print(render_json(report) if args.format == "json" else render_text(report))
-    if lint.error:
-        _print_error(lint.error)
     return report.exit_code()
 
 

@@ -1,19 +1,22 @@
-"""The lint pass: run the migrations against an empty scratch database and check each statement.
+"""The lint pass: run the migrations against a scratch database (empty, or holding the baseline schema)
+and check each statement.
 
 Before each statement the catalog (sqlite_master and PRAGMA foreign_key_list) says which tables are
 parents of ON DELETE CASCADE / SET NULL / SET DEFAULT children at that moment, so the rules see exactly
-what SQLite would do, including how ALTER TABLE ... RENAME re-points the children.
+what SQLite would do, including how ALTER TABLE ... RENAME re-points the children. A statement SQLite
+cannot execute (a drifted production schema, no baseline) is reported, skipped and still judged from
+its text against that catalog, so nothing after it goes unchecked.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
-from typing import NoReturn
+from dataclasses import dataclass, replace
 
 from . import rules, sql_text
-from .catalog import Catalog, CatalogReader, Table
-from .model import Finding, MigrationFile, MigrationInputError, Statement
+from .baseline import Baseline, apply_baseline
+from .catalog import Catalog, CatalogReader
+from .model import Finding, MigrationFile, Statement
 from .rules import Site
 
 
@@ -24,6 +27,7 @@ class Copy:
     target: str
     file: str
     line: int
+    executed: bool = True  # False: SQLite could not run it here (skipped), so it counts by its text
 
 
 @dataclass(frozen=True)
@@ -43,25 +47,32 @@ def open_scratch_database() -> sqlite3.Connection:
 @dataclass(frozen=True)
 class LintResult:
     findings: list[Finding]
-    # Set when SQLite could not execute a statement; `findings` then covers what came before it.
-    error: MigrationInputError | None
+    # What the reader must know to trust the findings: statements skipped, baseline data ignored.
+    notes: list[str]
 
 
-def lint_migrations(migrations: list[MigrationFile]) -> LintResult:
-    linter = Linter()
+def lint_migrations(migrations: list[MigrationFile], baseline: Baseline | None = None) -> LintResult:
+    """Lint the files in order; raises MigrationInputError only for a baseline SQLite cannot load."""
+    linter = Linter(baseline)
     try:
         for migration in migrations:
             linter.lint_file(migration)
-    except MigrationInputError as error:
-        return LintResult(linter.findings, error)
     finally:
         linter.close()
-    return LintResult(linter.findings, None)
+    return LintResult(linter.findings, linter.notes())
 
 
 class Linter:
-    def __init__(self) -> None:
+    def __init__(self, baseline: Baseline | None = None) -> None:
         self._connection = open_scratch_database()
+        self._baseline = baseline
+        try:
+            self._ignored_baseline_data = (
+                apply_baseline(self._connection, baseline).ignored_data_statements if baseline else 0
+            )
+        except BaseException:
+            self._connection.close()
+            raise
         self._catalog = CatalogReader(self._connection)
         # Copies of each table's rows so far, keyed by the (lower-case) name of the copied table.
         self._copies: dict[str, list[Copy]] = {}
@@ -69,24 +80,35 @@ class Linter:
         self._renamed_from: dict[str, Rename] = {}
         # Parents dropped in the current file while children still referenced them: name -> the DROP.
         self._dropped_with_children: dict[str, tuple[Site, str]] = {}
+        # Every table the replay has dropped: dropping such a name again is a no-op, not an unknown table.
+        self._dropped_ever: set[str] = set()
+        # Statements skipped because the schema lacked what they need (not syntax errors), where they are.
+        self._skipped_for_schema: list[Site] = []
         self.findings: list[Finding] = []
 
     def close(self) -> None:
         self._connection.close()
 
+    def notes(self) -> list[str]:
+        notes = []
+        if self._ignored_baseline_data:
+            notes.append(rules.baseline_data_note(self._ignored_baseline_data))
+        if self._skipped_for_schema:
+            baseline = self._baseline.name if self._baseline else None
+            notes.append(rules.skipped_statements_note(self._skipped_for_schema, baseline))
+        return notes
+
     def lint_file(self, migration: MigrationFile) -> None:
         file_findings: list[Finding] = []
         self._dropped_with_children = {}
-        try:
-            for index, statement in enumerate(migration.statements):
-                before = self._catalog.current()
-                self._execute(migration, statement)
-                after = self._catalog.current()
-                file_findings += self._check(migration, index, before, after)
-            file_findings += self._dangling_references()
-        finally:
-            file_findings.sort(key=lambda finding: finding.line)
-            self.findings += rules.settle_pragma_findings(file_findings)
+        for index, statement in enumerate(migration.statements):
+            before = self._catalog.current()
+            failure = self._execute(statement)
+            after = self._catalog.current()
+            file_findings += self._check(migration, index, before, after, failure)
+        file_findings += self._dangling_references()
+        file_findings.sort(key=lambda finding: finding.line)
+        self.findings += rules.settle_pragma_findings(file_findings)
 
     def _dangling_references(self) -> list[Finding]:
         """Children left pointing at a table that this file dropped and did not bring back."""
@@ -98,24 +120,34 @@ class Linter:
                 findings.append(rules.dangling_foreign_key(site, parent, children))
         return findings
 
-    def _execute(self, migration: MigrationFile, statement: Statement) -> None:
+    def _execute(self, statement: Statement) -> str | None:
+        """Run the statement; SQLite's message when it cannot, else None."""
         if sql_text.is_transaction_control(statement) or sql_text.is_foreign_keys_pragma(statement):
             # D1 rejects the former and ignores the latter inside the migration's transaction.
-            return
+            return None
         try:
             self._connection.execute(statement.sql).fetchall()
         except sqlite3.IntegrityError as error:
             if not sql_text.changes_data(statement):
-                raise_input_error(migration, statement, str(error))
+                return str(error)
             # A data change that needs production rows the empty scratch database lacks: its schema
-            # effect is nil, so the lint carries on.
+            # effect is nil, and it is no sign of drift.
         except sqlite3.Error as error:
-            raise_input_error(migration, statement, str(error))
+            return str(error)
+        return None
 
-    def _check(self, migration: MigrationFile, index: int, before: Catalog, after: Catalog) -> list[Finding]:
+    def _check(
+        self, migration: MigrationFile, index: int, before: Catalog, after: Catalog, failure: str | None
+    ) -> list[Finding]:
         statement = migration.statements[index]
         site = Site(migration.name, statement.line, sql_text.shorten(statement.code))
         findings: list[Finding] = []
+        if failure is not None:
+            syntax = sql_text.is_syntax_error(failure)
+            if not syntax:
+                self._skipped_for_schema.append(site)
+            baseline = self._baseline.name if self._baseline else None
+            findings.append(rules.unexecutable_statement(site, failure, syntax=syntax, baseline=baseline))
         if sql_text.is_transaction_control(statement):
             findings.append(rules.transaction_statement(site))
         setting = sql_text.foreign_key_pragma(statement)
@@ -123,60 +155,80 @@ class Linter:
             findings.append(rules.foreign_keys_pragma_ineffective(site, setting))
         findings += self._check_replace(statement, site, before)
         findings += self._check_delete_all(statement, site, before)
-        self._record_copy(statement, site, before)
+        # Judged from the text whether or not the statement ran: a copy that failed here for want of a
+        # drifted column still shows the rebuild's intent.
+        self._record_copy(statement, site, before, executed=failure is None)
         if sql_text.is_drop_table(statement):
-            findings += self._check_drop(migration, index, site, before, after)
+            findings += self._check_drop(migration, index, site, before, after, failure)
         self._record_rename(statement, site, before, after)
         return findings
 
     def _check_replace(self, statement: Statement, site: Site, before: Catalog) -> list[Finding]:
         target = sql_text.replace_target(statement)
-        table = before.get(target) if target else None
-        if table is None:
+        if target is None:
             return []
-        children = before.effects_of_deleting_rows(table.name)
+        # A table the replayed schema lacks is still judged by the children that reference its name.
+        table = before.get(target)
+        children = before.effects_of_deleting_rows(target)
         if not children:
             return []
-        return [rules.replace_into_referenced_parent(site, table.name, children, table.primary_key)]
+        key = table.primary_key if table else ()
+        return [rules.replace_into_referenced_parent(site, table.name if table else target, children, key)]
 
     def _check_delete_all(self, statement: Statement, site: Site, before: Catalog) -> list[Finding]:
         target = sql_text.delete_without_where_target(statement)
-        table = before.get(target) if target else None
-        if table is None:
+        if target is None:
             return []
-        children = before.effects_of_deleting_rows(table.name)
+        table = before.get(target)
+        children = before.effects_of_deleting_rows(target)
         if not children:
             return []
-        return [rules.delete_all_from_referenced_parent(site, table.name, children)]
+        return [rules.delete_all_from_referenced_parent(site, table.name if table else target, children)]
 
     def _check_drop(
-        self, migration: MigrationFile, index: int, site: Site, before: Catalog, after: Catalog
+        self,
+        migration: MigrationFile,
+        index: int,
+        site: Site,
+        before: Catalog,
+        after: Catalog,
+        failure: str | None,
     ) -> list[Finding]:
         findings: list[Finding] = []
         for table in before.tables.values():
             if after.has(table.name):
                 continue
-            findings += self._judge_drop(migration, index, site, table, before)
+            findings += self._judge_drop(migration, index, site, table.name, before, holds_rows=table.holds_rows)
             if after.all_referencing(table.name):
                 self._dropped_with_children[table.name.lower()] = (site, table.name)
             self._forget_dropped(table.name)
+            self._dropped_ever.add(table.name.lower())
+        target = sql_text.drop_table_target(migration.statements[index])
+        existing = before.get(target) if target else None
+        if target and existing is None and target.lower() not in self._dropped_ever:
+            # Not in the replayed schema (created outside the migrations, or by a skipped statement), yet
+            # children reference it by name: on a database that has it, the drop cascades.
+            findings += self._judge_drop(migration, index, site, target, before, holds_rows=False)
+        elif failure is not None and existing is not None and after.has(existing.name):
+            # The drop itself failed here; on production it may not.
+            findings += self._judge_drop(migration, index, site, existing.name, before, holds_rows=existing.holds_rows)
         return findings
 
     def _judge_drop(
-        self, migration: MigrationFile, index: int, site: Site, table: Table, before: Catalog
+        self, migration: MigrationFile, index: int, site: Site, table: str, before: Catalog, *, holds_rows: bool
     ) -> list[Finding]:
-        children = before.effects_of_deleting_rows(table.name)
-        copies = self._copies.get(table.name.lower(), [])
+        children = before.effects_of_deleting_rows(table)
+        copies = self._copies.get(table.lower(), [])
         if children and copies:
-            renamed = self._renamed_from.get(table.name.lower())
-            original = renamed.old_name if renamed else table.name
-            steps = self._rebuild_steps(migration, index, table.name, copies[-1])
-            return [rules.rebuild_referenced_parent(site, table.name, original, children, steps)]
+            renamed = self._renamed_from.get(table.lower())
+            original = renamed.old_name if renamed else table
+            steps = self._rebuild_steps(migration, index, table, copies[-1])
+            return [rules.rebuild_referenced_parent(site, table, original, children, steps)]
         findings = []
         if children:
-            findings.append(rules.drop_referenced_parent(site, table.name, children))
-        if not copies and table.holds_rows:
-            findings.append(rules.drop_without_copy(site, table.name))
+            findings.append(rules.drop_referenced_parent(site, table, children))
+        if not copies and holds_rows:
+            findings.append(rules.drop_without_copy(site, table))
         return findings
 
     def _forget_dropped(self, table: str) -> None:
@@ -193,7 +245,8 @@ class Linter:
         if renamed:
             where = _location(renamed.file, renamed.line, migration)
             steps.append(f"{renamed.old_name} renamed to {table} at {where}, which made its children reference {table}")
-        steps.append(f"rows copied into {copy.target} at {_location(copy.file, copy.line, migration)}")
+        skipped = "" if copy.executed else " (skipped here: SQLite could not execute it)"
+        steps.append(f"rows copied into {copy.target} at {_location(copy.file, copy.line, migration)}{skipped}")
         steps.append(f"{table} dropped at line {migration.statements[index].line}")
         for later in migration.statements[index + 1 :]:
             rename = sql_text.table_rename(later)
@@ -202,14 +255,15 @@ class Linter:
                 break
         return steps
 
-    def _record_copy(self, statement: Statement, site: Site, before: Catalog) -> None:
+    def _record_copy(self, statement: Statement, site: Site, before: Catalog, *, executed: bool) -> None:
         copy = sql_text.copy_of(statement)
         if copy is None:
             return
         target, sources = copy
         for source in sources:
-            if before.has(source):
-                self._copies.setdefault(source.lower(), []).append(Copy(target, site.file, site.line))
+            # Known tables, and parents known only from their children's foreign keys (CTE names are neither).
+            if before.has(source) or before.all_referencing(source):
+                self._copies.setdefault(source.lower(), []).append(Copy(target, site.file, site.line, executed))
 
     def _record_rename(self, statement: Statement, site: Site, before: Catalog, after: Catalog) -> None:
         rename = sql_text.table_rename(statement)
@@ -224,7 +278,7 @@ class Linter:
             self._copies[new.lower()] = copies
         for source, kept in self._copies.items():
             self._copies[source] = [
-                Copy(new, copy.file, copy.line) if copy.target.lower() == old.lower() else copy for copy in kept
+                replace(copy, target=new) if copy.target.lower() == old.lower() else copy for copy in kept
             ]
         self._renamed_from.pop(old.lower(), None)
         if before.referencing(old):
@@ -235,7 +289,3 @@ class Linter:
 
 def _location(file: str, line: int, current: MigrationFile) -> str:
     return f"line {line}" if file == current.name else f"{file}:{line}"
-
-
-def raise_input_error(migration: MigrationFile, statement: Statement, message: str) -> NoReturn:
-    raise MigrationInputError(f"{migration.name}:{statement.line}", f"SQLite cannot execute this statement: {message}")

@@ -10,7 +10,8 @@ Severity = Literal["error", "warning"]
 
 
 class MigrationInputError(Exception):
-    """A migration that cannot be read or that SQLite cannot execute (exit code 2)."""
+    """An input that cannot be read: a missing path, a file that is not UTF-8, a baseline SQLite cannot load
+    (exit code 2). A migration statement SQLite cannot execute is not one: it is skipped and reported."""
 
     def __init__(self, location: str, message: str) -> None:
         super().__init__(f"{location}: {message}")
@@ -97,6 +98,15 @@ class SkippedTable:
 
 
 @dataclass(frozen=True)
+class StagingTable:
+    """A table left empty by the seeding: a later file copies rows into it (as in production, where it is
+    empty until then); seeded rows would only collide with the copied ones."""
+
+    table: str
+    filled_at: str  # file:line of the copy
+
+
+@dataclass(frozen=True)
 class SimulationError:
     line: int
     message: str
@@ -104,13 +114,18 @@ class SimulationError:
 
 @dataclass
 class FileSimulation:
-    """What applying one migration file did to the seeded scratch database."""
+    """What applying one migration file (or loading the baseline) did to the seeded scratch database."""
 
     file: str
+    baseline: bool = False
     lost_rows: list[RowLoss] = field(default_factory=list)
     dropped_tables: list[DroppedTable] = field(default_factory=list)
     seeded: list[SeededTable] = field(default_factory=list)
     not_seeded: list[SkippedTable] = field(default_factory=list)
+    staging: list[StagingTable] = field(default_factory=list)
+    # Statements SQLite could not execute on the synthetic data; skipped, the rest of the file still ran.
+    skipped: list[SimulationError] = field(default_factory=list)
+    # The whole file could not be applied (rolled back at COMMIT): its losses are unmeasured.
     error: SimulationError | None = None
 
     @property

@@ -17,6 +17,7 @@ DELETE_ALL_FROM_REFERENCED_PARENT = "delete-all-from-referenced-parent"
 DROP_WITHOUT_COPY = "drop-without-copy"
 TRANSACTION_STATEMENT = "transaction-statement"
 DANGLING_FOREIGN_KEY = "dangling-foreign-key"
+UNEXECUTABLE_STATEMENT = "unexecutable-statement"
 
 # Findings whose statement deletes rows of a parent and so fires its ON DELETE actions.
 CASCADING_RULES = frozenset(
@@ -222,6 +223,68 @@ def dangling_foreign_key(site: Site, parent: str, children: tuple[str, ...]) -> 
             f"Do not rename or drop a table that other tables reference; change it in place with ALTER TABLE "
             f"... ADD COLUMN / RENAME COLUMN / DROP COLUMN, or rebuild {names} to reference the new table."
         ),
+    )
+
+
+def unexecutable_statement(site: Site, error: str, *, syntax: bool, baseline: str | None) -> Finding:
+    """A statement SQLite could not execute on the schema replayed so far: skipped, the lint goes on."""
+    if syntax:
+        cause = f"SQLite cannot parse this statement: {error}. D1 rejects it on any schema."
+        advice = "Fix the statement; the lint skipped it."
+    elif baseline:
+        cause = (
+            f"SQLite cannot execute this statement on the baseline ({baseline}) plus the migrations before it: {error}."
+        )
+        advice = (
+            "If the baseline already includes this migration, lint only the migrations not yet applied; "
+            "otherwise the statement fails on D1 too."
+        )
+    else:
+        cause = (
+            f"SQLite cannot execute this statement on the schema the migrations build from an empty "
+            f"database: {error}. Production's schema has likely drifted from the migrations (a column or "
+            f"table added outside them)."
+        )
+        advice = (
+            "Lint on the live schema: wrangler d1 export <DB> --remote --no-data --output schema.sql, then "
+            "lint-migrations --baseline schema.sql."
+        )
+    return Finding(
+        rule=UNEXECUTABLE_STATEMENT,
+        severity="warning",
+        file=site.file,
+        line=site.line,
+        statement=site.statement,
+        table="",
+        children=(),
+        message=(
+            f"{cause} Skipped: its schema changes are missing from what follows; its text was still judged "
+            f"(REPLACE, DELETE, DROP, copies) against the tables known so far."
+        ),
+        safe_pattern=advice,
+    )
+
+
+def baseline_data_note(ignored: int) -> str:
+    return f"The baseline's {ignored} data statements were ignored: only its schema is used."
+
+
+def skipped_statements_note(skipped: list[Site], baseline: str | None) -> str:
+    """Why findings may be missing: statements skipped for want of (the right) live schema."""
+    first = f"{skipped[0].file}:{skipped[0].line}"
+    where = f"{len(skipped)} statements (the first at {first})" if len(skipped) > 1 else f"1 statement ({first})"
+    if baseline is None:
+        return (
+            f"No baseline was given, and {where} could not be executed on the schema the migrations build "
+            f"from an empty database: production's schema has likely drifted from them. The rest was still "
+            f"applied and judged, but tables and columns added outside the migrations are unknown to the "
+            f"lint. Pass the live schema with --baseline schema.sql (wrangler d1 export <DB> --remote "
+            f"--no-data --output schema.sql)."
+        )
+    return (
+        f"{where} could not be executed on the baseline plus the migrations before it; skipped, the rest "
+        f"was applied and judged. If the baseline already includes some of these migrations, lint only the "
+        f"ones not yet applied."
     )
 
 

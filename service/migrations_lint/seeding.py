@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from .catalog import Catalog, Column, ForeignKey, Table, read_catalog
@@ -18,6 +19,7 @@ _LITERAL = re.compile(r"'((?:[^']|'')*)'|(-?\d+(?:\.\d+)?)")
 class SeedReport:
     seeded: list[SeededTable] = field(default_factory=list)
     not_seeded: list[SkippedTable] = field(default_factory=list)
+    left_empty: list[str] = field(default_factory=list)  # empty tables named in leave_empty
 
 
 def quote(identifier: str) -> str:
@@ -30,13 +32,19 @@ def count_rows(connection: sqlite3.Connection, table: str) -> int:
     return int(count)
 
 
-def seed_empty_tables(connection: sqlite3.Connection) -> SeedReport:
+def seed_empty_tables(connection: sqlite3.Connection, leave_empty: Collection[str] = ()) -> SeedReport:
+    """Seed every empty data table except those whose lower-case name is in `leave_empty`."""
     catalog = read_catalog(connection)
     report = SeedReport()
     for table in parents_first(catalog):
         if not table.holds_rows or count_rows(connection, table.name) > 0:
             continue
+        if table.name.lower() in leave_empty:
+            report.left_empty.append(table.name)
+            continue
         inserted, reason = _seed_table(connection, catalog, table)
+        if inserted and count_rows(connection, table.name) == 0:
+            inserted, reason = 0, "its trigger deleted the rows again (a cleanup trigger on insert)"
         if inserted:
             report.seeded.append(SeededTable(table.name, inserted))
         else:

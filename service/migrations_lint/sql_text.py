@@ -25,6 +25,12 @@ _LITERAL_OR_COMMENT = re.compile(
 _LEADING_NOISE = re.compile(r"(?:\s+|--[^\n]*(?:\n|\Z)|/\*.*?(?:\*/|\Z))*", re.S)
 
 _DROP_TABLE = re.compile(r"^DROP\s+TABLE\b", re.I)
+_DROP_TABLE_TARGET = re.compile(rf"^DROP\s+TABLE\s+(?:IF\s+EXISTS\s+)?({_NAME})", re.I)
+_SCHEMA_TABLE_INSERT = re.compile(r"""^INSERT\s+INTO\s+["`\[]?sqlite_(?:master|schema)["`\]]?""", re.I)
+_DDL = re.compile(r"^(?:CREATE|ALTER|DROP)\b", re.I)
+_PRAGMA = re.compile(r"^PRAGMA\b", re.I)
+# SQLite's messages for text it cannot parse at all, whatever the schema.
+_SYNTAX_ERRORS = ("syntax error", "incomplete input", "unrecognized token")
 _RENAME_TABLE = re.compile(rf"^ALTER\s+TABLE\s+({_NAME})\s+RENAME\s+TO\s+({_NAME})", re.I)
 _CREATE = re.compile(r"^CREATE\b", re.I)
 _CREATE_TABLE_AS = re.compile(
@@ -115,6 +121,12 @@ def is_drop_table(statement: Statement) -> bool:
     return bool(_DROP_TABLE.match(statement.masked))
 
 
+def drop_table_target(statement: Statement) -> str | None:
+    """The table named by DROP TABLE [IF EXISTS] name, else None."""
+    match = _DROP_TABLE_TARGET.match(statement.masked)
+    return unquote_name(match.group(1)) if match else None
+
+
 def table_rename(statement: Statement) -> tuple[str, str] | None:
     """(old, new) of `ALTER TABLE old RENAME TO new`, else None."""
     match = _RENAME_TABLE.match(statement.masked)
@@ -187,3 +199,25 @@ def changes_data(statement: Statement) -> bool:
 
 def is_transaction_control(statement: Statement) -> bool:
     return bool(_TRANSACTION_CONTROL.match(statement.masked))
+
+
+def is_schema_table_insert(statement: Statement) -> bool:
+    """`INSERT INTO sqlite_schema ...`: how sqlite3's .dump writes virtual tables (after writable_schema=ON)."""
+    return bool(_SCHEMA_TABLE_INSERT.match(statement.masked))
+
+
+def retarget_schema_table_insert(statement: Statement, table: str) -> str:
+    """The same INSERT, into `table` instead of sqlite_schema / sqlite_master."""
+    return _SCHEMA_TABLE_INSERT.sub(f"INSERT INTO {table}", statement.sql, count=1)
+
+
+def is_ddl(statement: Statement) -> bool:
+    return bool(_DDL.match(statement.masked))
+
+
+def is_pragma(statement: Statement) -> bool:
+    return bool(_PRAGMA.match(statement.masked))
+
+
+def is_syntax_error(message: str) -> bool:
+    return any(text in message for text in _SYNTAX_ERRORS)

@@ -112,10 +112,13 @@ def write_migrations(tmp_path: Path) -> Callable[..., Path]:
 def lint(capsys: pytest.CaptureFixture[str]) -> Callable[..., LintRun]:
     """Call run() as the CLI would, with a Namespace from add_arguments' parser."""
 
-    def lint_paths(*paths: Path | str, output: str = "json", simulate: bool = False) -> LintRun:
+    def lint_paths(
+        *paths: Path | str, output: str = "json", simulate: bool = False, baseline: Path | None = None
+    ) -> LintRun:
         parser = argparse.ArgumentParser()
         add_arguments(parser)
         argv = [str(path) for path in paths] + ["--format", output] + (["--simulate"] if simulate else [])
+        argv += ["--baseline", str(baseline)] if baseline else []
         code = run(parser.parse_args(argv))
         captured = capsys.readouterr()
         return LintRun(code, captured.out, captured.err)

@@ -52,7 +52,7 @@ def test_json_output_parses_with_files_findings_and_simulation(
 
     document = lint(migrations, simulate=True).json()
 
-    assert set(document) == {"files", "findings", "simulation", "error"}
+    assert set(document) == {"files", "baseline", "findings", "notes", "simulation"}
     assert len(document["files"]) == 2
     assert set(document["findings"][0]) == {
         "rule",
@@ -69,7 +69,7 @@ def test_json_output_parses_with_files_findings_and_simulation(
         "0001_init.sql",
         "0002_rebuild_users.sql",
     ]
-    assert document["error"] is None
+    assert (document["baseline"], document["notes"]) == (None, [])
 
 
 def test_simulate_reports_the_incident_emptying_sync_data_and_logbook_entries(
@@ -154,27 +154,39 @@ def test_directory_without_sql_files_exits_2(lint: Lint, write_migrations: Write
     assert "no .sql migration files" in result.err
 
 
-def test_sql_sqlite_cannot_execute_exits_2_with_file_and_line(
+def test_a_statement_sqlite_cannot_execute_is_a_warning_and_the_lint_goes_on(
     lint: Lint, write_migrations: Write, app_schema: str
 ) -> None:
     broken = "-- adds a column\nALTER TABLE users ADD COLUMN google_id TEXT;\n\nALTER TABLE nosuch ADD x TEXT;\n"
-    migrations = write_migrations({"0001_init.sql": app_schema, "0002_broken.sql": broken})
+    migrations = write_migrations(
+        {"0001_init.sql": app_schema, "0002_broken.sql": broken, "0003.sql": "DELETE FROM users;"}
+    )
 
     result = lint(migrations, output="text")
 
-    assert result.code == 2
-    assert "0002_broken.sql:4: error: SQLite cannot execute this statement: no such table: nosuch" in result.err
-    assert "Linting stopped at" in result.out
+    assert result.code == 1  # the DELETE after it is still judged
+    assert "0002_broken.sql:4: warning unexecutable-statement: SQLite cannot execute this statement" in result.out
+    assert "no such table: nosuch" in result.out
+    assert "0003.sql:1: error delete-all-from-referenced-parent" in result.out
+    assert "note: No baseline was given, and 1 statement (" in result.out
+    assert result.err == ""
 
 
-def test_unparseable_sql_exits_2_in_json_too(lint: Lint, write_migrations: Write) -> None:
+def test_unparseable_sql_is_a_warning_without_the_baseline_note(lint: Lint, write_migrations: Write) -> None:
     migrations = write_migrations({"0001_bad.sql": "CREATE TABLE ok (id INTEGER);\nCREATE TABLE broken (\n"})
 
     result = lint(migrations)
 
-    assert result.code == 2
-    assert result.json()["error"]["location"].endswith("0001_bad.sql:2")
-    assert "0001_bad.sql:2: error:" in result.err
+    assert result.code == 0
+    [finding] = result.findings()
+    assert (finding["rule"], finding["severity"], Path(finding["file"]).name, finding["line"]) == (
+        "unexecutable-statement",
+        "warning",
+        "0001_bad.sql",
+        2,
+    )
+    assert finding["message"].startswith("SQLite cannot parse this statement: incomplete input.")
+    assert result.json()["notes"] == []  # a baseline would not help
 
 
 def test_warnings_alone_exit_0_and_errors_exit_1(lint: Lint, write_migrations: Write, app_schema: str) -> None:
@@ -198,3 +210,23 @@ def test_module_entry_point_runs(write_migrations: Write, app_schema: str) -> No
 
     assert completed.returncode == 0
     assert completed.stdout.strip() == "No findings in 1 migration file."
+
+
+def test_simulate_says_a_table_whose_trigger_deletes_its_seeded_rows_was_not_seeded(
+    lint: Lint, write_migrations: Write
+) -> None:
+    # A cleanup trigger on insert (expired keys) empties the table again: it holds no rows to lose.
+    schema = (
+        "CREATE TABLE keys (id TEXT PRIMARY KEY, expires_at DATETIME NOT NULL);\n"
+        "CREATE TRIGGER keys_cleanup AFTER INSERT ON keys BEGIN\n"
+        "  DELETE FROM keys WHERE expires_at < datetime('now');\n"
+        "END;\n"
+    )
+    migrations = write_migrations({"0001_init.sql": schema})
+
+    [init] = lint(migrations, simulate=True).json()["simulation"]
+
+    assert init["seeded"] == []
+    assert init["not_seeded"] == [
+        {"table": "keys", "reason": "its trigger deleted the rows again (a cleanup trigger on insert)"}
+    ]
