@@ -16,10 +16,10 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from service import metrics
+from service import jsontext, metrics
 from service.domain import records as rec
 from service.domain.merge import Repeat, StoredEntity, plan_merge
-from service.domain.normalise import entity_id_of
+from service.domain.normalise import d1_text, entity_id_of
 from service.domain.outcomes import Receipt
 from service.domain.records import Normalised, Rejection, Tombstone
 from service.domain.times import ms_to_iso_z
@@ -30,9 +30,6 @@ from service.store.uploads import QuarantineRow, RawRecordRow, UserRecord
 from service.workers import POOL_THRESHOLD, NormaliseJob, run_job, shared_pool
 
 T = TypeVar("T")
-
-_json = msgspec.json.Encoder()
-
 
 class IncomingRecord(msgspec.Struct, frozen=True):
     """One record as the device sent it: its entity type and its JSON bytes, verbatim."""
@@ -89,7 +86,7 @@ def sha256_hex(data: bytes) -> str:
 
 
 def _deletion_raw(entity_type: str, entity_id: Any) -> bytes:
-    return _json.encode({"entity_type": entity_type, "id": entity_id, "deleted": True})
+    return jsontext.encode({"entity_type": entity_type, "id": entity_id, "deleted": True})
 
 
 Prepared = Normalised | Tombstone | Rejection | Repeat
@@ -118,7 +115,7 @@ def prepare_upload(upload: Upload) -> PreparedUpload:
         value = record.value
         if value is msgspec.UNSET:
             try:
-                value = msgspec.json.decode(record.raw)
+                value = jsontext.decode(record.raw)
             except msgspec.DecodeError:
                 value = msgspec.UNSET
         values.append(value)
@@ -172,7 +169,7 @@ def _finish_normalised(prepared: PreparedUpload, live: list[Prepared] | None, no
         for record, value in zip(upload.records, prepared.values, strict=True):
             entity_id = value.get("id") if isinstance(value, dict) else None
             results.append(
-                Rejection(record.entity_type, entity_id if isinstance(entity_id, str) else None,
+                Rejection(record.entity_type, d1_text(entity_id) if isinstance(entity_id, str) else None,
                           upload.quarantine_reason, field="owner", detail=upload.quarantine_detail)
             )
     else:
@@ -180,7 +177,7 @@ def _finish_normalised(prepared: PreparedUpload, live: list[Prepared] | None, no
     deleted_at = ms_to_iso_z(now_ms)
     for entity_type, ids in upload.deleted.items():
         for entity_id in ids:
-            valid_id = entity_id if isinstance(entity_id, str) and entity_id else None
+            valid_id = d1_text(entity_id) if isinstance(entity_id, str) and entity_id else None
             if user_id is None:
                 results.append(Rejection(entity_type, valid_id, upload.quarantine_reason, field="owner",
                                          detail=upload.quarantine_detail))

@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from service import jsontext
 from service.domain import records as rec
 from service.domain.merge import Repeat
 from service.domain.normalise import normalise
@@ -56,7 +57,7 @@ def run_job(job: NormaliseJob) -> list[Prepared]:
             value = job.values[index]
         else:
             try:
-                value = msgspec.json.decode(raw)
+                value = jsontext.decode(raw)
             except msgspec.DecodeError:
                 value = msgspec.UNSET
         if value is msgspec.UNSET:

@@ -10,6 +10,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.exceptions import PermissionDeniedException
 from litestar.params import JSONBody, PathParameter
 
+from service import jsontext
 from service.api.auth import Principal
 from service.api.errors import FieldError, problem, problem_responses
 from service.api.rendering import answer_upload, recovery_response
@@ -20,8 +21,6 @@ from service.pipeline import IncomingRecord, Upload, sha256_hex
 from service.store import progress
 from service.store.database import Database
 from service.store.progress import UserProgress
-
-_raw_upload = msgspec.json.Decoder(RawRecoveryUploadRequest)
 
 
 class DeviceDeclaration(msgspec.Struct):
@@ -70,7 +69,7 @@ class RecoveryController(Controller):
         device = header_token(data.device_id, "device_id") or header_token(device_header, "X-Device-ID")
         key = header_token(idempotency_key, "X-Idempotency-Key")
         body = await request.body()
-        raw = _raw_upload.decode(body)
+        raw = jsontext.decode(body, RawRecoveryUploadRequest)
         upload = Upload(
             owner=principal.owner,
             user=principal.user,

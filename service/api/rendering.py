@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import msgspec
 from litestar import Response
 
+from service import jsontext
 from service.api.errors import FieldError
 from service.api.schemas import RecoveryUploadResponse
 from service.pipeline import Idempotency, IdempotencyConflict, Replayed, Upload, UploadResult, ingest, sha256_hex
 from service.store.database import Database
 
-_encode = msgspec.json.Encoder().encode
+_encode = jsontext.encode  # an id holding a lone surrogate is written as JSON.stringify does
 
 
 def recovery_response(result: UploadResult, *, dry_run: bool = False) -> RecoveryUploadResponse:

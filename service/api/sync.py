@@ -11,6 +11,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.exceptions import SerializationException
 from litestar.params import HeaderParameter, JSONBody
 
+from service import jsontext
 from service.api.auth import Principal
 from service.api.errors import FieldError, problem_responses
 from service.api.rendering import answer_upload
@@ -37,7 +38,6 @@ from service.store import reads
 from service.store.database import Database
 
 _TOKEN_CHARS = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_raw_push = msgspec.json.Decoder(RawPushRequest)
 _GROUP_OF_TYPE = {entity_type: group for group, entity_type in PUSH_GROUPS.items()}
 
 DeviceHeader = Annotated[
@@ -72,7 +72,8 @@ async def require_json_body(request: Request[Any, Any, Any]) -> None:
       browser may send cross-site without a CORS preflight (`text/plain`, or no type at all): with the
       `auth-token` cookie that would let any web page push records, or deletions, as the user.
     - The body must be readable: empty, not UTF-8, not JSON, or nested deeper than the decoder can go
-      are all 400 problems here, never a 500 from inside the framework.
+      are all 400 problems here, never a 500 from inside the framework. Lone surrogate escapes
+      (`"\\ud83d"`, which JSON.stringify writes) are JSON: such a body is read by `jsontext.decode`.
     The decoded body is cached on the request, so the route does not decode it again.
     """
     media_type, _ = request.content_type
@@ -86,7 +87,13 @@ async def require_json_body(request: Request[Any, Any, Any]) -> None:
     try:
         await request.json()
     except SerializationException as exc:
-        raise FieldError(400, "body", str(exc), detail="The request body is not valid JSON") from None
+        # msgspec refuses lone surrogate escapes, which JSON.parse (and so the app) reads: read those
+        # bodies once more, and let the route take the value from the request's cache.
+        try:
+            value = jsontext.decode(body)
+        except (msgspec.DecodeError, RecursionError):
+            raise FieldError(400, "body", str(exc), detail="The request body is not valid JSON") from None
+        request._json = request._connection_state.json = value
     except UnicodeDecodeError:
         raise FieldError(400, "body", "not valid UTF-8", detail="The request body is not valid JSON") from None
     except RecursionError:
@@ -147,7 +154,7 @@ class SyncController(Controller):
         device = header_token(device_id, "X-Device-ID")
         key = header_token(idempotency_key, "X-Idempotency-Key")
         body = await request.body()
-        raw = _raw_push.decode(body)  # already validated as `data`; this keeps each record's bytes
+        raw = jsontext.decode(body, RawPushRequest)  # already validated as `data`; keeps each record's bytes
         records = [
             IncomingRecord(entity_type, bytes(item), value)
             for group, entity_type in PUSH_GROUPS.items()
@@ -189,9 +196,9 @@ class SyncController(Controller):
             group = _GROUP_OF_TYPE.get(row["entity_type"])
             if group is None:
                 continue
-            document = msgspec.json.decode(row["data"])
+            document = jsontext.decode(row["data"])
             if isinstance(document, dict):
-                groups[group].append(lowercase_enums(row["entity_type"], document))
+                groups[group].append(jsontext.writable(lowercase_enums(row["entity_type"], document), row["data"]))
         return PullResponse(
             entries=groups["entries"],
             goals=groups["goals"],

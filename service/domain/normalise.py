@@ -104,6 +104,7 @@ _JS_SPACE = (
     "\t\n\v\f\r \u00a0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000\ufeff"
 )
 _JS_SPACE_RUN = re.compile(f"[{_JS_SPACE}]+")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 # Titles: curly quotes to straight ones, en and em dashes to "-". Composers: curly single quotes only.
 _TITLE_TYPOGRAPHY = str.maketrans(
     {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-"}
@@ -140,8 +141,8 @@ def normalise(entity_type: str, raw: object, user_id: str, *, now_ms: int) -> No
         # Keep the record's own id in the answer when it has one, so the device can tell which it was.
         own_id = raw.get("id") if isinstance(raw, dict) else None
         return Rejection(
-            entity_type,
-            own_id if isinstance(own_id, str) and own_id else None,
+            d1_text(entity_type),
+            d1_text(own_id) if isinstance(own_id, str) and own_id else None,
             UNKNOWN_ENTITY_TYPE,
             "entity_type",
             f"unknown entity type {_show(entity_type)}",
@@ -208,8 +209,21 @@ def _entity_id(entity_type: str, raw: Mapping[str, Any], user_id: str) -> str | 
         candidates = (raw.get("id"),)
     for candidate in candidates:
         if isinstance(candidate, str) and candidate:
-            return candidate
+            return d1_text(candidate)
     return None
+
+
+def d1_text(text: str) -> str:
+    """A string as D1 stores it in a TEXT column: UTF-8, so a lone surrogate (a note cut inside an
+    emoji) becomes U+FFFD, as JavaScript's UTF-8 encoding makes it. (The JSON `data` text keeps it as
+    its `\\udxxx` escape, which is ASCII.)"""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _LONE_SURROGATE.sub("\ufffd", text)
+    return text
 
 
 def _check_owner(raw: Mapping[str, Any], user_id: str) -> None:
@@ -403,19 +417,23 @@ def _logbook_row(
     def json_list(field: str) -> str:
         return encoded.value_text(field) if entry.get(field) else "[]"
 
+    def text_column(field: str) -> str | None:
+        value = entry.get(field)
+        return None if value is None else d1_text(value)
+
     row = LogbookRow(
         id=entity_id,
         timestamp=timestamp,
         duration=entry["duration"],
         type=entry["type"],
-        instrument=entry["instrument"],
+        instrument=d1_text(entry["instrument"]),
         pieces=json_list("pieces"),
         techniques=json_list("techniques"),
         goal_ids=json_list("goal_ids"),
-        notes=entry.get("notes"),
+        notes=text_column("notes"),
         mood=entry.get("mood"),
         tags=json_list("tags"),
-        session_id=entry.get("session_id"),
+        session_id=text_column("session_id"),
         metadata=None if entry.get("metadata") is None else encoded.value_text("metadata"),
         created_at=created,
         updated_at=updated,

@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from service import jsontext
 from service.domain import records as rec
 from service.pipeline import IncomingRecord
 from service.replay.model import OwnerClaim, UnreadableInput, is_device_id
@@ -40,9 +41,19 @@ FULL_EXPORT = "full export"
 PRACTICE_REPORT = "practice report"
 LOCALSTORAGE_DUMP = "localStorage dump"
 
-_raw_object = msgspec.json.Decoder(dict[str, msgspec.Raw])
-_raw_array = msgspec.json.Decoder(list[msgspec.Raw])
-_any = msgspec.json.Decoder()
+class _Decoder:
+    """`msgspec.json.Decoder(type)`, reading lone surrogate escapes too (`service.jsontext`)."""
+
+    def __init__(self, type_: Any = Any) -> None:
+        self._type = type_
+
+    def decode(self, data: bytes | str) -> Any:
+        return jsontext.decode(data, self._type)
+
+
+_raw_object = _Decoder(dict[str, msgspec.Raw])
+_raw_array = _Decoder(list[msgspec.Raw])
+_any = _Decoder()
 
 
 class ExportDocument(msgspec.Struct):
@@ -137,7 +148,7 @@ def _stored_json(value: msgspec.Raw, field: str) -> bytes:
         _any.decode(text)
     except msgspec.DecodeError as error:
         raise UnreadableInput(f"the stored text is not valid JSON: {error}", field=field) from error
-    return str(text).encode()
+    return jsontext.escape_lone_surrogates(str(text)).encode()
 
 
 def _claim(value: object, field: str) -> OwnerClaim | None:

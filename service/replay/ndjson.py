@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from service import jsontext
 from service.api.schemas import PUSH_GROUPS, RawPushChanges
 from service.pipeline import IncomingRecord
 from service.replay.model import BadLine, Item, OwnerClaim, RecordGroup, is_device_id
@@ -42,7 +43,8 @@ class _Line(msgspec.Struct):
     deleted: dict[str, list[Any]] | None = None
 
 
-_decode_line = msgspec.json.Decoder(_Line).decode
+def _decode_line(text: bytes) -> _Line:
+    return jsontext.decode(text, _Line)  # lone surrogate escapes included
 
 
 def read_items(stream: LineSource, *, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[Item]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from service import jsontext
 from service.domain.merge import EntityKey, MergePlan, StoredEntity, SyncWrite
 from service.domain.outcomes import Receipt
 from service.domain.records import LOGBOOK_ENTRY, LogbookRow
@@ -36,7 +37,7 @@ def _keys_param(keys: Iterable[EntityKey]) -> str:
 def _document_updated_ms(data: str, row_updated_at: str | None) -> int | None:
     """A row the app stored before the service existed: its client time, else the server's."""
     try:
-        document = msgspec.json.decode(data)
+        document = jsontext.decode(data)
     except msgspec.DecodeError:
         document = None
     if isinstance(document, dict):
