@@ -393,12 +393,7 @@ async def commit_batch(
 ) -> list[UploadResult]:
     """The second half of `ingest_batch`: merge and write a staged batch in one transaction."""
     async with db.write(commit=not dry_run) as conn:
-        results = await conn.run(
-            lambda sync: [
-                _ingest_in_transaction(sync, prepared, records, staged.now_ms)
-                for prepared, records in zip(staged.prepared, staged.normalised, strict=True)
-            ]
-        )
+        results = await apply_staged(conn, staged)
         if in_transaction is not None:
             await in_transaction(conn)
     if not dry_run and results:
@@ -406,6 +401,17 @@ async def commit_batch(
         for prepared, result in zip(staged.prepared, results, strict=True):
             metrics.observe_upload(prepared.upload.source, result.receipt, elapsed / len(results))
     return results
+
+
+async def apply_staged(conn: GuardedConnection, staged: StagedBatch) -> list[UploadResult]:
+    """Merge and write a staged batch in the caller's open write transaction (a replay's dry run holds one
+    transaction for all its batches, so each is judged as the real run would judge it)."""
+    return await conn.run(
+        lambda sync: [
+            _ingest_in_transaction(sync, prepared, records, staged.now_ms)
+            for prepared, records in zip(staged.prepared, staged.normalised, strict=True)
+        ]
+    )
 
 
 def _ingest_in_transaction(

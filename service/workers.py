@@ -12,7 +12,9 @@ import contextlib
 import multiprocessing
 import multiprocessing.connection
 import os
+import signal
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -71,7 +73,19 @@ def run_job(job: NormaliseJob) -> list[Prepared]:
 WORKER_NICENESS = 10
 
 
+# Ctrl-C, `timeout -s TERM` and systemd signal the whole process group. Workers leave them to their parent,
+# which stops them in order: a worker killed by the signal mid-job broke the pool (tracebacks, futures set
+# after they were cancelled, a feeder thread stuck on a dead worker's pipe and the exit hung).
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def _start_worker() -> None:
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        # Blocked in the parent while it started this worker (see `_stop_signals_held`): one that arrived
+        # meanwhile is pending, and now ignored.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     with contextlib.suppress(OSError):  # best effort: some sandboxes refuse it
         os.nice(WORKER_NICENESS)
     # A worker must not outlive its parent. When the parent is killed (kill -9, an out-of-memory kill, a
@@ -141,9 +155,9 @@ class NormalisePool:
                 start = end
         loop = asyncio.get_running_loop()
         pool = self._pool()
-        done = await asyncio.gather(
-            *(loop.run_in_executor(pool, run_jobs, [job for _, job in part]) for part in parts)
-        )
+        with _stop_signals_held():  # submitting may start workers
+            futures = [loop.run_in_executor(pool, run_jobs, [job for _, job in part]) for part in parts]
+        done = await asyncio.gather(*futures)
         results: list[list[Prepared]] = [[] for _ in jobs]
         for part, outcomes in zip(parts, done, strict=True):
             for (index, _), outcome in zip(part, outcomes, strict=True):
@@ -154,6 +168,21 @@ class NormalisePool:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
+
+
+@contextlib.contextmanager
+def _stop_signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back from this thread while workers may be started: a new worker inherits
+    the mask, so a group signal sent before it ignores them cannot kill it half-started. The held signal
+    is delivered (to the parent's handler) as soon as the mask is restored."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 _shared = NormalisePool()

@@ -22,7 +22,7 @@ from pathlib import Path
 from rich.console import Console
 
 from service.config import DEFAULT_DB_PATH
-from service.replay.inputs import InputFile, survey
+from service.replay.inputs import MAX_DOCUMENT_BYTES, InputFile, survey
 from service.replay.model import is_device_id
 from service.replay.owners import OwnerOption
 from service.replay.progress import ProgressReporter, progress_for
@@ -63,12 +63,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the device the data came from, when the file or line names none")
     parser.add_argument(
         "--dry-run", action="store_true",
-        help="process everything and report, commit nothing; each batch is rolled back, so it is judged "
-        "against the database as it is, not as the run's earlier batches would have left it",
+        help="process everything and report, commit nothing: the whole run is one transaction, rolled back at "
+        "the end, so its counts are the real run's (it holds the database's write lock meanwhile)",
     )
     parser.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
     parser.add_argument("--batch-size", metavar="N", type=_positive_int, default=DEFAULT_BATCH_SIZE,
                         help=f"records per transaction and checkpoint (default {DEFAULT_BATCH_SIZE})")
+    parser.add_argument("--follow-symlinks", action="store_true",
+                        help="follow symbolic links inside directories (by default they are skipped and listed: "
+                        "a link can lead out of the tree)")
+    parser.add_argument("--max-document-mb", metavar="MB", type=_positive_int,
+                        default=MAX_DOCUMENT_BYTES // (1024 * 1024),
+                        help="largest JSON document (a full export, report or localStorage dump) read, in MB; "
+                        f"a document is parsed whole, so larger ones are refused unread (default "
+                        f"{MAX_DOCUMENT_BYTES // (1024 * 1024)}); NDJSON and SQL dumps are streamed, any size")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -76,14 +84,17 @@ def run(args: argparse.Namespace) -> int:
     if not Path(db_path).is_file():
         print(f"error: no app database at {db_path} (give --db or set RESYNC_DB)", file=sys.stderr)
         return EXIT_UNREADABLE
-    options = ReplayOptions(OwnerOption(args.user, args.email), args.device, args.dry_run, args.batch_size)
+    options = ReplayOptions(OwnerOption(args.user, args.email), args.device, args.dry_run, args.batch_size,
+                            args.follow_symlinks, args.max_document_mb * 1024 * 1024)
     summary = ReplaySummary(db_path, args.dry_run)
     progress = progress_for(sys.stderr)
     with _sigterm_as_ctrl_c():
         stopped = _run(db_path, args, options, summary, progress)
-    if stopped is not None:
-        return stopped
     progress.close()
+    if stopped == EXIT_INTERRUPTED:
+        summary.interrupted = True  # what was done before it stopped, for the operator or the script
+    elif stopped is not None:
+        return stopped
     _print_summary(summary, as_json=args.json)
     return summary.exit_code
 
@@ -117,10 +128,12 @@ def _run(
 ) -> int | None:
     """The replay itself; the exit code when it stopped early, None when there is a summary to print."""
     try:
-        found = survey(args.paths, on_bytes=_survey_progress(progress))
+        found = survey(args.paths, on_bytes=_survey_progress(progress), follow_symlinks=options.follow_symlinks,
+                       max_document_bytes=options.max_document_bytes)
         progress.finish()
         summary.skipped, summary.problems = found.skipped, found.problems
-        summary.problems += [f"{f.location}: not a format the replay reads" for f in found.files if f.format is None]
+        summary.problems += [f"{f.location}: not a format the replay reads" for f in found.files
+                             if f.format is None and f.refused is None]
         if summary.problems:
             for problem in summary.problems:
                 progress.message(f"error: {problem}")

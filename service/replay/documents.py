@@ -71,6 +71,13 @@ class ExportDocument(msgspec.Struct):
 
 def parse_export(data: bytes) -> ExportDocument:
     """Recognise and read one single-user file. Raises UnreadableInput (with the field at fault)."""
+    try:
+        return _parse_export(data)
+    except RecursionError as error:  # the decoder's nesting limit: the file is unreadable, the run goes on
+        raise UnreadableInput("not valid JSON: nested deeper than the JSON decoder's limit", field="body") from error
+
+
+def _parse_export(data: bytes) -> ExportDocument:
     body = data.removeprefix(b"\xef\xbb\xbf").strip()
     if not body:
         raise UnreadableInput("the file is empty", field="body")

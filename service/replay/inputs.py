@@ -38,12 +38,18 @@ _BOM = b"\xef\xbb\xbf"
 READ_ERRORS = (OSError, EOFError, zlib.error, zipfile.BadZipFile, zipfile.LargeZipFile, tarfile.TarError)
 
 
+# A JSON document (one user's export) is parsed whole; larger ones are refused unread. The app's own exports
+# are a few MB; this is what stops a small archive inflating into gigabytes of memory.
+MAX_DOCUMENT_BYTES = 128 * 1024 * 1024
+
+
 class InputFile(msgspec.Struct, frozen=True):
     location: str  # for people: the path, or `archive.zip:member/name.ndjson`
     file_name: str  # the file's own name, as the ledger records it
     sha256: str
     size: int
     format: str | None  # NDJSON, JSON_DOCUMENT, SQL_DUMP, or None when not recognised
+    refused: str | None = None  # why the file is not replayed (unreadable, too large); the others go on
 
 
 class Skipped(msgspec.Struct, frozen=True):
@@ -59,23 +65,40 @@ class Opened(NamedTuple):
     stream: IO[bytes]
 
 
+class Unreadable(NamedTuple):
+    """A file (or archive, or directory) in a directory that cannot be opened or read: reported, and the
+    rest of the directory is replayed."""
+
+    location: str
+    file_name: str
+    reason: str
+
+
+_SYMLINK_NOT_FOLLOWED = "a symbolic link, not followed (give --follow-symlinks to follow links)"
+
+
 class Survey(msgspec.Struct):
     files: list[InputFile]
     skipped: list[Skipped]
     problems: list[str]  # PATHs that cannot be read at all
 
 
-def survey(paths: Sequence[Path], on_bytes: Callable[[str, int], None] | None = None) -> Survey:
+def survey(
+    paths: Sequence[Path], on_bytes: Callable[[str, int], None] | None = None, *, follow_symlinks: bool = False,
+    max_document_bytes: int = MAX_DOCUMENT_BYTES,
+) -> Survey:
     """Hash and recognise every input file. `on_bytes(location, bytes hashed so far)` reports progress."""
     result = Survey([], [], [])
     for path in paths:
         try:
-            with closing(walk_path(path)) as entries:
+            with closing(walk_path(path, follow_symlinks=follow_symlinks)) as entries:
                 for entry in entries:
                     if isinstance(entry, Skipped):
                         result.skipped.append(entry)
+                    elif isinstance(entry, Unreadable):
+                        result.files.append(InputFile(entry.location, entry.file_name, "", 0, None, entry.reason))
                     else:
-                        result.files.append(_inspect(entry, on_bytes))
+                        result.files.append(_inspect(entry, on_bytes, max_document_bytes))
         except READ_ERRORS as error:
             result.problems.append(f"{path}: cannot read: {error}")
         except UnreadableInput as error:
@@ -83,22 +106,34 @@ def survey(paths: Sequence[Path], on_bytes: Callable[[str, int], None] | None = 
     return result
 
 
-Entries = Generator[Opened | Skipped, None, None]
+Entries = Generator[Opened | Unreadable | Skipped, None, None]
 
 
-def walk(paths: Sequence[Path]) -> Entries:
+def walk(paths: Sequence[Path], *, follow_symlinks: bool = False) -> Entries:
     for path in paths:
-        yield from walk_path(path)
+        yield from walk_path(path, follow_symlinks=follow_symlinks)
 
 
-def walk_path(path: Path) -> Entries:
-    """The files a PATH stands for, each open until the next one is asked for."""
+def walk_path(path: Path, *, follow_symlinks: bool = False) -> Entries:
+    """The files a PATH stands for, each open until the next one is asked for. In a directory, symbolic
+    links are not followed unless asked (they can lead anywhere), and a file that cannot be read is
+    reported as Unreadable while the rest goes on; a PATH named on the command line is followed."""
     if path.is_dir():
-        for child in sorted(p for p in path.rglob("*") if p.is_file()):
-            if _is_archive(child.name):
-                yield from _archive_members(child)
+        for child, problem in _directory_entries(path, follow_symlinks):
+            if problem is not None:
+                yield problem
+            elif _is_archive(child.name):
+                try:
+                    yield from _archive_members(child)
+                except READ_ERRORS as error:
+                    yield Unreadable(str(child), child.name, f"cannot read: {error}")
             elif _is_replayable(child.name):
-                with child.open("rb") as stream:
+                try:
+                    stream = child.open("rb")
+                except OSError as error:
+                    yield Unreadable(str(child), child.name, f"cannot read: {error.strerror or error}")
+                    continue
+                with stream:
                     yield Opened(str(child), child.name, stream)
             else:
                 yield Skipped(str(child), "not a replayable file type")
@@ -110,6 +145,36 @@ def walk_path(path: Path) -> Entries:
                 yield Opened(str(path), path.name, stream)
     else:
         raise UnreadableInput("no such file or directory")
+
+
+def _directory_entries(root: Path, follow_symlinks: bool) -> list[tuple[Path, Skipped | Unreadable | None]]:
+    """The files under `root`, sorted, each with the reason it is not opened (or None)."""
+    found: list[tuple[Path, Skipped | Unreadable | None]] = []
+    seen = {root.resolve()}  # directories entered: a link back up the tree is not a loop
+    pending = [root]
+    while pending:
+        directory = pending.pop()
+        try:
+            children = list(directory.iterdir())
+        except OSError as error:
+            found.append((directory, Unreadable(str(directory), directory.name,
+                                                f"cannot list the directory: {error.strerror or error}")))
+            continue
+        for child in children:
+            if child.is_symlink() and not follow_symlinks:
+                found.append((child, Skipped(str(child), _SYMLINK_NOT_FOLLOWED)))
+            elif child.is_dir():
+                real = child.resolve()
+                if real in seen:
+                    found.append((child, Skipped(str(child), "a link to a directory already read")))
+                else:
+                    seen.add(real)
+                    pending.append(child)
+            elif child.is_file():
+                found.append((child, None))
+            elif child.is_symlink():
+                found.append((child, Skipped(str(child), "a symbolic link to nothing")))
+    return sorted(found, key=lambda item: item[0])
 
 
 def _archive_members(archive: Path) -> Entries:
@@ -160,18 +225,33 @@ def _is_replayable(name: str) -> bool:
     return name.lower().endswith(REPLAYABLE_SUFFIXES) and not name.startswith(".")
 
 
-def _inspect(opened: Opened, on_bytes: Callable[[str, int], None] | None) -> InputFile:
+def _inspect(opened: Opened, on_bytes: Callable[[str, int], None] | None, max_document_bytes: int) -> InputFile:
     digest = hashlib.sha256()
     head = b""
     size = 0
-    while chunk := opened.stream.read(_CHUNK):
-        digest.update(chunk)
-        if len(head) < _SNIFF_BYTES:
-            head += chunk[: _SNIFF_BYTES - len(head)]
-        size += len(chunk)
-        if on_bytes is not None:
-            on_bytes(opened.location, size)
+    file_format: str | None = None
+    try:
+        while chunk := opened.stream.read(_CHUNK):
+            digest.update(chunk)
+            if len(head) < _SNIFF_BYTES:
+                head += chunk[: _SNIFF_BYTES - len(head)]
+                if len(head) == _SNIFF_BYTES:
+                    file_format = sniff(opened.file_name, head)
+            size += len(chunk)
+            if on_bytes is not None:
+                on_bytes(opened.location, size)
+            if file_format == JSON_DOCUMENT and size > max_document_bytes:
+                # Not read further: a compressed member can inflate without end.
+                return InputFile(opened.location, opened.file_name, "", size, JSON_DOCUMENT,
+                                 document_too_large(max_document_bytes))
+    except READ_ERRORS as error:
+        return InputFile(opened.location, opened.file_name, "", size, None, f"cannot read: {error}")
     return InputFile(opened.location, opened.file_name, digest.hexdigest(), size, sniff(opened.file_name, head))
+
+
+def document_too_large(limit: int) -> str:
+    return (f"a JSON document larger than {limit // (1024 * 1024):,} MB is not read (it would be held in memory "
+            "whole); give --max-document-mb to raise the limit")
 
 
 def sniff(file_name: str, head: bytes) -> str | None:
@@ -194,7 +274,7 @@ def sniff(file_name: str, head: bytes) -> str | None:
 def _is_batch_line(line: bytes) -> bool:
     try:
         value = msgspec.json.decode(line)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return False  # an indented document's first line, `{`, is not a whole object
     return isinstance(value, dict) and bool(_NDJSON_KEYS & value.keys())
 

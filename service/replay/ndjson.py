@@ -22,6 +22,7 @@ from service.replay.model import BadLine, Item, OwnerClaim, RecordGroup, is_devi
 # Longer lines are reported, not read: memory stays flat whatever the file holds.
 MAX_LINE_BYTES = 64 * 1024 * 1024
 _KEPT_OF_LONG_LINE = 4096
+NESTED_TOO_DEEP = "nested deeper than the JSON decoder's limit"
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -68,6 +69,8 @@ def parse_line(number: int, text: bytes) -> Item | None:
         return BadLine(number, f"wrong shape: {error}", text)
     except msgspec.DecodeError as error:
         return BadLine(number, f"invalid JSON: {error}", text)
+    except RecursionError:
+        return BadLine(number, f"invalid JSON: {NESTED_TOO_DEEP}", text)  # one bad line, not a failed replay
     if line.changes is None and line.records is None and line.deleted is None:
         return BadLine(number, "wrong shape: a line needs `changes`, `records` or `deleted`", text)
     if line.device_id is not None and not is_device_id(line.device_id):

@@ -62,9 +62,11 @@ def _user_rows(summary: ReplaySummary) -> list[list[str]]:
 
 
 def _sections(summary: ReplaySummary) -> list[str]:
-    dry = (" (dry run: nothing was written; each batch was judged against the database as it is)"
-           if summary.dry_run else "")
-    lines = [f"replay into {summary.database}: {len(summary.files)} file(s), {summary.records:,} records{dry}"]
+    dry = (" (dry run: nothing was written; the run was judged in one transaction, rolled back: these are the "
+           "real run's counts)" if summary.dry_run else "")
+    stopped = " (interrupted: these are the records done before it stopped)" if summary.interrupted else ""
+    lines = [f"replay into {summary.database}: {len(summary.files)} file(s), {summary.records:,} records{dry}"
+             f"{stopped}"]
     lines += [f"  cannot read {problem}" for problem in summary.problems]
     for report in summary.files:
         source = report.source

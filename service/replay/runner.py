@@ -14,13 +14,14 @@ from pathlib import Path
 
 import msgspec
 
-from service.pipeline import StagedBatch, commit_batch, ingest_batch, stage_batch
+from service.pipeline import StagedBatch, apply_staged, commit_batch, ingest_batch, stage_batch
 from service.replay.batching import Batch, cut_batches, skip_units
 from service.replay.checkpoints import CheckpointMoved, checkpoint_writer, load_checkpoint, replay_key
 from service.replay.documents import parse_export
 from service.replay.grouping import PlannedUpload, plan_uploads
 from service.replay.inputs import (
     JSON_DOCUMENT,
+    MAX_DOCUMENT_BYTES,
     NDJSON,
     READ_ERRORS,
     SQL_DUMP,
@@ -28,6 +29,8 @@ from service.replay.inputs import (
     MeteredReader,
     Opened,
     Skipped,
+    Unreadable,
+    document_too_large,
     walk,
 )
 from service.replay.model import BadLine, Item, RecordGroup, UnreadableInput
@@ -55,6 +58,8 @@ class ReplayOptions(msgspec.Struct, frozen=True):
     device_id: str | None = None  # for records whose file or line names no device
     dry_run: bool = False
     batch_size: int = DEFAULT_BATCH_SIZE
+    follow_symlinks: bool = False  # in directories
+    max_document_bytes: int = MAX_DOCUMENT_BYTES
 
 
 class _Source(msgspec.Struct):
@@ -80,10 +85,24 @@ class Replayer:
         self._summary = summary
         self._owners = OwnerResolver(db, options.owner)
         self._seen: dict[str, str] = {}  # replay key -> the file replayed under it in this run
+        self._dry_run_transaction: GuardedConnection | None = None
 
     async def replay(self, paths: list[Path], files: list[InputFile]) -> None:
-        """Replay the surveyed `files`, opening `paths` again in the order the survey found them."""
-        with closing(walk(paths)) as entries:
+        """Replay the surveyed `files`, opening `paths` again in the order the survey found them. A dry run
+        holds one write transaction for all of them, rolled back at the end: each batch is judged against
+        what the batches before it would have written, so its counts are the real run's."""
+        if not self._options.dry_run:
+            await self._replay_files(paths, files)
+            return
+        async with self._db.write(commit=False) as conn:
+            self._dry_run_transaction = conn
+            try:
+                await self._replay_files(paths, files)
+            finally:
+                self._dry_run_transaction = None
+
+    async def _replay_files(self, paths: list[Path], files: list[InputFile]) -> None:
+        with closing(walk(paths, follow_symlinks=self._options.follow_symlinks)) as entries:
             opened = (entry for entry in entries if not isinstance(entry, Skipped))
             for source in files:
                 report = FileReport(source)
@@ -92,11 +111,21 @@ class Replayer:
                 if entry is None or entry.location != source.location:
                     self._fail(report, UNREADABLE, "the input files changed since they were checked")
                     return
-                await self._replay_file(source, entry, report)
+                try:
+                    await self._replay_file(source, entry, report)
+                except asyncio.CancelledError:  # Ctrl-C or SIGTERM: the summary says where it stopped
+                    report.status, report.error = STOPPED, "interrupted; the batches committed before are kept"
+                    raise
                 if report.status == STOPPED:
                     return
 
-    async def _replay_file(self, source: InputFile, entry: Opened, report: FileReport) -> None:
+    async def _replay_file(self, source: InputFile, entry: Opened | Unreadable, report: FileReport) -> None:
+        if isinstance(entry, Unreadable):
+            self._fail(report, UNREADABLE, source.refused or entry.reason)
+            return
+        if source.refused is not None:
+            self._fail(report, UNREADABLE, source.refused)
+            return
         try:
             await self._replay_stream(source, MeteredReader(entry.stream, source.sha256), report)
         except UnreadableInput as error:
@@ -128,7 +157,7 @@ class Replayer:
                 for batch in cut_batches(skip_units(opened.items, done), self._options.batch_size):
                     staged = await self._stage_batch(source, report, batch)
                     if committing is not None:
-                        await committing
+                        await asyncio.shield(committing)  # an interrupt does not cut a commit from its count
                     committing = asyncio.create_task(
                         self._commit_batch(key, source, report, batch, staged, done, opened)
                     )
@@ -136,7 +165,9 @@ class Replayer:
                     batches += 1
             finally:
                 if committing is not None:
-                    await committing  # a batch read before an error in a later one still commits
+                    # A batch read before an error in a later one still commits, and an interrupted run
+                    # counts the batch whose commit was under way.
+                    await asyncio.shield(committing)
         if batches == 0 and not self._options.dry_run:
             # Nothing (left) to replay: a checkpoint-only transaction records the file as finished.
             await ingest_batch(self._db, [], in_transaction=self._checkpoint(key, source, done, done, finished=True))
@@ -170,12 +201,11 @@ class Replayer:
         opened: _Source,
     ) -> None:
         """One transaction: the batch's uploads and (unless a dry run) the checkpoint that covers them."""
-        checkpoint = None if self._options.dry_run else self._checkpoint(
-            key, source, done, done + batch.units, finished=batch.last
-        )
-        results = await commit_batch(
-            self._db, staged.batch, dry_run=self._options.dry_run, in_transaction=checkpoint
-        )
+        if self._dry_run_transaction is not None:
+            results = await apply_staged(self._dry_run_transaction, staged.batch)
+        else:
+            checkpoint = self._checkpoint(key, source, done, done + batch.units, finished=batch.last)
+            results = await commit_batch(self._db, staged.batch, in_transaction=checkpoint)
         report.records += batch.units
         self._summary.add(report, staged.planned, results)
         self._progress.update(opened.position(done + batch.units), report.records)
@@ -192,14 +222,17 @@ class Replayer:
         if source.format == NDJSON:
             yield _Source(_verified(read_items(reader), reader), source.size, lambda _done: reader.bytes_read)
         elif source.format == JSON_DOCUMENT:
-            document = parse_export(reader.read())
+            data = reader.read(self._options.max_document_bytes + 1)
+            if len(data) > self._options.max_document_bytes:
+                raise UnreadableInput(document_too_large(self._options.max_document_bytes))
+            document = parse_export(data)
             reader.verify()
             report.kind, report.not_replayed = document.kind, document.not_replayed
             group = RecordGroup(document.claim, document.device_id, document.records, document.deleted)
             yield _Source([group], document.units, lambda done: done)
         elif source.format == SQL_DUMP:
             self._progress.start(f"loading {source.location}", source.size)
-            with open_dump(reader, lambda: self._progress.update(reader.bytes_read)) as rows:
+            with open_dump(reader, lambda: self._progress.update(reader.bytes_read), dump_bytes=source.size) as rows:
                 reader.verify()
                 report.kind = "SQL dump"
                 yield _Source(rows, rows.count, lambda done: done)

@@ -86,6 +86,7 @@ class ReplaySummary:
     problems: list[str] = field(default_factory=list)  # inputs that could not be read at all
     users: dict[str, dict[str, int]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=zero_counts)
+    interrupted: bool = False  # Ctrl-C or SIGTERM: the summary covers what was done before
 
     def add(self, report: FileReport, planned: list[PlannedUpload], results: list[UploadResult]) -> None:
         for plan, result in zip(planned, results, strict=True):
@@ -108,7 +109,10 @@ class ReplaySummary:
 
     @property
     def exit_code(self) -> int:
-        """0 when every record was processed; 2 when an input could not be read; 1 when a run stopped."""
+        """0 when every record was processed; 2 when an input could not be read (or held nothing to replay);
+        1 when a run stopped; 130 when it was interrupted."""
+        if self.interrupted:
+            return 130
         if self.problems or any(f.status == UNREADABLE for f in self.files):
             return 2
         return 1 if any(f.status == STOPPED for f in self.files) else 0
@@ -117,6 +121,7 @@ class ReplaySummary:
         return {
             "database": self.database,
             "dry_run": self.dry_run,
+            "interrupted": self.interrupted,
             "exit_code": self.exit_code,
             "records": self.records,
             "counts": self.counts,

@@ -22,11 +22,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from tests.conftest import ADA, BEN, add_users, auth, query
 from tests.reliability.liveserver import ServerProcess
+
+pytestmark = pytest.mark.slow  # a live server or crashes: CI runs it, `-m "not slow"` skips it
 
 SEED = 20_251_130
 CARA = ("user_CaraCaraCaraCaraCara00", "cara@example.com", "user")

@@ -22,10 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import ADA, BEN, add_users, auth, query
 from tests.reliability.histories import MINUTE, START_MS, DeviceHistory, iso
 from tests.reliability.liveserver import ServerProcess, live_server
+
+pytestmark = pytest.mark.slow  # a live server or crashes: CI runs it, `-m "not slow"` skips it
 
 SEED = 4_242
 CARA = ("user_CaraCaraCaraCaraCara00", "cara@example.com", "user")

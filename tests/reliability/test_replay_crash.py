@@ -33,10 +33,14 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import IO, Any
 
+import pytest
+
 from tests.conftest import ADA, BEN
 from tests.reliability.histories import START_MS, DeviceHistory, iso
 from tests.reliability.liveserver import _DIE_WITH_PARENT, ROOT  # children die with the test process
 from tests.replay.helpers import app_database, ledger_counts, ndjson, progress, query
+
+pytestmark = pytest.mark.slow  # a live server or crashes: CI runs it, `-m "not slow"` skips it
 
 SEED = 20_251_130
 BATCH_SIZE = 20

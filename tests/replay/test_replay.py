@@ -237,6 +237,22 @@ def test_a_dry_run_reports_what_would_happen_and_writes_nothing(capsys: Capsys, 
     assert replay(capsys, db, "--dry-run", EXPORT_2_0).file(EXPORT_2_0.name)["status"] == "already_replayed"
 
 
+def test_a_dry_run_of_several_files_predicts_the_real_runs_counts(capsys: Capsys, db: str, tmp_path: Path) -> None:
+    """The whole dry run is one transaction, rolled back at the end: a file is judged against what the files
+    (and batches) before it would have written, so overlapping files get the real run's answers."""
+    first = ndjson(tmp_path / "a.ndjson", *({"user_id": BEN[0], "changes": {"entries": [entry(f"b{n}")]}}
+                                          for n in range(30)))
+    edited = {**entry("b1", "edited"), "updatedAt": "2025-07-01T00:00:00.000Z"}
+    second = ndjson(tmp_path / "b.ndjson", {"user_id": BEN[0], "changes": {"entries": [
+        entry("b0"), edited, entry("b2", "older copy")]}}, {"user_id": BEN[0], "deleted": {"logbook_entry": ["b3"]}})
+    dry = replay(capsys, db, "--dry-run", "--batch-size", "7", first, second, EXPORT_2_0)
+    assert count(db, "sync_data") == count(db, "recovery_ledger") == 0
+    real = replay(capsys, db, "--batch-size", "7", first, second, EXPORT_2_0)
+    assert [f["counts"] for f in dry.summary["files"]] == [f["counts"] for f in real.summary["files"]]
+    assert dry.summary["users"] == real.summary["users"]
+    assert real.file("b.ndjson")["counts"]["inserted"] == 0  # b0..b3 were inserted by a.ndjson
+
+
 def test_archives_and_directories_are_streamed_member_by_member(capsys: Capsys, db: str, tmp_path: Path) -> None:
     batch = ndjson(tmp_path / "ben.ndjson", {"user_id": BEN[0], "changes": {"entries": [entry("b1"), entry("b2")]}})
     members = {"exports/ada/export.json": EXPORT_2_0.read_bytes(), "exports/ben.ndjson": batch.read_bytes(),

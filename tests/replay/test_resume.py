@@ -16,6 +16,8 @@ import pytest
 from service.replay.cli import EXIT_INTERRUPTED
 from tests.replay.helpers import app_database, count, ledger_counts, ndjson, progress, query, replay, sync_rows
 
+pytestmark = pytest.mark.slow  # real processes, killed and resumed: CI runs it, `-m "not slow"` skips it
+
 ROOT = Path(__file__).resolve().parents[2]
 USERS = [(f"user_ReplayTestUser{n:07d}", f"user{n}@example.com", "user") for n in range(20)]
 UNKNOWN = "user_NobodyNobodyNobody00"
