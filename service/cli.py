@@ -1,4 +1,4 @@
-"""`python -m service ...`: the one entry point (serve, replay, lint-migrations, export-d1, openapi)."""
+"""`python -m service ...`: the one entry point (serve, replay, renormalise, lint-migrations, export-d1, openapi)."""
 
 from __future__ import annotations
 
@@ -145,6 +145,12 @@ def _replay(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _renormalise(args: argparse.Namespace) -> int:
+    from service.renormalise import run
+
+    return run(args)
+
+
 def _export_d1(args: argparse.Namespace) -> int:
     from service.d1_export import run
 
@@ -187,6 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_replay_arguments(replay)
     replay.set_defaults(run=_replay)
+
+    renormalise = commands.add_parser(
+        "renormalise", help="re-normalise stored rows from their raw records under the current rules"
+    )
+    from service.renormalise import add_arguments as add_renormalise_arguments
+
+    add_renormalise_arguments(renormalise)
+    renormalise.set_defaults(run=_renormalise)
 
     lint = commands.add_parser("lint-migrations", help="find migrations that would cascade-delete app data")
     from service.migrations_lint import add_arguments

@@ -16,6 +16,7 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.params import JSONBody, PathParameter, QueryParameter
 
+from service import jsontext
 from service.api.auth import Principal
 from service.api.errors import FieldError, problem_responses
 from service.api.schemas import (
@@ -68,8 +69,8 @@ def _seconds(*values: object) -> int | None:
 
 def _decode(row: Any) -> dict[str, Any]:
     try:
-        document = msgspec.json.decode(row["data"])
-    except msgspec.DecodeError:
+        document = jsontext.decode(row["data"])
+    except (msgspec.DecodeError, RecursionError):
         return {}
     return document if isinstance(document, dict) else {}
 

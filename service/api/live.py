@@ -25,6 +25,7 @@ from litestar.exceptions import NotAuthorizedException, WebSocketDisconnect
 from litestar.handlers import WebsocketRouteHandler
 from litestar.security.jwt import Token
 
+from service import jsontext
 from service.api.auth import Principal, principal_for
 from service.domain import outcomes as oc
 from service.domain.documents import lowercase_enums
@@ -42,7 +43,7 @@ SYNC_CHUNK = 250  # rows per BULK_SYNC message, as the app's worker sends them
 SEND_TIMEOUT_S = 10.0  # a socket that takes longer to take a message is dropped
 WELCOME_MESSAGE = "Connected to Mirubato sync"
 
-_encode = msgspec.json.Encoder().encode
+_encode = jsontext.encode  # a lone surrogate goes out as JSON.stringify writes it
 _CHANGED = frozenset({oc.INSERTED, oc.UPDATED, oc.DELETED})
 # The sender's version lost (the stored one is newer, or a deletion is): it is sent the stored state.
 _LOST = frozenset({oc.KEPT_EXISTING, oc.SUPPRESSED})
@@ -124,7 +125,6 @@ class InboundEvent(msgspec.Struct):
     pieces: list[msgspec.Raw] = []
 
 
-_decode_event = msgspec.json.Decoder(InboundEvent)
 
 
 class BadMessage(Exception):
@@ -156,7 +156,7 @@ def _required_id(value: Any, field: str) -> str:
 
 def decode_message(data: str | bytes) -> InboundEvent:
     try:
-        event = _decode_event.decode(data)
+        event = jsontext.decode(data, InboundEvent)  # lone surrogate escapes are JSON the app reads
     except msgspec.ValidationError as exc:
         raise BadMessage(f"Invalid sync event format: {exc}") from None
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
@@ -207,8 +207,8 @@ def last_seq_of(event: InboundEvent) -> int:
 
 def _document(entity_type: str, row: Any) -> dict[str, Any] | None:
     try:
-        document = msgspec.json.decode(row["data"])
-    except msgspec.DecodeError:
+        document = jsontext.decode(row["data"])
+    except (msgspec.DecodeError, RecursionError):
         return None
     if not isinstance(document, dict):
         return None

@@ -73,6 +73,29 @@ class CanonicalObject:
         return _finish(self._values[key])
 
 
+def js_stringify(value: Any) -> str:
+    """`JSON.stringify(JSON.parse(text))` for `value` decoded from `text`: keys in the object's own order
+    (array-index keys first, in numeric order, as JavaScript lays any object out), numbers and strings
+    as in `canonical_json`. A stored text equal to this is spelled as the app spells it."""
+    return _finish(_encode_ordered(value))
+
+
+def _encode_ordered(value: Any) -> str:
+    kind = type(value)
+    if kind is dict:
+        keys = list(value)
+        indices = sorted((key for key in keys if type(key) is str and _is_array_index(key)), key=int)
+        if indices:
+            keys = indices + [key for key in keys if key not in set(indices)]
+        for key in keys:
+            if type(key) is not str:
+                raise TypeError(f"object key {key!r} is not a string")
+        return "{" + ",".join([_quote(key) + ":" + _encode_ordered(value[key]) for key in keys]) + "}"
+    if kind is list or kind is tuple:
+        return "[" + ",".join([_encode_ordered(item) for item in value]) + "]"
+    return _encode(value)
+
+
 def checksum(value: Any) -> str:
     """Lowercase hex SHA-256 of the canonical JSON text: the app's `sync_data.checksum`."""
     return checksum_of_text(canonical_json(value))

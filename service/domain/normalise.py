@@ -201,7 +201,9 @@ def js_lower(text: str) -> str:
 
 def _entity_id(entity_type: str, raw: Mapping[str, Any], user_id: str) -> str | None:
     if entity_type == REPERTOIRE_ITEM:
-        candidates: Iterable[object] = (raw.get("scoreId"), raw.get("id"))
+        # The app's sync worker keys a repertoire item by its scoreId as `normalizeExistingScoreId` gives
+        # it (the form logbook pieces link to), else by `score_id`, else by `id`, each as it is.
+        candidates: Iterable[object] = (_repertoire_score_id(raw), raw.get("score_id"), raw.get("id"))
     elif entity_type == USER_PREFERENCES:
         # Preferences are one document per user, keyed by the uploader's user id whatever the document says.
         candidates = (user_id,)
@@ -211,6 +213,11 @@ def _entity_id(entity_type: str, raw: Mapping[str, Any], user_id: str) -> str | 
         if isinstance(candidate, str) and candidate:
             return d1_text(candidate)
     return None
+
+
+def _repertoire_score_id(raw: Mapping[str, Any]) -> str | None:
+    score_id = raw.get("scoreId")
+    return normalise_score_id(score_id) if isinstance(score_id, str) else None
 
 
 def d1_text(text: str) -> str:
@@ -468,9 +475,12 @@ def _goal_status(status: object) -> str:
 
 
 def _normalise_document(entity_type: str, entity_id: str, raw: dict[str, Any], user_id: str, now_ms: int) -> Normalised:
-    # Plans, occurrences, templates, repertoire and preferences are stored as the device holds them.
+    # Plans, occurrences, templates, repertoire and preferences are stored as the device holds them,
+    # but for a repertoire item's scoreId, which the app normalises as it does a piece id.
     times = _document_times(raw, now_ms)
     document = dict(raw)
+    if entity_type == REPERTOIRE_ITEM and isinstance(document.get("scoreId"), str):
+        document["scoreId"] = normalise_score_id(document["scoreId"])
     return _stored(entity_type, entity_id, document, _canonical_json(document), times)
 
 

@@ -113,3 +113,25 @@ def test_js_lower_knows_newer_case_pairs_and_final_sigma() -> None:
     assert js_lower("\u1c89\ua7cb\U00010d50") == "\u1c8a\u0264\U00010d70"
     assert js_lower("\u039f\u0394\u039f\u03a3 \u03a3") == "\u03bf\u03b4\u03bf\u03c2 \u03c3"
     assert js_lower("\u0130") == "i\u0307"
+
+
+@pytest.mark.parametrize(
+    ("item", "key", "stored_score_id"),
+    [
+        ({"id": "rep_1", "scoreId": "Nocturne Op. 9 No. 2-Chopin"}, "nocturne op. 9 no. 2-chopin",
+         "nocturne op. 9 no. 2-chopin"),
+        ({"id": "rep_1", "scoreId": "  score_Bach-Invention-8 "}, "score_Bach-Invention-8", "score_Bach-Invention-8"),
+        ({"id": "rep_1", "scoreId": "x-y-z"}, "x||y-z", "x||y-z"),
+        # A blank scoreId normalises to "": the app then keys by score_id, else id, as they are.
+        ({"id": "rep_1", "scoreId": "  ", "score_id": "Raw-Key"}, "Raw-Key", ""),
+        ({"id": "Rep-1"}, "Rep-1", None),
+    ],
+)  # fmt: skip
+def test_a_repertoire_item_is_keyed_by_its_normalised_score_id(
+    item: dict[str, Any], key: str, stored_score_id: str | None
+) -> None:
+    """As the app's sync worker (`sanitizeRepertoireItem`) stores it: the key logbook pieces link to."""
+    result = normalise(rec.REPERTOIRE_ITEM, {**item, "status": "learning"}, ADA, now_ms=NOW)
+    assert isinstance(result, Normalised), result
+    assert result.entity_id == key
+    assert result.data.get("scoreId") == stored_score_id

@@ -17,6 +17,8 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from service import jsontext
+from service.api.live import _encode as live_encode
+from service.api.live import decode_message, mutation_of, row_event
 from service.replay.cli import main
 from tests.conftest import ADA, auth, query
 from tests.replay.helpers import app_database
@@ -140,3 +142,15 @@ def test_the_shared_decoder_reads_what_json_parse_reads(text: bytes, expected: o
 def test_the_shared_decoder_refuses_what_json_parse_refuses(text: bytes) -> None:
     with pytest.raises(msgspec.DecodeError):
         jsontext.decode(text)
+
+
+def test_the_live_sync_socket_takes_and_sends_lone_surrogates() -> None:
+    """An ENTRY_CREATED event holding one is an upload of its exact bytes; a stored row holding the escape
+    goes out as the escape (msgspec alone could neither read nor write it)."""
+    message = b'{"type":"ENTRY_CREATED","entry":' + CUT + b',"timestamp":"2025-06-01T18:30:12.345Z"}'
+    mutation = mutation_of(decode_message(message))
+    assert [record.raw for record in mutation.records] == [CUT]
+    row = {"entity_id": "cut", "seq": 7, "deleted_at": None, "data": '{"id":"cut","notes":"scales \\ud83d"}'}
+    event = row_event("logbook_entry", row, created=True)
+    assert event is not None and event["entry"]["notes"] == "scales \ud83d"
+    assert b'"notes":"scales \\ud83d"' in live_encode(event)
