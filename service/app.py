@@ -15,7 +15,7 @@ from service.api.app_data import GoalsController, RepertoireController
 from service.api.auth import make_jwt_auth
 from service.api.errors import problem_details_plugin, unexpected_error_handlers
 from service.api.exports import ExportController
-from service.api.live import LiveHub, live_sync_handler
+from service.api.live import LiveHub, live_sync_handler, redact_tokens_in_server_logs
 from service.api.operations import health, prometheus_metrics
 from service.api.recovery import RecoveryController
 from service.api.support import SupportController
@@ -64,6 +64,7 @@ def create_app(settings: Settings) -> Litestar:
         else None
     )
     hub = LiveHub()  # the sockets this process holds
+    redact_tokens_in_server_logs()
     return Litestar(
         route_handlers=[
             SyncController,

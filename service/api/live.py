@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Iterable
 from typing import Any, cast
@@ -272,6 +273,29 @@ def fold(kind: str, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 # ---- the socket -----------------------------------------------------------------------------------
+
+_TOKEN_IN_QUERY = re.compile(r"(?<=[?&]token=)[^&\s\"']+")
+
+
+class RedactTokens(logging.Filter):
+    """The client sends its JWT in the socket's query string, which servers log with the path: a log line
+    must never carry a usable token."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_TOKEN_IN_QUERY.sub("[redacted]", a) if isinstance(a, str) else a for a in record.args)
+        if isinstance(record.msg, str):
+            record.msg = _TOKEN_IN_QUERY.sub("[redacted]", record.msg)
+        return True
+
+
+def redact_tokens_in_server_logs() -> None:
+    """Installed once per process on the loggers uvicorn writes request lines to."""
+    for name in ("uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactTokens) for f in logger.filters):
+            logger.addFilter(RedactTokens())
+
 
 
 class Refusal(msgspec.Struct, frozen=True):

@@ -3,6 +3,7 @@ upload's records, stored rows out to the worker's message shapes."""
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 import msgspec
@@ -11,6 +12,7 @@ import pytest
 from service.api.live import (
     BadMessage,
     Claims,
+    RedactTokens,
     Refusal,
     authenticate,
     decode_message,
@@ -100,3 +102,12 @@ def test_bulk_messages_stay_bulk_with_deletions_beside_them() -> None:
     assert [m["type"] for m in folded] == ["BULK_SYNC", "ENTRY_DELETED"]
     assert [e["id"] for e in folded[0]["entries"]] == ["e1", "e2"] and folded[0]["lastSeq"] == 5
     assert fold("ENTRY_CREATED", events[:1]) == events[:1]
+
+
+def test_server_log_lines_never_carry_the_sockets_token() -> None:
+    token = token_for(ADA)
+    record = logging.LogRecord("uvicorn.error", logging.INFO, __file__, 1, '%s - "WebSocket %s" [accepted]',
+                               ("127.0.0.1:5000", f"/sync/ws?userId={ADA[0]}&token={token}"), None)
+    RedactTokens().filter(record)
+    line = record.getMessage()
+    assert token not in line and f"userId={ADA[0]}&token=[redacted]" in line

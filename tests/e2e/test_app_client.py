@@ -213,6 +213,23 @@ async def test_bad_messages_get_errors_and_the_socket_stays_open(server: ServerP
         assert (await a.receive())["type"] == "PONG"
     kept = query(server.db_path, "SELECT entity_id, reason FROM recovery_quarantine")
     assert [(k["entity_id"], k["reason"]) for k in kept] == [("neg", "invalid_value")]
+    log = server.log_tail(200)
+    assert "/sync/ws?userId=" in log and device_a.token not in log  # the server's log holds no token
+
+
+async def test_a_users_changes_reach_only_that_users_sockets(device_a: AppClient, server: ServerProcess) -> None:
+    ben = AppClient(server.base_url, token_for(BEN), BEN[0], DEVICE_B)
+    try:
+        async with device_a.socket() as a, ben.socket() as b:
+            await a.receive()
+            await b.receive()
+            await a.send({"type": "ENTRY_CREATED", "entry": entry("ada-only")})
+            await a.until("SYNC_RESPONSE")
+            assert await b.quiet() == []
+            await b.send({"type": "SYNC_REQUEST"})
+            assert (await b.until("SYNC_RESPONSE")) == [b.seen[-1]]  # nothing of Ada's
+    finally:
+        await ben.close()
 
 
 async def test_sockets_are_refused_as_the_worker_refuses_them(server: ServerProcess) -> None:
