@@ -11,14 +11,14 @@ import asyncio
 import hashlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, TypeVar
 
 import msgspec
 
 from service import jsontext, metrics
 from service.domain import records as rec
-from service.domain.merge import Repeat, StoredEntity, plan_merge
+from service.domain.merge import EntityKey, Repeat, StoredEntity, plan_merge
 from service.domain.normalise import d1_text, entity_id_of
 from service.domain.outcomes import Receipt
 from service.domain.records import Normalised, Rejection, Tombstone
@@ -221,6 +221,38 @@ def _confirm_repeats(
     return confirmed
 
 
+class _StoreLookups:
+    """`MergeLookups` from the database, inside the upload's write transaction."""
+
+    def __init__(self, conn: SyncConnection, user_id: str, now_ms: int, logbook_ids: set[str]) -> None:
+        self._conn, self._user_id, self._now_ms = conn, user_id, now_ms
+        self._batch_ids = logbook_ids
+        self._duplicates: dict[str, set[EntityKey]] | None = None
+
+    def duplicates_of(self, entity_id: str) -> dict[EntityKey, StoredEntity]:
+        if self._duplicates is None:
+            # Asked for one holder, loaded for every logbook key of the batch in one query.
+            self._duplicates = store.duplicate_keys_of(self._conn, self._user_id, self._batch_ids)
+        keys = self._duplicates.get(entity_id)
+        if keys is None and entity_id not in self._batch_ids:
+            keys = store.duplicate_keys_of(self._conn, self._user_id, [entity_id]).get(entity_id)
+        return store.load_state(self._conn, self._user_id, keys) if keys else {}
+
+    def duplicate_version(self, key: EntityKey, content_key: str, updated_ms: int | None) -> Normalised | None:
+        raws = store.raw_versions(self._conn, self._user_id, key)
+        versions = [
+            n for n in run_job(NormaliseJob(self._user_id, self._now_ms, [key[0]] * len(raws), raws, None, {}))
+            if isinstance(n, Normalised) and n.entity_id == key[1] and n.content_key == content_key
+        ]
+        exact = [n for n in versions if n.updated_ms == updated_ms]
+        if exact or versions:
+            return (exact or versions)[-1]
+        return None
+
+    def logbook_ids_held_elsewhere(self, entity_ids: Collection[str]) -> set[str]:
+        return store.logbook_ids_of_other_users(self._conn, self._user_id, entity_ids)
+
+
 def _apply(
     conn: SyncConnection,
     prepared: PreparedUpload,
@@ -237,9 +269,15 @@ def _apply(
         keys = {(r.entity_type, r.entity_id) for r in records if not isinstance(r, Rejection)}
         stored = store.load_state(conn, user_id, keys)
         records = _confirm_repeats(records, stored, user_id, now_ms)
+        # The contents the batch can touch: its records', and those its keys hold now (a holder that is
+        # deleted or edited hands its content to a duplicate, unless another live entry holds it too).
         content_keys = {r.content_key for r in records if isinstance(r, Normalised) and r.content_key}
+        content_keys.update(
+            s.content_key for k, s in stored.items() if k[0] == rec.LOGBOOK_ENTRY and s.content_key is not None
+        )
         live_content = store.load_live_content(conn, user_id, content_keys)
-        plan = plan_merge(records, stored, live_content)
+        lookups = _StoreLookups(conn, user_id, now_ms, {k[1] for k in keys if k[0] == rec.LOGBOOK_ENTRY})
+        plan = plan_merge(records, stored, live_content, lookups)
         store.apply_plan(conn, plan, user_id=user_id, device_id=upload.device_id, upload_id=upload_id)
         kept = [
             RawRecordRow(r.entity_type, r.entity_id, raw.decode("utf-8", "replace"), sha,

@@ -1,5 +1,6 @@
 """Merge properties: the same records pushed in any order, any number of times, from any devices, end
-in the same rows (CONTRACT section 8)."""
+in the same rows (CONTRACT section 8), and in the versions the rules name, content duplicates and
+deletions together."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from service.domain.merge import round_trip_form
+from service.domain.records import LOGBOOK_ENTRY
 from service.pipeline import IncomingRecord, Upload, ingest
 from service.store.database import Database
 from service.store.uploads import UserRecord
 from tests.conftest import ADA, add_users, query
+from tests.domain import merge_model as model
 
 USER = UserRecord(ADA[0], ADA[1], "user")
 IDS = [f"entry-{i}" for i in range(4)]
@@ -108,3 +112,65 @@ def test_any_order_and_repetition_converges(batches: list[tuple[str | None, list
     live = {row[0]: bool(row[2]) for row in first}
     for entity_id, (_, is_deleted) in winners.items():
         assert live[entity_id] == is_deleted
+
+
+shared_records = st.one_of(
+    st.builds(model.entry, st.sampled_from(model.IDS), st.sampled_from(model.VERSIONS)),
+    st.builds(lambda i, v: model.pushed_back(model.entry(i, v)), st.sampled_from(model.IDS),
+              st.sampled_from(model.VERSIONS)),
+    st.builds(model.deletion, st.sampled_from(model.IDS), st.sampled_from(model.DELETION_TIMES)),
+)
+
+
+async def push_uploads(db_file: Path, batches: list[list[dict[str, Any]]]) -> dict[str, model.Final]:
+    db = await Database.open(db_file)
+    try:
+        add_users(str(db_file), ADA)
+        for batch in batches:
+            upload = Upload(
+                owner=USER.id, user=USER, device_id="dev_aaaaaaaaaaaaaaaa", source="push",
+                records=[IncomingRecord("logbook_entry", msgspec.json.encode(r)) for r in batch],
+            )
+            await ingest(db, upload)
+    finally:
+        await db.close()
+    rows = query(
+        str(db_file),
+        """SELECT e.entity_id, s.data, s.deleted_at IS NULL AS live, e.updated_ms, e.content_key, e.duplicate_of
+           FROM recovery_entity_state e LEFT JOIN sync_data s
+             ON s.user_id = e.user_id AND s.entity_type = e.entity_type AND s.entity_id = e.entity_id""",
+    )
+    archive = query(str(db_file), "SELECT COUNT(*) AS n, COUNT(DISTINCT entity_id || checksum || data) AS d"
+                                  " FROM recovery_archive")[0]
+    assert archive["n"] == archive["d"]  # no version archived twice
+    return {
+        r["entity_id"]: model.Final(
+            r["entity_id"],
+            round_trip_form(LOGBOOK_ENTRY, msgspec.json.decode(r["data"])) if r["data"] and r["live"] else None,
+            r["updated_ms"], r["content_key"], r["duplicate_of"],
+        )
+        for r in rows
+    }
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(records=st.lists(shared_records, min_size=1, max_size=8), data=st.data())
+def test_content_duplicates_and_deletions_end_in_the_versions_the_rules_name_in_any_order(
+    records: list[dict[str, Any]], data: st.DataObject
+) -> None:
+    """Issue 13 item 3 through the whole pipeline: versions shared by several ids, the app client's
+    pushed-back form of them, and deletions, in any order and cut into uploads anyhow, each id ends in
+    its winning version (its own live row, or a content duplicate of a live row with that content) or
+    deleted, and the contents live are exactly the winners'."""
+    shuffled = data.draw(st.permutations(records))
+    cuts = data.draw(st.lists(st.booleans(), min_size=len(records), max_size=len(records)))
+    batches: list[list[dict[str, Any]]] = []
+    for record, cut in zip(shuffled, cuts, strict=True):
+        if cut or not batches:
+            batches.append([])
+        batches[-1].append(record)
+    with tempfile.TemporaryDirectory() as tmp:
+        one_by_one = asyncio.run(push_uploads(Path(tmp) / "a.db", [[r] for r in records]))
+        cut_up = asyncio.run(push_uploads(Path(tmp) / "b.db", batches))
+    model.check_fates(one_by_one, records)
+    model.check_fates(cut_up, records)

@@ -1,4 +1,5 @@
-"""The pipeline's shortcut for byte-identical re-uploads never changes an outcome."""
+"""The pipeline: its shortcut for byte-identical re-uploads never changes an outcome; the bookkeeping
+around a merge (archive, logbook_entries); the app client's round trip is a no-op."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import msgspec
 from service.pipeline import IncomingRecord, Upload, UploadResult, ingest
 from service.store.database import Database
 from service.store.uploads import UserRecord
-from tests.conftest import ADA, add_users, query
+from tests.conftest import ADA, BEN, add_users, auth, load_fixture, query
+from tests.domain import merge_model as model
 
 USER = UserRecord(ADA[0], ADA[1], "user")
 V1 = {"id": "e1", "timestamp": 1748799900000, "duration": 15, "type": "practice", "instrument": "piano",
@@ -77,3 +79,96 @@ async def test_new_rows_get_ids_led_by_their_seq_with_a_random_part_of_their_own
     for row in rows:
         assert re.fullmatch(r"sync_[0-9a-f]{20}", row["id"]) and int(row["id"][5:17], 16) == row["seq"]
     assert len({row["id"][17:] for row in rows}) > 45  # random parts, not one repeated
+
+
+# ---- bookkeeping (issue 13 item 11) -----------------------------------------------------------------
+
+BEN_USER = UserRecord(BEN[0], BEN[1], "user")
+
+
+async def push_as(db: Database, user: UserRecord, *records: dict[str, Any]) -> UploadResult:
+    upload = Upload(owner=user.id, user=user, device_id="dev_aaaaaaaaaaaaaaaa", source="push",
+                    records=[IncomingRecord("logbook_entry", msgspec.json.encode(r)) for r in records])
+    result = await ingest(db, upload)
+    assert isinstance(result, UploadResult)
+    return result
+
+
+async def test_a_deleted_entry_brought_back_archives_the_version_it_held(tmp_path: Path) -> None:
+    db = await Database.open(tmp_path / "app.db")
+    try:
+        add_users(db.path, ADA)
+        await push(db, V1)
+        await push(db, {"id": "e1", "deletedAt": "2025-06-01T20:00:00.000Z"})
+        assert await push(db, V2) == ["updated"]
+    finally:
+        await db.close()
+    archived = query(db.path, "SELECT data, reason FROM recovery_archive")
+    assert [(msgspec.json.decode(a["data"])["duration"], a["reason"]) for a in archived] == [
+        (15, "superseded by newer version")
+    ]
+
+
+async def test_logbook_entries_follows_a_soft_deleted_row_that_gets_a_newer_version(tmp_path: Path) -> None:
+    """The deleted row keeps the newest version older than the deletion; its relational copy too."""
+    db = await Database.open(tmp_path / "app.db")
+    try:
+        add_users(db.path, ADA)
+        await push(db, V1)
+        await push(db, {"id": "e1", "deletedAt": "2025-06-03T00:00:00.000Z"})
+        assert await push(db, V2) == ["suppressed"]
+    finally:
+        await db.close()
+    sync = query(db.path, "SELECT data, checksum, deleted_at FROM sync_data")[0]
+    row = query(db.path, "SELECT duration, checksum, deleted_at FROM logbook_entries")[0]
+    assert msgspec.json.decode(sync["data"])["duration"] == row["duration"] == 20
+    assert row["checksum"] == sync["checksum"] and row["deleted_at"] is not None
+
+
+async def test_an_entry_id_another_user_holds_in_logbook_entries_is_reported(tmp_path: Path) -> None:
+    """logbook_entries.id is global: Ada's entry with Ben's id stays in sync_data only, and says so."""
+    db = await Database.open(tmp_path / "app.db")
+    try:
+        add_users(db.path, ADA, BEN)
+        await push_as(db, BEN_USER, V1)
+        result = await push_as(db, USER, {**V1, "duration": 45})
+    finally:
+        await db.close()
+    (outcome,) = result.receipt.results
+    assert outcome.outcome == "inserted" and "another user" in (outcome.note or "")
+    assert {r["user_id"] for r in query(db.path, "SELECT user_id FROM sync_data")} == {ADA[0], BEN[0]}
+    assert [tuple(r) for r in query(db.path, "SELECT user_id, duration FROM logbook_entries")] == [(BEN[0], 15)]
+
+
+# ---- the app's web client: what it pulls, it pushes back (issue 12) ----------------------------------
+
+
+async def test_entries_pulled_and_pushed_back_by_the_web_client_write_nothing(client: Any, db_path: str) -> None:
+    """Pulled through /api/sync/pull, pushed back as frontendv2 does (`goalIds: []` beside `goal_ids`,
+    `notes`/`mood: null`, ISO timestamps): duplicates, no row touched, nothing archived, every time."""
+    export = load_fixture("exports/mirubato-data-export-2025-11-30.json")
+    headers = auth(ADA, **{"X-Device-ID": "dev_a1B2c3D4e5F6g7H8"})
+    first = await client.post("/api/sync/push", json={"changes": {"entries": export["logbook"]}}, headers=headers)
+    assert first.status_code == 200
+    before = query(db_path, "SELECT entity_id, seq, version FROM sync_data ORDER BY entity_id")
+    for _ in range(3):
+        pulled = (await client.post("/api/sync/pull", headers=auth(ADA))).json()
+        entries = [model.client_sanitised(e) for e in pulled["entries"]]
+        assert len(entries) == len(export["logbook"])
+        body = (await client.post("/api/sync/push", json={"changes": {"entries": entries}}, headers=headers)).json()
+        assert body["recovery"]["counts"]["duplicate"] == len(entries), body
+        assert body["conflicts"] == []
+    assert query(db_path, "SELECT entity_id, seq, version FROM sync_data ORDER BY entity_id") == before
+    assert query(db_path, "SELECT COUNT(*) AS n FROM recovery_archive")[0]["n"] == 0
+
+
+async def test_an_equal_edit_time_with_other_content_is_a_conflict_of_its_own(client: Any, db_path: str) -> None:
+    entry = load_fixture("exports/mirubato-data-export-2025-11-30.json")["logbook"][0]
+    await client.post("/api/sync/push", json={"changes": {"entries": [entry]}}, headers=auth(ADA))
+    rival = {**entry, "notes": "the same minute on another device"}
+    for _ in range(2):
+        body = (await client.post("/api/sync/push", json={"changes": {"entries": [rival]}}, headers=auth(ADA))).json()
+        assert body["conflicts"] == [{"entityId": entry["id"], "entityType": "logbook_entry",
+                                      "reason": "same_updated_at_different_content"}]
+    archived = query(db_path, "SELECT reason FROM recovery_archive")
+    assert [a["reason"] for a in archived] == ["same edit time as the stored version"]  # once, not per push

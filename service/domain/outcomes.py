@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from enum import StrEnum
 
 import msgspec
 
@@ -27,6 +28,20 @@ OUTCOMES: tuple[str, ...] = (
 )
 
 
+
+
+class MergeReason(StrEnum):
+    """Why a record did not replace the stored version (the `reason` of kept_existing and suppressed)."""
+
+    # The stored version's edit time is later than the record's.
+    STORED_VERSION_NEWER = "stored_version_newer"
+    # Both carry the same edit time but different content: the stored one is kept (ties keep what is
+    # stored), and the record is archived. Distinct from the above, so support sees the tie.
+    SAME_UPDATED_AT_DIFFERENT_CONTENT = "same_updated_at_different_content"
+    # The entry was deleted later than this version was edited.
+    DELETED_LATER = "deleted_later"
+
+
 class RecordResult(msgspec.Struct, frozen=True, omit_defaults=True):
     """What happened to one received record."""
 
@@ -36,7 +51,9 @@ class RecordResult(msgspec.Struct, frozen=True, omit_defaults=True):
     reason: str | None = None
     field: str | None = None
     duplicate_of: str | None = None
-    # Set when the record is stored in sync_data but the legacy logbook_entries CHECKs refuse its row.
+    # What else the support reader should know: that the record is stored in sync_data only because
+    # logbook_entries refuses its row (the legacy CHECKs, or an id another user's row holds), or that a
+    # content duplicate became the live entry because of it.
     note: str | None = None
 
 

@@ -108,6 +108,9 @@ CREATE TABLE IF NOT EXISTS recovery_entity_state (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idx_recovery_entity_state_content
   ON recovery_entity_state (user_id, content_key) WHERE content_key IS NOT NULL;
+-- The content duplicates of an entry, found when it is deleted or edited to other content.
+CREATE INDEX IF NOT EXISTS idx_recovery_entity_state_duplicate
+  ON recovery_entity_state (user_id, entity_type, duplicate_of) WHERE duplicate_of IS NOT NULL;
 
 -- Every distinct raw record ever received, verbatim, once per distinct byte content. Rows are large
 -- (the record itself), so they are appended in arrival order; the narrow unique index finds them by key.
@@ -143,6 +146,8 @@ CREATE TABLE IF NOT EXISTS recovery_archive (
   reviewed_at TEXT
 );
 CREATE INDEX IF NOT EXISTS idx_recovery_archive_user ON recovery_archive (user_id, reviewed_at);
+-- A version already archived for a key is not archived again.
+CREATE INDEX IF NOT EXISTS idx_recovery_archive_key ON recovery_archive (user_id, entity_type, entity_id, checksum);
 
 -- Records that cannot go in yet, kept verbatim with the reason. Re-driven after the cause is fixed.
 CREATE TABLE IF NOT EXISTS recovery_quarantine (

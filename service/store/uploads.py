@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -117,24 +117,66 @@ async def known_checksums(
     return {(r["entity_type"], r["entity_id"], r["raw_sha256"]): r["checksum"] for r in rows}
 
 
-def load_live_content(conn: SyncConnection, user_id: str, content_keys: set[str]) -> dict[str, str]:
-    """content_key -> entity_id of the user's live logbook entries with that content."""
+def load_live_content(conn: SyncConnection, user_id: str, content_keys: set[str]) -> dict[str, list[str]]:
+    """content_key -> entity_ids of the user's live logbook entries that hold that content."""
     if not content_keys:
         return {}
     rows = conn.fetchall(
         """
-        SELECT e.content_key, MIN(e.entity_id) AS entity_id
+        SELECT e.content_key, e.entity_id
         FROM recovery_entity_state e
         JOIN sync_data s
           ON s.user_id = e.user_id AND s.entity_type = e.entity_type AND s.entity_id = e.entity_id
          AND s.deleted_at IS NULL
         WHERE e.user_id = ? AND e.entity_type = ? AND e.duplicate_of IS NULL
           AND e.content_key IN (SELECT value FROM json_each(?))
-        GROUP BY e.content_key
         """,
         (user_id, LOGBOOK_ENTRY, _json.encode(sorted(content_keys)).decode()),
     )
-    return {r["content_key"]: r["entity_id"] for r in rows}
+    holders: dict[str, list[str]] = {}
+    for r in rows:
+        holders.setdefault(r["content_key"], []).append(r["entity_id"])
+    return holders
+
+
+def duplicate_keys_of(conn: SyncConnection, user_id: str, entity_ids: Collection[str]) -> dict[str, set[EntityKey]]:
+    """holder entity_id -> the keys of the user's logbook entries recorded as its content duplicates."""
+    if not entity_ids:
+        return {}
+    rows = conn.fetchall(
+        """
+        SELECT e.duplicate_of, e.entity_id
+        FROM json_each(?) AS k CROSS JOIN recovery_entity_state e
+          ON e.user_id = ? AND e.entity_type = ? AND e.duplicate_of = k.value
+        """,
+        (_json.encode(sorted(entity_ids)).decode(), user_id, LOGBOOK_ENTRY),
+    )
+    found: dict[str, set[EntityKey]] = {}
+    for r in rows:
+        found.setdefault(r["duplicate_of"], set()).add((LOGBOOK_ENTRY, r["entity_id"]))
+    return found
+
+
+def raw_versions(conn: SyncConnection, user_id: str, key: EntityKey) -> list[bytes]:
+    """Every live record (not a deletion) kept verbatim for one key, oldest first."""
+    rows = conn.fetchall(
+        """SELECT raw FROM recovery_raw_records
+           WHERE user_id = ? AND entity_type = ? AND entity_id = ? AND checksum IS NOT NULL ORDER BY id""",
+        (user_id, key[0], key[1]),
+    )
+    return [r["raw"].encode("utf-8", "surrogatepass") for r in rows]
+
+
+def logbook_ids_of_other_users(conn: SyncConnection, user_id: str, entity_ids: Collection[str]) -> set[str]:
+    """Which of these ids another user's logbook_entries row holds (its id is the table's primary key)."""
+    if not entity_ids:
+        return set()
+    rows = conn.fetchall(
+        """SELECT l.id FROM json_each(?) AS k CROSS JOIN logbook_entries l ON l.id = k.value
+           WHERE l.user_id <> ?""",
+        (_json.encode(sorted(entity_ids)).decode(), user_id),
+    )
+    return {r["id"] for r in rows}
 
 
 def next_seq_values(conn: SyncConnection, count: int) -> int:
@@ -156,19 +198,23 @@ _UPDATE_SYNC = """
 UPDATE sync_data SET data = ?, checksum = ?, version = ?, deleted_at = ?, device_id = ?, seq = ?
 WHERE id = ?
 """
+# The relational copy follows every change of its sync_data row, soft-deleted ones included: content
+# and deleted_at together, by UPDATE (never DELETE). Another user's row with the same id is left alone;
+# the planner has reported it (`logbook_ids_of_other_users`), and the WHERE keeps it so regardless.
 _UPSERT_LOGBOOK = """
 INSERT INTO logbook_entries (id, user_id, timestamp, duration, type, instrument, pieces, techniques, goal_ids,
   notes, mood, tags, session_id, metadata, created_at, updated_at, sync_version, checksum, deleted_at, device_id)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET
   timestamp = excluded.timestamp, duration = excluded.duration, type = excluded.type,
   instrument = excluded.instrument, pieces = excluded.pieces, techniques = excluded.techniques,
   goal_ids = excluded.goal_ids, notes = excluded.notes, mood = excluded.mood, tags = excluded.tags,
   session_id = excluded.session_id, metadata = excluded.metadata, created_at = excluded.created_at,
   updated_at = excluded.updated_at, sync_version = excluded.sync_version, checksum = excluded.checksum,
-  deleted_at = NULL, device_id = excluded.device_id
+  deleted_at = excluded.deleted_at, device_id = excluded.device_id
 WHERE logbook_entries.user_id = excluded.user_id
 """
+# Only the deletion changed: the row keeps the content it holds.
 _DELETE_LOGBOOK = """
 UPDATE logbook_entries SET deleted_at = ?, sync_version = ?, device_id = ? WHERE id = ? AND user_id = ?
 """
@@ -181,10 +227,12 @@ ON CONFLICT (user_id, entity_type, entity_id) DO UPDATE SET
 """
 
 
-def _logbook_values(r: LogbookRow, w: SyncWrite, user_id: str, device_id: str | None) -> tuple[Any, ...]:
+def _logbook_values(
+    r: LogbookRow, w: SyncWrite, user_id: str, device_id: str | None, deleted_at: str | None
+) -> tuple[Any, ...]:
     return (r.id, user_id, r.timestamp, r.duration, r.type, r.instrument, r.pieces, r.techniques, r.goal_ids,
             r.notes, r.mood, r.tags, r.session_id, r.metadata, r.created_at, r.updated_at, w.version, w.checksum,
-            device_id)
+            deleted_at, device_id)
 
 
 def apply_plan(
@@ -216,14 +264,11 @@ def apply_plan(
             seq += 1
             if w.entity_type != LOGBOOK_ENTRY:
                 continue
-            if deleted_at is not None:
-                if w.row_id is None and w.logbook_row is not None:
-                    # Inserted and deleted by the same upload: the row exists, soft-deleted, as when the
-                    # two arrive one after the other.
-                    logbook_upserts.append(_logbook_values(w.logbook_row, w, user_id, device_id))
+            if w.logbook_row is not None:
+                # A new version, live or held by a soft-deleted row: the relational copy gets it too.
+                logbook_upserts.append(_logbook_values(w.logbook_row, w, user_id, device_id, deleted_at))
+            elif deleted_at is not None:
                 logbook_deletes.append((deleted_at, w.version, device_id, w.entity_id, user_id))
-            elif w.logbook_row is not None:
-                logbook_upserts.append(_logbook_values(w.logbook_row, w, user_id, device_id))
         if inserts:
             conn.executemany(_INSERT_SYNC, inserts)
         if updates:
@@ -239,9 +284,14 @@ def apply_plan(
              for s in plan.state_writes],
         )
     if plan.archived:
+        # A version is archived once: devices re-send the same losing copy on every sync.
         conn.executemany(
             """INSERT INTO recovery_archive (user_id, entity_type, entity_id, data, checksum, updated_ms, reason,
-                 upload_id, archived_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                 upload_id, archived_at)
+               SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9
+               WHERE NOT EXISTS (SELECT 1 FROM recovery_archive
+                                 WHERE user_id = ?1 AND entity_type = ?2 AND entity_id = ?3 AND checksum = ?5
+                                   AND data = ?4)""",
             [(user_id, a.entity_type, a.entity_id, a.data, a.checksum, a.updated_ms, a.reason, upload_id, now)
              for a in plan.archived],
         )
