@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.domain import outcomes as oc
-from service.domain.merge import StoredEntity, encode_document, plan_merge, round_trip_form
+from service.domain.merge import StoredEntity, plan_merge, round_trip_form
 from service.domain.outcomes import MergeReason
 from service.domain.records import LOGBOOK_ENTRY, Normalised
 from tests.domain.merge_model import (
@@ -322,10 +322,6 @@ def test_a_version_written_into_a_deleted_row_carries_its_logbook_row() -> None:
     assert outcomes(plan) == [(oc.SUPPRESSED, MergeReason.DELETED_LATER)]
     (write,) = plan.sync_writes
     assert write.deleted_ms is not None and write.logbook_row is not None and write.logbook_row.duration == 12
-
-
-def test_encode_document_is_compact_json() -> None:
-    assert encode_document({"b": 1, "a": [1, 2]}) == '{"b":1,"a":[1,2]}'
 
 
 # ---- any order -----------------------------------------------------------------------------------
