@@ -1,19 +1,54 @@
-"""`python -m service ...`: the one entry point (serve, replay, renormalise, lint-migrations, export-d1, openapi)."""
+"""`python -m service COMMAND`: the one entry point.
+
+commands:
+  serve            run the HTTP service
+  replay           replay exported device files through the pipeline
+  renormalise      re-normalise stored rows from their raw records under the current rules
+  create-user      add a user to the app's users table and print a token for them
+  token            issue an app token for a user
+  lint-migrations  find migrations that would cascade-delete app data
+  export-d1        write the recovered rows as SQL files for wrangler d1 execute
+  openapi          write the OpenAPI document
+
+Every command that takes --db defaults to RESYNC_DB (or ./data/app.db).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import re
 import secrets
+import sqlite3
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 from service.config import DEFAULT_DB_PATH, Settings
+from service.dbfile import INIT_FLAG, DatabaseFileError, check_database_file
 from service.memory import freeze_startup_objects, limit_malloc_arenas, tune_garbage_collector
+from service.store.database import NotAnAppDatabase
+from service.tokens import TOKEN_LIFETIME
 
 DEMO_USER_ID = "user_demoDEMOdemoDEMOdemo0"
 DEMO_EMAIL = "demo@example.com"
+# `serve --dev` without RESYNC_JWT_SECRET keeps its secret here, next to the database, so that
+# `create-user` and `token` in another terminal sign with the same one.
+DEV_SECRET_FILE = ".resync-dev-secret"
+EXIT_USAGE = 2
+
+SERVE_EPILOG = """environment:
+  RESYNC_JWT_SECRET    the app's HS256 secret (required; --dev keeps a dev secret next to the database instead)
+  RESYNC_DB            app database file (default ./data/app.db); --db overrides it
+  RESYNC_HOST, RESYNC_PORT, RESYNC_WORKERS   defaults of --host, --port and --workers
+  RESYNC_MAX_BODY_MB   larger request bodies get 413 (default 64)
+  RESYNC_CORS_ORIGINS  comma-separated origins allowed to call with credentials"""
+
+
+def _db_path(args: argparse.Namespace) -> str:
+    return str(getattr(args, "db", None) or os.environ.get("RESYNC_DB", DEFAULT_DB_PATH))
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -22,8 +57,10 @@ def _serve(args: argparse.Namespace) -> int:
     from service.app import create_app
 
     env = Settings.from_env()
+    db_path = _db_path(args)
+    check_database_file(db_path, init_app_schema=args.init_app_schema)
     settings = Settings(
-        db_path=args.db or env.db_path,
+        db_path=db_path,
         jwt_secret=env.jwt_secret,
         max_body_bytes=env.max_body_bytes,
         cors_origins=env.cors_origins,
@@ -32,14 +69,20 @@ def _serve(args: argparse.Namespace) -> int:
         if not args.dev:
             print("error: set RESYNC_JWT_SECRET to the app's JWT secret (or use --dev to try the service)",
                   file=sys.stderr)
-            return 2
-        settings = Settings(settings.db_path, secrets.token_urlsafe(32), settings.max_body_bytes,
+            return EXIT_USAGE
+        secret_file = _keep_dev_secret(db_path)
+        settings = Settings(settings.db_path, secret_file.read_text().strip(), settings.max_body_bytes,
                             settings.cors_origins)
+        print(f"dev mode: RESYNC_JWT_SECRET is not set: signing with the dev secret kept in {secret_file} "
+              "(create-user and token find it there); elsewhere:", file=sys.stderr)
+        print(f'  export RESYNC_JWT_SECRET="$(cat {secret_file})"', file=sys.stderr)
     if args.dev:
         token = asyncio.run(_create_demo_user(settings))
         print(f"dev mode: database {settings.db_path}", file=sys.stderr)
         print(f"dev mode: demo user {DEMO_USER_ID} <{DEMO_EMAIL}> (role admin)", file=sys.stderr)
         print(f"dev mode: token (valid 30 days):\n{token}", file=sys.stderr)
+    else:
+        asyncio.run(_open_and_close(settings.db_path))  # a database it cannot use: one line, before uvicorn
     if args.workers > 1:
         # Each worker process opens its own writer; SQLite's BEGIN IMMEDIATE serialises them, so uploads
         # stay one transaction each while normalisation runs on every core.
@@ -55,6 +98,45 @@ def _serve(args: argparse.Namespace) -> int:
         freeze_startup_objects()
         uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
+
+
+async def _open_and_close(db_path: str) -> None:
+    from service.store.database import Database
+
+    await (await Database.open(db_path)).close()
+
+
+def dev_secret_path(db_path: str) -> Path:
+    return Path(db_path).absolute().parent / DEV_SECRET_FILE
+
+
+def _keep_dev_secret(db_path: str) -> Path:
+    """The dev secret next to the database: made once (mode 0600), then reused by every command."""
+    path = dev_secret_path(db_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_urlsafe(32) + "\n")
+    return path
+
+
+def _signing_secret(db_path: str) -> tuple[str | None, str]:
+    """RESYNC_JWT_SECRET, else the dev secret `serve --dev` keeps next to the database; and where from."""
+    secret = os.environ.get("RESYNC_JWT_SECRET")
+    if secret:
+        return secret, "RESYNC_JWT_SECRET"
+    path = dev_secret_path(db_path)
+    with contextlib.suppress(OSError):
+        kept = path.read_text().strip()
+        if kept:
+            return kept, f"the dev secret in {path}"
+    return None, ""
+
+
+def _no_secret_reason(db_path: str) -> str:
+    return (f"RESYNC_JWT_SECRET is not set and there is no dev secret at {dev_secret_path(db_path)} "
+            "(`serve --dev` keeps one there)")
 
 
 async def _create_demo_user(settings: Settings) -> str:
@@ -76,19 +158,18 @@ async def _create_demo_user(settings: Settings) -> str:
 
 def _create_user(args: argparse.Namespace) -> int:
     """Add a user to the app's users table (as the app would on sign-up) and print a token for it."""
-    import re
-    import sqlite3
-
     from service.store.database import Database
     from service.tokens import issue_token
 
     user_id = args.id or f"user_{secrets.token_urlsafe(16)[:21]}"
     if not re.fullmatch(r"user_[A-Za-z0-9_-]{21}", user_id):
         print("error: --id must be 'user_' followed by 21 characters of A-Z a-z 0-9 _ -", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    db_path = _db_path(args)
+    check_database_file(db_path, init_app_schema=args.init_app_schema)
 
     async def insert() -> None:
-        db = await Database.open(args.db or Settings.from_env().db_path)
+        db = await Database.open(db_path)
         try:
             async with db.write() as conn:
                 await conn.execute(
@@ -104,21 +185,40 @@ def _create_user(args: argparse.Namespace) -> int:
         print(f"error: cannot add {args.email}: {exc}", file=sys.stderr)
         return 1
     print(user_id)
-    secret = os.environ.get("RESYNC_JWT_SECRET")
+    secret, source = _signing_secret(db_path)
     if secret:
         print(issue_token(secret, user_id, args.email))
+        if source != "RESYNC_JWT_SECRET":
+            print(f"token signed with {source}", file=sys.stderr)
+    else:
+        print(f"no token printed: {_no_secret_reason(db_path)}; set it, then run "
+              f"`python -m service token {user_id} {args.email}`", file=sys.stderr)
+    print("if the replay quarantined records for this user before they existed, bring them in with "
+          f"`python -m service redrive --user {user_id}`", file=sys.stderr)
     return 0
 
 
 def _issue_token(args: argparse.Namespace) -> int:
     from service.tokens import issue_token
 
-    secret = os.environ.get("RESYNC_JWT_SECRET")
+    db_path = _db_path(args)
+    secret, source = _signing_secret(db_path)
     if not secret:
-        print("error: set RESYNC_JWT_SECRET", file=sys.stderr)
-        return 2
-    print(issue_token(secret, args.user_id, args.email))
+        print(f"error: {_no_secret_reason(db_path)}", file=sys.stderr)
+        return EXIT_USAGE
+    if source != "RESYNC_JWT_SECRET":
+        print(f"token signed with {source}", file=sys.stderr)
+    print(issue_token(secret, args.user_id, args.email, lifetime=args.expires_in))
     return 0
+
+
+def _duration(text: str) -> timedelta:
+    """`90`, `90s`, `45m`, `12h`, `30d`: how long a token is valid."""
+    match = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text)
+    if match is None or int(match[1]) == 0:
+        raise argparse.ArgumentTypeError("must be a positive duration: seconds, or a number with s, m, h or d")
+    unit = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+    return timedelta(seconds=int(match[1]) * unit)
 
 
 def _openapi(args: argparse.Namespace) -> int:
@@ -157,42 +257,55 @@ def _export_d1(args: argparse.Namespace) -> int:
     return run(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+def add_db_arguments(parser: argparse.ArgumentParser) -> None:
+    """--db (default RESYNC_DB) and the flag that allows adding the app schema to another SQLite file."""
+    parser.add_argument("--db", metavar="PATH", help=f"app database file (env RESYNC_DB, default {DEFAULT_DB_PATH})")
+    parser.add_argument(INIT_FLAG, action="store_true",
+                        help="add the app's tables to a SQLite file that holds other tables but not the app's "
+                        "(refused without it)")
 
-    serve = commands.add_parser("serve", help="run the HTTP service")
-    serve.add_argument("--db", help=f"app database file (env RESYNC_DB, default {DEFAULT_DB_PATH})")
-    serve.add_argument("--host", default=os.environ.get("RESYNC_HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("RESYNC_PORT", "8000")))
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the HTTP service", epilog=SERVE_EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_db_arguments(serve)
+    serve.add_argument("--host", default=os.environ.get("RESYNC_HOST", "127.0.0.1"),
+                       help="address to listen on (env RESYNC_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=int(os.environ.get("RESYNC_PORT", "8000")),
+                       help="port (env RESYNC_PORT, default 8000)")
     serve.add_argument("--dev", action="store_true",
-                       help="make a secret if none is set, create a demo admin user and print a token for it")
+                       help="without RESYNC_JWT_SECRET, sign with a dev secret kept next to the database "
+                       f"({DEV_SECRET_FILE}, mode 0600); create a demo admin user and print a token for it")
     serve.add_argument("--workers", type=int, default=int(os.environ.get("RESYNC_WORKERS", "1")),
-                       help="worker processes (default 1; one per core speeds up large uploads)")
+                       help="worker processes (env RESYNC_WORKERS, default 1; one per core speeds up large uploads)")
     serve.set_defaults(run=_serve)
 
-    create_user = commands.add_parser("create-user", help="add a user to the app's users table")
-    create_user.add_argument("--db", help=f"app database file (env RESYNC_DB, default {DEFAULT_DB_PATH})")
+    replay = commands.add_parser("replay", help="replay exported device files through the pipeline")
+    from service.replay import add_arguments as add_replay_arguments
+
+    add_replay_arguments(replay)
+    replay.set_defaults(run=_replay)
+
+    create_user = commands.add_parser("create-user", help="add a user to the app's users table and print a token")
+    add_db_arguments(create_user)
     create_user.add_argument("--email", required=True)
     create_user.add_argument("--id", help="users.id (default: a new user_ id)")
     create_user.add_argument("--name", default=None, help="display name")
     create_user.add_argument("--role", default="user", choices=["user", "teacher", "admin"])
     create_user.set_defaults(run=_create_user)
 
-    token = commands.add_parser("token", help="issue an app token (needs RESYNC_JWT_SECRET)")
+    token = commands.add_parser("token", help="issue an app token (RESYNC_JWT_SECRET, or the dev secret)")
     token.add_argument("user_id")
     token.add_argument("email")
+    token.add_argument("--db", metavar="PATH",
+                       help="where `serve --dev` keeps its dev secret, next to this database (env RESYNC_DB)")
+    token.add_argument("--expires-in", metavar="DURATION", type=_duration, default=TOKEN_LIFETIME,
+                       help="how long the token is valid: seconds, or 45m, 12h, 30d (default 30d)")
     token.set_defaults(run=_issue_token)
-
-    openapi = commands.add_parser("openapi", help="write the OpenAPI document")
-    openapi.add_argument("--out", default="openapi/openapi.json", help="file to write, or - for stdout")
-    openapi.set_defaults(run=_openapi)
-
-    replay = commands.add_parser("replay", help="replay exported device data through the pipeline")
-    from service.replay import add_arguments as add_replay_arguments
-
-    add_replay_arguments(replay)
-    replay.set_defaults(run=_replay)
 
     renormalise = commands.add_parser(
         "renormalise", help="re-normalise stored rows from their raw records under the current rules"
@@ -213,6 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_export_d1_arguments(export)
     export.set_defaults(run=_export_d1)
+
+    openapi = commands.add_parser("openapi", help="write the OpenAPI document")
+    openapi.add_argument("--out", default="openapi/openapi.json", help="file to write, or - for stdout")
+    openapi.set_defaults(run=_openapi)
     return parser
 
 
@@ -220,7 +337,15 @@ def main(argv: list[str] | None = None) -> int:
     limit_malloc_arenas()  # before any thread starts
     tune_garbage_collector()
     args = build_parser().parse_args(argv)
-    result: int = args.run(args)
+    try:
+        result: int = args.run(args)
+    except (DatabaseFileError, NotAnAppDatabase) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except sqlite3.Error as error:
+        # A database that passed the checks and still failed (a lock, a full disk): one line, not a traceback.
+        print(f"error: the database at {_db_path(args)} cannot be used: {error}", file=sys.stderr)
+        return EXIT_USAGE
     return result
 
 

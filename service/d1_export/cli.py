@@ -1,11 +1,14 @@
-"""Command line: `python -m service export-d1 --db PATH --out DIR [--since TIME | --upload ID]`
+"""Command line: `python -m service export-d1 [--db PATH] --out DIR [--since TIME | --upload ID]`
 (or `python -m service.d1_export ...`)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+from service.config import DEFAULT_DB_PATH
 
 from .exporter import ExportResult, Limits, export_rows, write_reports
 from .files import MANIFEST_NAME, OVERSIZE_NAME, OutputError, prepare_out_dir
@@ -21,7 +24,8 @@ MIN_MAX_STATEMENT_BYTES = 4096
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", required=True, type=Path, metavar="PATH", help="the recovered app database (read only)")
+    parser.add_argument("--db", type=Path, metavar="PATH",
+                        help=f"the recovered app database, read only (env RESYNC_DB, default {DEFAULT_DB_PATH})")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR",
                         help="directory for the numbered .sql files, manifest.json and oversize.json")
     which = parser.add_mutually_exclusive_group()
@@ -44,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     """Export; 0 done, 1 done but rows left out (listed in oversize.json), 2 nothing exported."""
     selection = Selection(since=args.since, upload_id=args.upload)
     limits = Limits(args.max_statement_bytes, args.max_file_statements, args.max_file_bytes)
+    args.db = Path(args.db or os.environ.get("RESYNC_DB", DEFAULT_DB_PATH))
     try:
         with open_source(args.db) as source:
             # Hashed inside the read transaction: without a WAL, no writer can change the file meanwhile.

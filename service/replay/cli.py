@@ -22,6 +22,7 @@ from pathlib import Path
 from rich.console import Console
 
 from service.config import DEFAULT_DB_PATH
+from service.dbfile import INIT_FLAG, DatabaseFileError, check_database_file
 from service.replay.inputs import MAX_DOCUMENT_BYTES, InputFile, survey
 from service.replay.model import is_device_id
 from service.replay.owners import OwnerOption
@@ -53,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "batch files (.ndjson, .jsonl), SQL dumps (.sql); or directories, .zip or .tar.gz archives of them",
     )
     parser.add_argument("--db", metavar="PATH", help=f"app database file (env RESYNC_DB, default {DEFAULT_DB_PATH})")
+    parser.add_argument(INIT_FLAG, action="store_true",
+                        help="add the app's tables to a SQLite file that holds other tables but not the app's "
+                        "(refused without it)")
     owner = parser.add_mutually_exclusive_group()
     owner.add_argument(
         "--user", metavar="ID", type=_non_empty,
@@ -81,8 +85,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     db_path = args.db or os.environ.get("RESYNC_DB", DEFAULT_DB_PATH)
-    if not Path(db_path).is_file():
-        print(f"error: no app database at {db_path} (give --db or set RESYNC_DB)", file=sys.stderr)
+    try:
+        check_database_file(db_path, must_exist=True, init_app_schema=args.init_app_schema)
+    except DatabaseFileError as error:
+        hint = "" if Path(db_path).exists() else " (give --db or set RESYNC_DB)"
+        print(f"error: {error}{hint}", file=sys.stderr)
         return EXIT_UNREADABLE
     options = ReplayOptions(OwnerOption(args.user, args.email), args.device, args.dry_run, args.batch_size,
                             args.follow_symlinks, args.max_document_mb * 1024 * 1024)
@@ -140,7 +147,8 @@ def _run(
             progress.message("nothing was replayed")
         else:
             try:
-                asyncio.run(_replay(db_path, options, args.paths, found.files, progress, summary))
+                asyncio.run(_replay(db_path, options, args.paths, found.files, progress, summary,
+                                    announce_skips=args.json))
             finally:
                 close_shared_pool()
     except KeyboardInterrupt:
@@ -163,10 +171,12 @@ async def _replay(
     files: list[InputFile],
     progress: ProgressReporter,
     summary: ReplaySummary,
+    *,
+    announce_skips: bool,
 ) -> None:
     db = await Database.open(db_path)
     try:
-        await Replayer(db, options, progress, summary).replay(paths, files)
+        await Replayer(db, options, progress, summary, announce_skips=announce_skips).replay(paths, files)
     finally:
         await db.close()
 

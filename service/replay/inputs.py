@@ -1,4 +1,6 @@
 """Where the replay's files come from: PATHs that are files, directories, `.zip` or `.tar.gz` archives.
+A file whose name ends in `.gz` (`users.ndjson.gz`, `export.json.gz`, `dump.sql.gz`) is read through gzip,
+wherever it is; its SHA-256 is that of the content, so a compressed copy is the same file.
 
 Everything is streamed: an archive's members are read one at a time, never extracted. The inputs are
 walked twice in the same order: `survey` hashes each file (its SHA-256 keys the checkpoint, so the
@@ -8,6 +10,8 @@ them again to be replayed.
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import hashlib
 import tarfile
 import zipfile
@@ -15,7 +19,7 @@ import zlib
 from collections.abc import Callable, Generator, Sequence
 from contextlib import closing
 from pathlib import Path, PurePosixPath
-from typing import IO, NamedTuple
+from typing import IO, NamedTuple, cast
 
 import msgspec
 
@@ -90,6 +94,7 @@ def survey(
     """Hash and recognise every input file. `on_bytes(location, bytes hashed so far)` reports progress."""
     result = Survey([], [], [])
     for path in paths:
+        files_before, skipped_before = len(result.files), len(result.skipped)
         try:
             with closing(walk_path(path, follow_symlinks=follow_symlinks)) as entries:
                 for entry in entries:
@@ -101,8 +106,15 @@ def survey(
                         result.files.append(_inspect(entry, on_bytes, max_document_bytes))
         except READ_ERRORS as error:
             result.problems.append(f"{path}: cannot read: {error}")
+            continue
         except UnreadableInput as error:
             result.problems.append(f"{path}: {error.reason}")
+            continue
+        if len(result.files) == files_before:
+            skipped = len(result.skipped) - skipped_before
+            # A replay that would replay nothing of an input says so, and exits non-zero.
+            result.problems.append(f"{path}: nothing in it is a file the replay reads ({skipped} skipped, listed)"
+                                   if skipped else f"{path}: holds no file")
     return result
 
 
@@ -133,16 +145,16 @@ def walk_path(path: Path, *, follow_symlinks: bool = False) -> Entries:
                 except OSError as error:
                     yield Unreadable(str(child), child.name, f"cannot read: {error.strerror or error}")
                     continue
-                with stream:
-                    yield Opened(str(child), child.name, stream)
+                with stream, _content(child.name, stream) as content:
+                    yield Opened(str(child), child.name, content)
             else:
                 yield Skipped(str(child), "not a replayable file type")
     elif path.is_file():
         if _is_archive(path.name):
             yield from _archive_members(path)
         else:
-            with path.open("rb") as stream:  # named explicitly: tried whatever its name
-                yield Opened(str(path), path.name, stream)
+            with path.open("rb") as stream, _content(path.name, stream) as content:  # named: tried whatever its name
+                yield Opened(str(path), path.name, content)
     else:
         raise UnreadableInput("no such file or directory")
 
@@ -187,8 +199,9 @@ def _archive_members(archive: Path) -> Entries:
                 if skipped is not None:
                     yield skipped
                     continue
-                with zip_file.open(info) as stream:
-                    yield Opened(f"{archive}:{info.filename}", PurePosixPath(info.filename).name, stream)
+                name = PurePosixPath(info.filename).name
+                with zip_file.open(info) as stream, _content(name, stream) as content:
+                    yield Opened(f"{archive}:{info.filename}", name, content)
         return
     # Stream mode ("r|*"): members in archive order, each read once, any compression.
     with tarfile.open(archive, mode="r|*") as tar:
@@ -201,8 +214,9 @@ def _archive_members(archive: Path) -> Entries:
                 continue
             member_stream = tar.extractfile(member)
             if member_stream is not None:
-                with member_stream:
-                    yield Opened(f"{archive}:{member.name}", PurePosixPath(member.name).name, member_stream)
+                name = PurePosixPath(member.name).name
+                with member_stream, _content(name, member_stream) as content:
+                    yield Opened(f"{archive}:{member.name}", name, content)
 
 
 def _member_skipped(archive: Path, name: str) -> Skipped | None:
@@ -222,7 +236,21 @@ def _is_archive(name: str) -> bool:
 
 
 def _is_replayable(name: str) -> bool:
-    return name.lower().endswith(REPLAYABLE_SUFFIXES) and not name.startswith(".")
+    return _uncompressed_name(name).endswith(REPLAYABLE_SUFFIXES) and not name.startswith(".")
+
+
+def _uncompressed_name(name: str) -> str:
+    return name.lower().removesuffix(".gz")
+
+
+@contextlib.contextmanager
+def _content(name: str, stream: IO[bytes]) -> Generator[IO[bytes], None, None]:
+    """The file's content: through gzip when its name says it is compressed (streamed, never whole)."""
+    if not name.lower().endswith(".gz"):
+        yield stream
+        return
+    with gzip.GzipFile(fileobj=stream, mode="rb") as content:
+        yield cast(IO[bytes], content)
 
 
 def _inspect(opened: Opened, on_bytes: Callable[[str, int], None] | None, max_document_bytes: int) -> InputFile:
@@ -256,7 +284,7 @@ def document_too_large(limit: int) -> str:
 
 def sniff(file_name: str, head: bytes) -> str | None:
     """The format of a file from its name and first bytes (None when it is none of them)."""
-    name = file_name.lower()
+    name = _uncompressed_name(file_name)
     if name.endswith(_NDJSON_SUFFIXES):
         return NDJSON
     if name.endswith(".sql"):

@@ -37,9 +37,16 @@ def print_rich(summary: ReplaySummary, console: Console) -> None:
     rows = _user_rows(summary)
     table = Table(title="per user and outcome")
     for i, heading in enumerate(rows[0]):
-        table.add_column(heading, justify="left" if i == 0 else "right")
+        table.add_column(heading, justify="left" if i == 0 else "right", no_wrap=i == 0)
     for row in rows[1:]:
         table.add_row(*row, style="bold" if row[0] == "total" else None)
+    # Each column: its widest cell, a space either side and a border; one more border at the end.
+    needed = sum(max(len(row[i]) for row in rows) + 3 for i in range(len(rows[0]))) + 1
+    if needed > console.width:
+        # Too wide for the terminal: rich would cut the user ids; the plain table never does.
+        for line in render_text(summary).splitlines()[len(_sections(summary)):]:
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+        return
     console.print(table)
 
 
@@ -93,4 +100,5 @@ def _sections(summary: ReplaySummary) -> list[str]:
             where = f" from line {p.first_line}" if p.first_line is not None else ""
             lines.append(f"  {report.source.location}{where}: {p.reason} {p.owner}: {p.records:,} records "
                          f"({p.detail})")
+    lines += [f"next: {step}" for step in summary.next_steps]
     return lines

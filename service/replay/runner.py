@@ -41,6 +41,7 @@ from service.replay.sqldump import open_dump
 from service.replay.summary import (
     ALREADY_REPLAYED,
     DUPLICATE_INPUT,
+    NOTHING_TO_REPLAY,
     RESUMED,
     STOPPED,
     UNREADABLE,
@@ -77,8 +78,10 @@ class _StagedUploads(msgspec.Struct):
 
 class Replayer:
     def __init__(
-        self, db: Database, options: ReplayOptions, progress: ProgressReporter, summary: ReplaySummary
+        self, db: Database, options: ReplayOptions, progress: ProgressReporter, summary: ReplaySummary, *,
+        announce_skips: bool = True,
     ) -> None:
+        self._announce_skips = announce_skips  # False when the summary printed after says it anyway
         self._db = db
         self._options = options
         self._progress = progress
@@ -168,6 +171,9 @@ class Replayer:
                     # A batch read before an error in a later one still commits, and an interrupted run
                     # counts the batch whose commit was under way.
                     await asyncio.shield(committing)
+        if done == 0 and report.records == 0:
+            report.status, report.error = NOTHING_TO_REPLAY, "no record in it to replay"
+            self._progress.message(f"{source.location}: error: no record in it to replay")
         if batches == 0 and not self._options.dry_run:
             # Nothing (left) to replay: a checkpoint-only transaction records the file as finished.
             await ingest_batch(self._db, [], in_transaction=self._checkpoint(key, source, done, done, finished=True))
@@ -182,7 +188,8 @@ class Replayer:
         checkpoint = await load_checkpoint(self._db, key)
         if checkpoint is not None and checkpoint.finished:
             report.status = ALREADY_REPLAYED
-            self._progress.message(f"already replayed: {source.location} ({source.sha256})")
+            if self._announce_skips:
+                self._progress.message(f"already replayed: {source.location} ({source.sha256})")
             return None
         done = checkpoint.records_done if checkpoint is not None else 0
         if done:

@@ -18,6 +18,7 @@ RESUMED = "resumed"
 ALREADY_REPLAYED = "already_replayed"
 DUPLICATE_INPUT = "duplicate_input"  # the same file (and owner option) twice in one run
 UNREADABLE = "unreadable"
+NOTHING_TO_REPLAY = "nothing_to_replay"  # read, and no record in it: exit 2, so an empty input is noticed
 STOPPED = "stopped"  # interrupted, or another run moved the checkpoint
 
 MAX_LISTED_PER_FILE = 1000
@@ -113,7 +114,7 @@ class ReplaySummary:
         1 when a run stopped; 130 when it was interrupted."""
         if self.interrupted:
             return 130
-        if self.problems or any(f.status == UNREADABLE for f in self.files):
+        if self.problems or any(f.status in (UNREADABLE, NOTHING_TO_REPLAY) for f in self.files):
             return 2
         return 1 if any(f.status == STOPPED for f in self.files) else 0
 
@@ -130,7 +131,23 @@ class ReplaySummary:
             "users": self.users,
             "skipped": [{"location": s.location, "reason": s.reason} for s in self.skipped],
             "problems": self.problems,
+            "next_steps": self.next_steps,
         }
+
+    @property
+    def unknown_users(self) -> bool:
+        return any(p.reason == "unknown_user" for f in self.files for p in f.owner_problems)
+
+    @property
+    def next_steps(self) -> list[str]:
+        """What the operator does about records quarantined for owners that are not (yet) users."""
+        if not self.unknown_users:
+            return []
+        return [
+            "records of unknown users are quarantined, not lost; a re-run of the replay says 'already replayed'",
+            "create each user as the app would: python -m service create-user --email ADDR [--id USER_ID]",
+            "then bring their records in: python -m service redrive --user USER_ID (or --email ADDR, or --all)",
+        ]
 
 
 def _add_into(total: dict[str, int], counts: dict[str, int]) -> None:

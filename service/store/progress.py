@@ -298,13 +298,23 @@ async def resolve_quarantine(conn: GuardedConnection, ids: list[int], upload_id:
 async def declare_device(
     conn: GuardedConnection, user_id: str, device_id: str, expected: dict[str, int], complete: bool
 ) -> None:
+    """Record the declaration; only one that matches (`complete`) changes the device: a mismatch never
+    switches a complete device back to in progress, nor stores counts that are not the device's."""
     now = utc_now_text()
+    expected_text = json.dumps(expected, sort_keys=True)
+    await conn.execute(
+        "INSERT INTO recovery_device_declarations (user_id, device_id, declared_at, expected, matched)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (user_id, device_id, now, expected_text, int(complete)),
+    )
+    if not complete:
+        return
     await conn.execute(
         """INSERT INTO recovery_devices (user_id, device_id, first_upload_at, last_upload_at, declared_at, expected,
-             complete) VALUES (?, ?, ?, ?, ?, ?, ?)
+             complete) VALUES (?, ?, ?, ?, ?, ?, 1)
            ON CONFLICT (user_id, device_id) DO UPDATE SET declared_at = excluded.declared_at,
-             expected = excluded.expected, complete = excluded.complete""",
-        (user_id, device_id, now, now, now, json.dumps(expected, sort_keys=True), int(complete)),
+             expected = excluded.expected, complete = 1""",
+        (user_id, device_id, now, now, now, expected_text),
     )
 
 

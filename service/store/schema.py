@@ -227,6 +227,17 @@ CREATE TABLE IF NOT EXISTS recovery_devices (
   PRIMARY KEY (user_id, device_id)
 ) WITHOUT ROWID;
 
+-- Every declaration a device made, matching or not (append-only): a declaration that does not match
+-- changes nothing in recovery_devices, so this is its only trace.
+CREATE TABLE IF NOT EXISTS recovery_device_declarations (
+  id INTEGER PRIMARY KEY,
+  user_id TEXT NOT NULL,
+  device_id TEXT NOT NULL,
+  declared_at TEXT NOT NULL,
+  expected TEXT NOT NULL,
+  matched INTEGER NOT NULL
+);
+
 -- Distinct records each device has sent, to check a device's declaration of completeness.
 CREATE TABLE IF NOT EXISTS recovery_device_records (
   user_id TEXT NOT NULL,

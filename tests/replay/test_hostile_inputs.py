@@ -4,6 +4,7 @@ out of a directory are not followed, and an unreadable file is reported while th
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -114,12 +115,13 @@ def _zip_bomb(path: Path, inflated: int) -> Path:
     """A full export padded with `inflated` bytes of whitespace: a few hundred KB on disk per GiB."""
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
         with archive.open("export.json", "w", force_zip64=True) as member:
-            member.write(b'{"version": "2.0", "logbook": [')
+            member.write(b'{"version": "2.0", "profile": {"id": "' + ADA[0].encode() + b'"}, "logbook": ['
+                         + json.dumps(entry("a1")).encode())
             chunk = b" " * (1024 * 1024)
             for _ in range(inflated // len(chunk)):
                 member.write(chunk)
             member.write(b"]}")
-        archive.writestr("ben.ndjson", b'{"user_id": "' + BEN[0].encode() + b'", "changes": {"entries": []}}\n')
+        archive.writestr("ben.ndjson", json.dumps({"user_id": BEN[0], "changes": {"entries": [entry("b1")]}}))
     return path
 
 
