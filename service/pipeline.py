@@ -46,7 +46,7 @@ class Upload(msgspec.Struct):
     owner: str  # who the records belong to: the user's id, or the unknown token subject
     user: UserRecord | None  # the user in `users`; None when nobody matches (everything is quarantined)
     device_id: str | None
-    source: str  # push | recovery | export | replay | redrive | socket (live sync) | repertoire (app API)
+    source: str  # push | recovery | export | replay | redrive | socket (live sync) | repertoire, preferences (app API)
     records: list[IncomingRecord]
     deleted: dict[str, list[Any]] = msgspec.field(default_factory=dict)
     email: str | None = None

@@ -300,7 +300,7 @@ class RepertoireController(Controller):
             personalNotes=data.personalNotes, referenceLinks=data.referenceLinks or [],
             createdAt=_seconds(created) or now_ms // 1000, updatedAt=now_ms // 1000,
         )
-        return await self._upload(request, [document], {}, device_id, idempotency_key, answer, 201)
+        return await upload_documents(request, REPERTOIRE_ITEM, [document], {}, device_id, idempotency_key, answer, 201)
 
     @put("/{score_id:str}", summary="Update a repertoire item", before_request=require_json_body,
          responses=problem_responses(400, 401, 404, 413, 415, 422))
@@ -333,8 +333,8 @@ class RepertoireController(Controller):
             fields["personalNotes"] = (data.personalNotes if data.personalNotes is not None else current) + mark
         document = {**item, **fields, "scoreId": row["entity_id"]}
         document["updatedAt"] = ms_to_iso_z(now_ms)
-        return await self._upload(request, [document], {}, device_id, idempotency_key,
-                                  Message("Repertoire updated successfully"), 200)
+        return await upload_documents(request, REPERTOIRE_ITEM, [document], {}, device_id, idempotency_key,
+                                      Message("Repertoire updated successfully"), 200)
 
     @delete("/{score_id:str}", status_code=200, summary="Remove a piece from the repertoire",
             responses=problem_responses(401, 404))
@@ -345,8 +345,8 @@ class RepertoireController(Controller):
         ids = await self._live_ids(db, principal, _candidates(score_id))
         if not ids:
             raise FieldError(404, "scoreId", "no such piece in the repertoire", detail="Repertoire item not found")
-        return await self._upload(request, [], {REPERTOIRE_ITEM: ids}, None, None, Message("Removed from repertoire"),
-                                  200)
+        return await upload_documents(request, REPERTOIRE_ITEM, [], {REPERTOIRE_ITEM: ids}, None, None,
+                                      Message("Removed from repertoire"), 200)
 
     @delete("/{score_id:str}/dissociate", status_code=200, summary="Remove a piece, keeping its practice logs",
             responses=problem_responses(401, 404))
@@ -380,8 +380,7 @@ class RepertoireController(Controller):
             entry["updatedAt"] = now  # newer than the copies devices hold, so the change wins the merge
             changed.append(entry)
         answer = Dissociated("Piece dissociated from repertoire", len(sessions), title, composer)
-        return await self._upload(request, changed, {REPERTOIRE_ITEM: ids}, None, None, answer, 200,
-                                  entity_type=LOGBOOK_ENTRY)
+        return await upload_documents(request, LOGBOOK_ENTRY, changed, {REPERTOIRE_ITEM: ids}, None, None, answer, 200)
 
     # ---- helpers ----------------------------------------------------------------------------------
 
@@ -402,50 +401,51 @@ class RepertoireController(Controller):
             rows = await reads.rows_of(conn, principal.user.id, REPERTOIRE_ITEM, ids)
         return [row["entity_id"] for row in rows if row["deleted_at"] is None]
 
-    async def _upload(
-        self,
-        request: Request[Principal, Any, Any],
-        documents: list[dict[str, Any]],
-        deleted: dict[str, list[str]],
-        device_id: str | None,
-        idempotency_key: str | None,
-        answer: msgspec.Struct,
-        status: int,
-        *,
-        entity_type: str = REPERTOIRE_ITEM,
-    ) -> Response[Any]:
-        """The write as one upload through the pipeline; with an idempotency key, a repeat of the same
-        request gets the first answer and writes nothing."""
-        principal = request.user
-        device = header_token(device_id, "X-Device-ID")
-        key = header_token(idempotency_key, "X-Idempotency-Key")
-        body = await request.body()
-        fingerprint = sha256_hex(f"{request.method} {request.url.path}\n".encode() + body)
-        upload = Upload(
-            owner=principal.owner,
-            user=principal.user,
-            device_id=device,
-            source=SOURCE,
-            records=[IncomingRecord(entity_type, _encode(d), d) for d in documents],
-            deleted=dict(deleted),
-            email=principal.email,
-            alias_from=principal.alias_from,
-            payload_sha256=fingerprint,
+
+async def upload_documents(
+    request: Request[Principal, Any, Any],
+    entity_type: str,
+    documents: list[dict[str, Any]],
+    deleted: dict[str, list[str]],
+    device_id: str | None,
+    idempotency_key: str | None,
+    answer: msgspec.Struct,
+    status: int,
+    *,
+    source: str = SOURCE,
+) -> Response[Any]:
+    """An app-API write as one upload through the pipeline; with an idempotency key, a repeat of the same
+    request gets the first answer and writes nothing."""
+    principal = request.user
+    device = header_token(device_id, "X-Device-ID")
+    key = header_token(idempotency_key, "X-Idempotency-Key")
+    body = await request.body()
+    fingerprint = sha256_hex(f"{request.method} {request.url.path}\n".encode() + body)
+    upload = Upload(
+        owner=principal.owner,
+        user=principal.user,
+        device_id=device,
+        source=source,
+        records=[IncomingRecord(entity_type, _encode(d), d) for d in documents],
+        deleted=dict(deleted),
+        email=principal.email,
+        alias_from=principal.alias_from,
+        payload_sha256=fingerprint,
+    )
+    rendered = _encode(answer)
+    try:
+        outcome = await ingest(
+            request.app.state.db,
+            upload,
+            idempotency=Idempotency(key, fingerprint) if key else None,
+            render=lambda _: rendered,
         )
-        rendered = _encode(answer)
-        try:
-            outcome = await ingest(
-                request.app.state.db,
-                upload,
-                idempotency=Idempotency(key, fingerprint) if key else None,
-                render=lambda _: rendered,
-            )
-        except IdempotencyConflict as exc:
-            raise FieldError(
-                422, "X-Idempotency-Key", "this key was used with a different request body in the last 24 hours"
-            ) from exc
-        content = outcome.response if isinstance(outcome, Replayed) else rendered
-        return Response(content=content, media_type="application/json", status_code=status)
+    except IdempotencyConflict as exc:
+        raise FieldError(
+            422, "X-Idempotency-Key", "this key was used with a different request body in the last 24 hours"
+        ) from exc
+    content = outcome.response if isinstance(outcome, Replayed) else rendered
+    return Response(content=content, media_type="application/json", status_code=status)
 
 
 def _new_id() -> str:

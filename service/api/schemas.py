@@ -264,3 +264,16 @@ class Dissociated(msgspec.Struct):
     preservedLogs: int
     pieceTitle: str
     pieceComposer: str
+
+
+class PreferencesUpdate(msgspec.Struct):
+    """`PUT /api/user/preferences`: the fields the app keeps (it drops every other one)."""
+
+    theme: Literal["light", "dark", "auto"] | None = None
+    notificationSettings: dict[str, Any] | None = None
+    primaryInstrument: str | None = None
+
+
+class PreferencesSaved(msgspec.Struct):
+    success: bool
+    preferences: dict[str, Any]

@@ -1,4 +1,4 @@
-"""The app's `/api/user` reads its web client makes on every page load (CONTRACT section 4).
+"""The app's `/api/user` routes its web client calls (CONTRACT section 4).
 
 The client calls `GET /api/user/me` first and logs the user out on any error, so it must answer as the
 app does: the caller's `users` row in the app's shape, 401 for a bad token, 404 for nobody.
@@ -6,15 +6,20 @@ app does: the caller's `users` row in the app's shape, 401 for a bad token, 404 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import msgspec
-from litestar import Controller, Request, get
+from litestar import Controller, Request, Response, get, put
+from litestar.params import JSONBody
 
+from service.api.app_data import upload_documents
 from service.api.auth import Principal
 from service.api.errors import FieldError, problem_responses
-from service.api.schemas import UserProfile
+from service.api.schemas import PreferencesSaved, PreferencesUpdate, UserProfile
+from service.api.sync import DeviceHeader, IdempotencyHeader, require_json_body
 from service.domain.records import USER_PREFERENCES
+from service.domain.times import ms_to_iso_z
 from service.store import reads
 from service.store.database import Database
 
@@ -58,3 +63,19 @@ class UserController(Controller):
             return {}
         document = msgspec.json.decode(live[0]["data"])
         return document if isinstance(document, dict) else {}
+
+    @put("/preferences", summary="Replace the caller's preferences (the app's shape)", before_request=require_json_body,
+         responses=problem_responses(400, 401, 413, 415, 422))
+    async def save_preferences(
+        self,
+        request: Request[Principal, Any, Any],
+        data: JSONBody[PreferencesUpdate],
+        device_id: DeviceHeader = None,
+        idempotency_key: IdempotencyHeader = None,
+    ) -> Response[Any]:
+        """As the app: the given fields replace the document. It is one upload of a `user_preferences`
+        record; the service adds `updatedAt`, the time that lets this version win over older copies."""
+        preferences = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not None}
+        document = {**preferences, "updatedAt": ms_to_iso_z(int(time.time() * 1000))}
+        return await upload_documents(request, USER_PREFERENCES, [document], {}, device_id, idempotency_key,
+                                      PreferencesSaved(True, preferences), 200, source="preferences")

@@ -46,6 +46,7 @@ CLIENT_CALLS = [
     ("GET", "/api/goals", "authorization"),
     ("GET", "/api/repertoire", "authorization"),
     ("GET", "/api/user/preferences", "authorization"),
+    ("PUT", "/api/user/preferences", "authorization, content-type, x-device-id"),
     ("POST", "/api/repertoire", "authorization, content-type, x-device-id, x-idempotency-key"),
     ("PUT", "/api/repertoire/clair%20de%20lune-debussy", "authorization, content-type, x-device-id, x-idempotency-key"),
     ("DELETE", "/api/repertoire/clair%20de%20lune-debussy", "authorization"),

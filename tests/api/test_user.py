@@ -8,7 +8,7 @@ from datetime import timedelta
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from tests.conftest import ADA, ADMIN, SECRET, auth, token_for
+from tests.conftest import ADA, ADMIN, SECRET, auth, query, token_for
 
 Client = AsyncTestClient[Litestar]
 
@@ -49,3 +49,20 @@ async def test_preferences_are_the_users_document_or_empty(client: Client) -> No
     upload = {"records": [{"entity_type": "user_preferences", "data": prefs}]}
     assert (await client.post("/v1/recovery/uploads", json=upload, headers=auth(ADA))).status_code == 200
     assert (await client.get("/api/user/preferences", headers=auth(ADA))).json() == prefs
+
+
+async def test_saved_preferences_replace_the_document_and_the_latest_wins(client: Client, db_path: str) -> None:
+    headers = auth(ADA, **{"X-Device-ID": "dev_a1B2c3D4e5F6g7H8"})
+    saved = await client.put("/api/user/preferences", json={"theme": "dark", "customInstruments": ["oud"]},
+                             headers=headers)
+    assert saved.status_code == 200, saved.text
+    assert saved.json() == {"success": True, "preferences": {"theme": "dark"}}  # the fields the app keeps
+    again = await client.put("/api/user/preferences", json={"theme": "light", "primaryInstrument": "guitar"},
+                             headers=headers)
+    assert again.status_code == 200
+    stored = (await client.get("/api/user/preferences", headers=auth(ADA))).json()
+    assert stored["theme"] == "light" and stored["primaryInstrument"] == "guitar"
+    rows = query(db_path, "SELECT entity_id, version FROM sync_data WHERE entity_type = 'user_preferences'")
+    assert [(r["entity_id"], r["version"]) for r in rows] == [(ADA[0], 2)]
+    bad = await client.put("/api/user/preferences", json={"theme": "neon"}, headers=headers)
+    assert bad.status_code == 422

@@ -256,7 +256,9 @@ async def test_bad_tokens_get_401_which_the_client_takes_as_signed_out(server: S
         await stale.close()
 
 
-async def test_repertoire_routes_as_the_client_calls_them(server: ServerProcess, device_a: AppClient) -> None:
+async def test_repertoire_and_preferences_routes_as_the_client_calls_them(
+    server: ServerProcess, device_a: AppClient
+) -> None:
     piece = "Sonata K. 331 - Rondo-W.A. Mozart"
     added = await device_a.call("POST", "/api/repertoire", {"scoreId": piece, "status": "planned"},
                                 idempotency_key="dev_a1B2c3D4e5F6g7H8_POST_rep_1")
@@ -273,4 +275,7 @@ async def test_repertoire_routes_as_the_client_calls_them(server: ServerProcess,
     assert (await device_a.call("GET", "/api/repertoire")).json() == {"items": []}
     rows = query(server.db_path, "SELECT version, deleted_at FROM sync_data WHERE entity_type = 'repertoire_item'")
     assert len(rows) == 1 and rows[0]["version"] == 3 and rows[0]["deleted_at"] is not None
+    saved = await device_a.call("PUT", "/api/user/preferences", {"theme": "dark", "primaryInstrument": "piano"})
+    assert saved.status_code == 200 and saved.json()["success"] is True
+    assert (await device_a.call("GET", "/api/user/preferences")).json()["theme"] == "dark"
     assert {m for m, _ in device_a.preflights} == {"POST", "GET", "PUT", "DELETE"}
