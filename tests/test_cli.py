@@ -94,6 +94,7 @@ def test_create_user_without_a_secret_says_why_it_printed_no_token(
     assert str(tmp_path / DEV_SECRET_FILE) in out.err
 
 
+@pytest.mark.slow
 def test_serve_dev_keeps_a_secret_next_to_the_database_that_create_user_and_token_use(tmp_path: Path) -> None:
     db = tmp_path / "data" / "app.db"
     env = {k: v for k, v in os.environ.items() if k != "RESYNC_JWT_SECRET"} | {"PYTHONPATH": str(ROOT)}

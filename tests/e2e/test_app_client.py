@@ -20,6 +20,8 @@ from tests.conftest import ADA, BEN, load_fixture, query, token_for
 from tests.e2e.app_client import APP_ORIGIN, AppClient
 from tests.reliability.liveserver import ServerProcess, live_server
 
+pytestmark = pytest.mark.slow  # a live server per test: CI runs it, `-m "not slow"` skips it
+
 DEVICE_A = "dev_a1B2c3D4e5F6g7H8"
 DEVICE_B = "dev_Z9y8X7w6V5u4T3s2"
 
