@@ -12,7 +12,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from service.api.app_data import GoalsController, RepertoireController
-from service.api.auth import make_jwt_auth
+from service.api.auth import make_jwt_auth, refuse_cross_site_cookie_writes
 from service.api.errors import problem_details_plugin, unexpected_error_handlers
 from service.api.exports import ExportController
 from service.api.live import LiveHub, live_sync_handler, redact_tokens_in_server_logs
@@ -80,6 +80,7 @@ def create_app(settings: Settings) -> Litestar:
         ],
         lifespan=[open_database],
         on_app_init=[jwt_auth.on_app_init],
+        guards=[refuse_cross_site_cookie_writes],  # CSRF, on every route (see the guard)
         plugins=[problem_details_plugin()],
         exception_handlers=dict(unexpected_error_handlers),
         request_max_body_size=settings.max_body_bytes,

@@ -73,6 +73,7 @@ class IdempotencyConflict(Exception):
 class Idempotency(msgspec.Struct, frozen=True):
     key: str
     request_sha256: str
+    route: str  # keys are scoped per route: the same key on another route is another request
 
 
 class Replayed(msgspec.Struct, frozen=True):
@@ -387,15 +388,15 @@ async def ingest(
 
     def write_upload(conn: SyncConnection) -> UploadResult | Replayed:
         if idempotency is not None and upload.user is not None:
-            previous = store.find_idempotent_response(conn, upload.user.id, idempotency.key, now)
+            previous = store.find_idempotent_response(conn, upload.user.id, idempotency.route, idempotency.key, now)
             if previous is not None:
                 if previous.request_sha256 != idempotency.request_sha256:
                     raise IdempotencyConflict(idempotency.key)
                 return Replayed(previous.response)
         result = _ingest_in_transaction(conn, staged.prepared[0], staged.normalised[0], staged.now_ms)
         if upload.user is not None and idempotency is not None and render is not None:
-            store.remember_response(conn, upload.user.id, idempotency.key, idempotency.request_sha256,
-                                    render(result), now)
+            store.remember_response(conn, upload.user.id, idempotency.route, idempotency.key,
+                                    idempotency.request_sha256, render(result), now)
         return result
 
     if dry_run:

@@ -81,6 +81,8 @@ class ExportController(Controller):
             deleted=document.deleted,
             email=principal.email,
             alias_from=principal.alias_from,
+            quarantine_reason=principal.problem,
+            quarantine_detail=principal.problem_detail,
             payload_sha256=sha256_hex(body),
         )
         result = await ingest(request.app.state.db, upload, dry_run=dry_run)

@@ -22,6 +22,8 @@ from service.store import progress
 from service.store.database import Database
 from service.store.progress import UserProgress
 
+UPLOAD_ROUTE = "POST /v1/recovery/uploads"  # the scope of its idempotency keys
+
 
 class DeviceDeclaration(msgspec.Struct):
     """What the device holds, per entity type: the number of distinct records it has sent."""
@@ -82,6 +84,8 @@ class RecoveryController(Controller):
             deleted=data.deleted,
             email=principal.email,
             alias_from=principal.alias_from,
+            quarantine_reason=principal.problem,
+            quarantine_detail=principal.problem_detail,
             payload_sha256=sha256_hex(body),
         )
         dry_run = data.dry_run
@@ -91,6 +95,7 @@ class RecoveryController(Controller):
             body=body,
             idempotency_key=key,
             render=lambda result: recovery_response(result, dry_run=dry_run),
+            route=UPLOAD_ROUTE,
             dry_run=dry_run,
         )
 

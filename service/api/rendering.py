@@ -37,17 +37,18 @@ async def answer_upload(
     body: bytes,
     idempotency_key: str | None,
     render: Callable[[UploadResult], Any],
+    route: str,
     dry_run: bool = False,
 ) -> Response[Any]:
-    """The pipeline's answer as JSON; with an idempotency key, the first answer for the same body again.
-    A dry run is never remembered: the real upload must still happen."""
+    """The pipeline's answer as JSON; with an idempotency key, the first answer for the same body on the
+    same `route` again. A dry run is never remembered: the real upload must still happen."""
     key = idempotency_key if idempotency_key and not dry_run else None
     try:
         outcome = await ingest(
             db,
             upload,
             dry_run=dry_run,
-            idempotency=Idempotency(key, sha256_hex(body)) if key else None,
+            idempotency=Idempotency(key, sha256_hex(body), route) if key else None,
             render=lambda result: _encode(render(result)),
         )
     except IdempotencyConflict as exc:

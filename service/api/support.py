@@ -5,7 +5,6 @@ Every route needs a caller whose `users.role` is admin, read from the database o
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated, Any
 
 import msgspec
@@ -17,11 +16,10 @@ from service.api.auth import Principal, requires_admin
 from service.api.errors import FieldError, problem_responses
 from service.api.rendering import recovery_response
 from service.api.schemas import RecoveryUploadResponse
-from service.pipeline import IncomingRecord, Upload, ingest_batch
+from service.redrive import NoSuchUser, RedriveRaced, redrive_user
 from service.store import progress
 from service.store.database import Database, GuardedConnection
 from service.store.progress import LedgerEntry, QuarantinedRecord, UserListItem, UserProgress
-from service.store.uploads import find_user
 
 _PROBLEMS = problem_responses(400, 401, 403, 404)
 UserIdPath = Annotated[str, PathParameter(description="users.id of the user")]
@@ -84,18 +82,6 @@ def _found_or_404(found: UserProgress | None, user_id: str) -> UserProgress:
     if found is None:
         raise NotFoundException(f"No user and no recovery data for {user_id!r}")
     return found
-
-
-def _redrive_record(row: Any) -> tuple[str, IncomingRecord | Any]:
-    """A kept deletion-list entry goes back to the deleted list; any other record as it came."""
-    raw: bytes = row["raw"].encode()
-    try:
-        value = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
-        return "record", IncomingRecord(row["entity_type"], raw)
-    if isinstance(value, dict) and set(value) == {"entity_type", "id", "deleted"} and value["deleted"] is True:
-        return "deleted", value["id"]
-    return "record", IncomingRecord(row["entity_type"], raw, value)
 
 
 class SupportController(Controller):
@@ -171,46 +157,27 @@ class SupportController(Controller):
         "/users/{user_id:str}/redrive",
         status_code=200,
         summary="Run the user's quarantined records through the pipeline again",
-        responses=_PROBLEMS,
-        description="For example once the user exists again. Records kept under a token with the user's "
-        "email are included. Each re-driven record gets a new outcome; the old quarantine rows are marked "
-        "resolved (never deleted), and what still cannot go in is quarantined again.",
+        responses=problem_responses(400, 401, 403, 404, 409, 415),
+        description="For example once the user exists again. Included: records kept under the user's id, and "
+        "records of an unknown token subject (one that is no user's id) whose email names this user (the exact "
+        "address, else the only one differing in case). Never a record of another, known user, whatever email "
+        "it carried. Each re-driven record gets a new outcome; the old quarantine rows are marked resolved "
+        "(never deleted), and what still cannot go in is quarantined again. 409: a concurrent re-drive took "
+        "the same records first (nothing written).",
     )
     async def redrive(self, request: Request[Principal, Any, Any], user_id: UserIdPath) -> RedriveResult:
-        db: Database = request.app.state.db
-        async with db.read() as conn:
-            user = await find_user(conn, user_id)
-            if user is None:
-                raise NotFoundException(f"No user {user_id!r}: re-create the user first, then re-drive")
-            waiting = await progress.waiting_quarantine(conn, user.id, user.email)
-        by_device: dict[str | None, Upload] = {}
-        redriven_ids: dict[str, list[int]] = {}
-        for row in waiting:
-            upload = by_device.get(row["device_id"])
-            if upload is None:
-                upload = Upload(owner=user.id, user=user, device_id=row["device_id"], source="redrive", records=[],
-                                email=user.email, upload_id=f"upl_{uuid.uuid4().hex}")
-                by_device[row["device_id"]] = upload
-            kind, item = _redrive_record(row)
-            if kind == "deleted":
-                upload.deleted.setdefault(row["entity_type"], []).append(item)
-            else:
-                upload.records.append(item)
-            assert upload.upload_id is not None
-            redriven_ids.setdefault(upload.upload_id, []).append(row["id"])
-
-        async def mark_resolved(conn: GuardedConnection) -> None:
-            for upload_id, ids in redriven_ids.items():
-                await progress.resolve_quarantine(conn, ids, upload_id)
-
-        uploads = list(by_device.values())
-        results = await ingest_batch(db, uploads, in_transaction=mark_resolved) if uploads else []
-        still = sum(r.receipt.counts()["quarantined"] for r in results)
+        try:
+            outcome = await redrive_user(request.app.state.db, user_id)
+        except NoSuchUser:
+            raise NotFoundException(f"No user {user_id!r}: re-create the user first, then re-drive") from None
+        except RedriveRaced:
+            raise FieldError(409, "path", "another re-drive of this user's records committed first: "
+                             "nothing was written, ask again") from None
         return RedriveResult(
-            redriven=len(waiting),
-            resolved=len(waiting) - still,
-            still_quarantined=still,
-            uploads=[recovery_response(r) for r in results],
+            redriven=outcome.redriven,
+            resolved=outcome.resolved,
+            still_quarantined=outcome.still_quarantined,
+            uploads=[recovery_response(r) for r in outcome.results],
         )
 
     @post(

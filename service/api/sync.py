@@ -12,7 +12,7 @@ from litestar.exceptions import SerializationException
 from litestar.params import HeaderParameter, JSONBody
 
 from service import jsontext
-from service.api.auth import Principal
+from service.api.auth import READS_ONLY, Principal
 from service.api.errors import FieldError, problem_responses
 from service.api.rendering import answer_upload
 from service.api.schemas import (
@@ -37,6 +37,7 @@ from service.pipeline import (
 from service.store import reads
 from service.store.database import Database
 
+PUSH_ROUTE = "POST /api/sync/push"  # the scope of its idempotency keys
 _TOKEN_CHARS = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _GROUP_OF_TYPE = {entity_type: group for group, entity_type in PUSH_GROUPS.items()}
 
@@ -168,6 +169,8 @@ class SyncController(Controller):
             records=records,
             email=principal.email,
             alias_from=principal.alias_from,
+            quarantine_reason=principal.problem,
+            quarantine_detail=principal.problem_detail,
             payload_sha256=sha256_hex(body),
         )
         user_resolved = principal.user is not None
@@ -177,6 +180,7 @@ class SyncController(Controller):
             body=body,
             idempotency_key=key,
             render=lambda result: render_push(result, user_resolved),
+            route=PUSH_ROUTE,
         )
 
     @post(
@@ -184,6 +188,7 @@ class SyncController(Controller):
         status_code=200,
         summary="Pull the user's live documents (the app's format)",
         responses=problem_responses(401),
+        opt={READS_ONLY: True},  # a POST that changes nothing: the app's client sends it bodiless
     )
     async def pull(self, request: Request[Principal, Any, Any]) -> PullResponse:
         principal = request.user

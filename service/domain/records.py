@@ -98,6 +98,7 @@ Normalisation = Normalised | Tombstone | Rejection
 
 # Quarantine reasons (CONTRACT section 7). Stable strings: clients and support staff filter on them.
 UNKNOWN_USER = "unknown_user"
+AMBIGUOUS_EMAIL = "ambiguous_email"  # no user by id; several users share the email in different cases
 USER_MISMATCH = "user_mismatch"
 MISSING_ID = "missing_id"
 UNKNOWN_ENTITY_TYPE = "unknown_entity_type"

@@ -13,18 +13,28 @@ an upload's transaction on the writer, a support page's queries on a reader (`Gu
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from service.store import guard
-from service.store.schema import APP_SCHEMA, BACKFILLS, SERVICE_SCHEMA
+from service.store.schema import (
+    ADDED_COLUMNS,
+    APP_SCHEMA,
+    BACKFILLS,
+    LEGACY_IDEMPOTENCY_COPY,
+    LEGACY_IDEMPOTENCY_TABLE,
+    SERVICE_SCHEMA,
+)
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -33,6 +43,53 @@ T = TypeVar("T")
 
 # A shared transaction takes queued work until it holds about this many records (see `write_shared`).
 MAX_SHARED_WEIGHT = 8000
+
+
+class Fault(StrEnum):
+    """Why the database cannot take a write now: the request was fine, the storage is not."""
+
+    LOCKED = "locked"
+    READ_ONLY = "read_only"
+    IO_ERROR = "io_error"
+    DISK_FULL = "disk_full"
+    CORRUPT = "corrupt"
+    CANNOT_OPEN = "cannot_open"
+
+
+FAULT_DESCRIPTIONS = {
+    Fault.LOCKED: "the database is locked by another writer past the busy timeout",
+    Fault.READ_ONLY: "the database is read-only",
+    Fault.IO_ERROR: "the database's storage failed (I/O error)",
+    Fault.DISK_FULL: "the disk holding the database is full",
+    Fault.CORRUPT: "the database file is damaged",
+    Fault.CANNOT_OPEN: "the database file cannot be opened",
+}
+# SQLite primary result codes (the low byte of an extended code) of each fault.
+_SQLITE_FAULTS = {5: Fault.LOCKED, 6: Fault.LOCKED, 8: Fault.READ_ONLY, 10: Fault.IO_ERROR, 11: Fault.CORRUPT,
+                  13: Fault.DISK_FULL, 14: Fault.CANNOT_OPEN, 26: Fault.CORRUPT}
+_OS_FAULTS = {errno.ENOSPC: Fault.DISK_FULL, errno.EDQUOT: Fault.DISK_FULL, errno.EROFS: Fault.READ_ONLY,
+              errno.EIO: Fault.IO_ERROR, errno.EACCES: Fault.READ_ONLY, errno.EPERM: Fault.READ_ONLY}
+# How long a write that failed for one of these keeps /health unhealthy when no write succeeds since.
+FAULT_MEMORY_S = 60.0
+
+
+def fault_of(error: BaseException) -> Fault | None:
+    """The storage fault behind an error, or None when it is not one (a bug, a bad statement)."""
+    if isinstance(error, sqlite3.Error):
+        code = getattr(error, "sqlite_errorcode", None)
+        return _SQLITE_FAULTS.get(code & 0xFF) if isinstance(code, int) else None
+    if isinstance(error, OSError):
+        return _OS_FAULTS.get(error.errno or 0)
+    return None
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database cannot be opened for writing; the message is one line saying why."""
+
+    def __init__(self, path: str, fault: Fault | None, cause: BaseException) -> None:
+        reason = FAULT_DESCRIPTIONS[fault] if fault is not None else str(cause)
+        super().__init__(f"cannot use the database {path}: {reason} ({cause})")
+        self.fault = fault
 
 
 class SyncConnection:
@@ -153,21 +210,43 @@ class Database:
         self._write_lock = asyncio.Lock()
         self._shared_queue: list[_SharedWork[Any]] = []
         self._committer: asyncio.Task[None] | None = None
+        # The storage fault of the last failed write (and when), cleared by the next write that commits.
+        self.fault: tuple[Fault, float] | None = None
+
+    def _note(self, error: BaseException) -> None:
+        fault = fault_of(error)
+        if fault is not None:
+            self.fault = (fault, time.monotonic())
+
+    def current_fault(self) -> Fault | None:
+        """The fault of a recent write that failed with no successful write since (for /health)."""
+        if self.fault is None or time.monotonic() - self.fault[1] > FAULT_MEMORY_S:
+            return None
+        return self.fault[0]
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str], *, readers: int = 4) -> Database:
         """Open (creating when missing) the app database and add the service's own tables."""
         db_path = str(path)
-        if db_path != ":memory:":
-            Path(db_path).parent.mkdir(parents=True, exist_ok=True)
-        writer = await GuardedConnection.open(db_path, read_only=False)
+        try:
+            if db_path != ":memory:":
+                Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+            writer = await GuardedConnection.open(db_path, read_only=False)
+        except (sqlite3.Error, OSError) as error:
+            raise DatabaseUnavailable(db_path, fault_of(error), error) from error
+        reader_connections: list[GuardedConnection] = []
         try:
             await writer.execute("BEGIN IMMEDIATE")
             await _create_schema(writer)
             await writer.commit()
-            reader_connections = [await GuardedConnection.open(db_path, read_only=True) for _ in range(readers)]
-        except BaseException:
+            for _ in range(readers):
+                reader_connections.append(await GuardedConnection.open(db_path, read_only=True))
+        except BaseException as error:
+            for reader in reader_connections:
+                await reader.close()
             await writer.close()
+            if isinstance(error, sqlite3.Error | OSError) and not isinstance(error, guard.GuardViolation):
+                raise DatabaseUnavailable(db_path, fault_of(error), error) from error
             raise
         return cls(db_path, writer, reader_connections)
 
@@ -186,14 +265,25 @@ class Database:
         """One write transaction at a time; committed on success (unless `commit` is False, as for a
         dry run), rolled back on any error."""
         async with self._write_lock:
-            await self.writer.execute("BEGIN IMMEDIATE")
+            try:
+                await self.writer.execute("BEGIN IMMEDIATE")
+            except BaseException as error:
+                self._note(error)
+                raise
             try:
                 yield self.writer
-            except BaseException:
-                await self.writer.rollback()
+            except BaseException as error:
+                self._note(error)
+                await _rollback_quietly(self.writer)
                 raise
             if commit:
-                await self.writer.commit()
+                try:
+                    await self.writer.commit()
+                except BaseException as error:
+                    self._note(error)
+                    await _rollback_quietly(self.writer)
+                    raise
+                self.fault = None
             else:
                 await self.writer.rollback()
 
@@ -227,6 +317,7 @@ class Database:
         try:
             await writer.execute("BEGIN IMMEDIATE")
         except Exception as error:
+            self._note(error)
             _fail(group, error)
             return
         try:
@@ -236,17 +327,21 @@ class Database:
                 try:
                     result = await writer.run(functools.partial(_in_savepoint, work=item.work))
                 except Exception as error:  # the caller gets it; the other work goes on
+                    self._note(error)
                     if not item.future.done():
                         item.future.set_exception(error)
                     continue
                 done.append((item, result))
             await writer.commit()
         except BaseException as error:
-            await writer.rollback()
+            self._note(error)
+            await _rollback_quietly(writer)
             _fail(group, error if isinstance(error, Exception) else RuntimeError("the write was cancelled"))
             if not isinstance(error, Exception):
                 raise
             return
+        if done:
+            self.fault = None
         for item, result in done:
             if not item.future.done():
                 item.future.set_result(result)
@@ -271,6 +366,13 @@ class Database:
                 await reader.rollback()
         finally:
             self._idle_readers.put_nowait(reader)
+
+
+async def _rollback_quietly(conn: GuardedConnection) -> None:
+    """After a failed commit (a full disk, an I/O error) SQLite may have rolled back already; the
+    original error is what the caller must see."""
+    with suppress(sqlite3.Error):
+        await conn.rollback()
 
 
 def _in_savepoint(conn: SyncConnection, work: Callable[[SyncConnection], T]) -> T:
@@ -343,6 +445,18 @@ async def _create_schema(conn: GuardedConnection) -> None:
     for table, backfill in BACKFILLS.items():
         if table not in existing:
             await conn.execute(backfill)
+    for table, column, column_type, fill in ADDED_COLUMNS:
+        columns = {r["name"] for r in await conn.fetchall(f"PRAGMA table_info({table})")}
+        if column not in columns:
+            await conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {column_type}")
+            await conn.execute(fill)
+    if LEGACY_IDEMPOTENCY_TABLE in existing and "recovery_idempotency_keys" not in existing:
+        await conn.execute(LEGACY_IDEMPOTENCY_COPY)
+    # A write on every start: a database the service cannot write is refused now, not at the first upload.
+    await conn.execute(
+        "INSERT INTO recovery_service (key, value) VALUES ('last_opened_at', datetime('now'))"
+        " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+    )
 
 
 def _statements(script: str) -> list[str]:

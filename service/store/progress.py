@@ -278,23 +278,6 @@ async def quarantine_page(
     return [_quarantined(r) for r in rows]
 
 
-async def waiting_quarantine(conn: GuardedConnection, user_id: str, email: str) -> list[sqlite3.Row]:
-    """Unresolved records kept for this user: under their id, or under a token subject with their email."""
-    return await conn.fetchall(
-        "SELECT * FROM recovery_quarantine WHERE resolved_at IS NULL"
-        " AND (owner = ? OR (email IS NOT NULL AND LOWER(email) = LOWER(?))) ORDER BY id",
-        (user_id, email),
-    )
-
-
-async def resolve_quarantine(conn: GuardedConnection, ids: list[int], upload_id: str) -> None:
-    """Marked, never deleted: the record was taken through the pipeline again by `upload_id`."""
-    await conn.executemany(
-        "UPDATE recovery_quarantine SET resolved_at = ?, resolved_upload_id = ? WHERE id = ?",
-        [(utc_now_text(), upload_id, i) for i in ids],
-    )
-
-
 async def declare_device(
     conn: GuardedConnection, user_id: str, device_id: str, expected: dict[str, int], complete: bool
 ) -> None:

@@ -164,7 +164,10 @@ CREATE TABLE IF NOT EXISTS recovery_quarantine (
   device_id TEXT,
   quarantined_at TEXT NOT NULL,
   resolved_at TEXT,
-  resolved_upload_id TEXT
+  resolved_upload_id TEXT,
+  -- 1 when `owner` was a user when the record was kept, 0 for an unknown owner (a token subject or a
+  -- replay's claim nobody matched): only those may follow their email into an account on re-drive.
+  owner_known INTEGER
 );
 CREATE INDEX IF NOT EXISTS idx_recovery_quarantine_owner ON recovery_quarantine (owner, resolved_at, id);
 CREATE INDEX IF NOT EXISTS idx_recovery_quarantine_email ON recovery_quarantine (email) WHERE resolved_at IS NULL;
@@ -177,14 +180,22 @@ CREATE TABLE IF NOT EXISTS recovery_user_aliases (
   mapped_at TEXT NOT NULL
 );
 
-CREATE TABLE IF NOT EXISTS recovery_idempotency (
+-- A stored answer per user, route and idempotency key (a key names one request to one route).
+CREATE TABLE IF NOT EXISTS recovery_idempotency_keys (
   user_id TEXT NOT NULL,
+  route TEXT NOT NULL,
   key TEXT NOT NULL,
   request_sha256 TEXT NOT NULL,
   response TEXT NOT NULL,
   created_at REAL NOT NULL,
-  PRIMARY KEY (user_id, key)
+  PRIMARY KEY (user_id, route, key)
 ) WITHOUT ROWID;
+
+-- The service's own settings of this database; writing it on every start proves the file is writable.
+CREATE TABLE IF NOT EXISTS recovery_service (
+  key TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+);
 
 -- Append-only: one row per upload of any source.
 CREATE TABLE IF NOT EXISTS recovery_ledger (
@@ -266,6 +277,28 @@ CREATE TABLE IF NOT EXISTS recovery_replay_checkpoints (
   finished INTEGER NOT NULL DEFAULT 0,
   updated_at TEXT NOT NULL
 );
+"""
+
+# Columns added after the first release: (table, column, its type, what fills it on an existing database).
+ADDED_COLUMNS: list[tuple[str, str, str, str]] = [
+    (
+        "recovery_quarantine", "owner_known", "INTEGER",
+        # The owner of a record kept by the previous version was known if it is a user's id now.
+        "UPDATE recovery_quarantine SET owner_known = EXISTS (SELECT 1 FROM users u WHERE u.id = owner)",
+    ),
+]
+
+# Idempotency keys of the previous version, unscoped (user, key): copied to the route they were used on,
+# told apart by their stored answer (a push's has `success`), so retries after an upgrade still replay.
+LEGACY_IDEMPOTENCY_TABLE = "recovery_idempotency"
+LEGACY_IDEMPOTENCY_COPY = """
+INSERT INTO recovery_idempotency_keys (user_id, route, key, request_sha256, response, created_at)
+  SELECT user_id,
+         CASE WHEN json_valid(response) AND json_type(response, '$.success') IS NOT NULL
+              THEN 'POST /api/sync/push' ELSE 'POST /v1/recovery/uploads' END,
+         key, request_sha256, response, created_at
+  FROM recovery_idempotency WHERE true
+  ON CONFLICT DO NOTHING
 """
 
 # Tables added after the first release, with what fills them from the tables they summarise when an

@@ -369,11 +369,14 @@ def quarantine(
     if not rows:
         return
     now = utc_now_text()
+    # `owner_known`: the owner was a user when the record was kept. Only records of an unknown owner
+    # may later follow their email into an account (see `redrivable_quarantine`).
     conn.executemany(
         """INSERT INTO recovery_quarantine (owner, email, entity_type, entity_id, raw, reason, field, detail,
-             upload_id, device_id, quarantined_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-        [(owner, email, q.entity_type, q.entity_id, q.raw, q.reason, q.field, q.detail, upload_id, device_id, now)
-         for q in rows],
+             upload_id, device_id, quarantined_at, owner_known)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, EXISTS (SELECT 1 FROM users WHERE id = ?))""",
+        [(owner, email, q.entity_type, q.entity_id, q.raw, q.reason, q.field, q.detail, upload_id, device_id, now,
+          owner) for q in rows],
     )
 
 
@@ -440,11 +443,14 @@ class StoredResponse(msgspec.Struct):
 
 
 def find_idempotent_response(
-    conn: SyncConnection, user_id: str, key: str, now: float
+    conn: SyncConnection, user_id: str, route: str, key: str, now: float
 ) -> StoredResponse | None:
+    """The answer stored for this key on this route: a key is the client's name for one request to one
+    route, so the same key on another route is another request."""
     row = conn.fetchone(
-        "SELECT request_sha256, response FROM recovery_idempotency WHERE user_id = ? AND key = ? AND created_at > ?",
-        (user_id, key, now - IDEMPOTENCY_TTL_SECONDS),
+        "SELECT request_sha256, response FROM recovery_idempotency_keys"
+        " WHERE user_id = ? AND route = ? AND key = ? AND created_at > ?",
+        (user_id, route, key, now - IDEMPOTENCY_TTL_SECONDS),
     )
     if row is None:
         return None
@@ -452,17 +458,17 @@ def find_idempotent_response(
 
 
 def remember_response(
-    conn: SyncConnection, user_id: str, key: str, request_sha256: str, response: bytes, now: float
+    conn: SyncConnection, user_id: str, route: str, key: str, request_sha256: str, response: bytes, now: float
 ) -> None:
     conn.execute(
-        """INSERT INTO recovery_idempotency (user_id, key, request_sha256, response, created_at)
-           VALUES (?, ?, ?, ?, ?)
-           ON CONFLICT (user_id, key) DO UPDATE SET request_sha256 = excluded.request_sha256,
+        """INSERT INTO recovery_idempotency_keys (user_id, route, key, request_sha256, response, created_at)
+           VALUES (?, ?, ?, ?, ?, ?)
+           ON CONFLICT (user_id, route, key) DO UPDATE SET request_sha256 = excluded.request_sha256,
              response = excluded.response, created_at = excluded.created_at""",
-        (user_id, key, request_sha256, response.decode(), now),
+        (user_id, route, key, request_sha256, response.decode(), now),
     )
     # Expired keys are the service's own bookkeeping; clearing them keeps the table small.
-    conn.execute("DELETE FROM recovery_idempotency WHERE created_at < ?", (now - IDEMPOTENCY_TTL_SECONDS,))
+    conn.execute("DELETE FROM recovery_idempotency_keys WHERE created_at < ?", (now - IDEMPOTENCY_TTL_SECONDS,))
 
 
 # ---- users -----------------------------------------------------------------------------------------
@@ -474,6 +480,14 @@ class UserRecord(msgspec.Struct):
     role: str | None
 
 
+class EmailMatch(msgspec.Struct, frozen=True):
+    """Who an email address names: `user`, or nobody; `ambiguous` lists the users it could name when
+    several share it in different cases and none has it exactly."""
+
+    user: UserRecord | None
+    ambiguous: tuple[str, ...] = ()
+
+
 def _user(row: sqlite3.Row | None) -> UserRecord | None:
     return None if row is None else UserRecord(row["id"], row["email"], row["role"])
 
@@ -482,10 +496,22 @@ def user_by_id(conn: SyncConnection, user_id: str) -> UserRecord | None:
     return _user(conn.fetchone("SELECT id, email, role FROM users WHERE id = ?", (user_id,)))
 
 
+def match_email(conn: SyncConnection, email: str) -> EmailMatch:
+    """The exact address first (users.email is unique); else the one user whose address differs only in
+    case (older rows are mixed case); several of those is an ambiguity, never a guess."""
+    rows = conn.fetchall(
+        "SELECT id, email, role FROM users WHERE LOWER(email) = LOWER(?) ORDER BY id", (email,)
+    )
+    exact = [r for r in rows if r["email"] == email]
+    if exact:
+        return EmailMatch(_user(exact[0]))
+    if len(rows) == 1:
+        return EmailMatch(_user(rows[0]))
+    return EmailMatch(None, tuple(r["id"] for r in rows))
+
+
 def user_by_email(conn: SyncConnection, email: str) -> UserRecord | None:
-    return _user(conn.fetchone(
-        "SELECT id, email, role FROM users WHERE LOWER(email) = LOWER(?) ORDER BY id LIMIT 1", (email,)
-    ))
+    return match_email(conn, email).user
 
 
 async def find_user(conn: GuardedConnection, user_id: str) -> UserRecord | None:
@@ -502,4 +528,50 @@ def record_alias(conn: SyncConnection, token_sub: str, user: UserRecord, email: 
            ON CONFLICT (token_sub) DO UPDATE SET user_id = excluded.user_id, email = excluded.email,
              mapped_at = excluded.mapped_at""",
         (token_sub, user.id, email, utc_now_text()),
+    )
+
+
+# ---- re-drive ----------------------------------------------------------------------------------------
+
+
+def redrivable_quarantine(conn: SyncConnection, user: UserRecord) -> list[sqlite3.Row]:
+    """The unresolved quarantined records that may be re-driven into `user`'s account, oldest first.
+
+    A record goes only where it is proven to belong, never by an email alone:
+    - it was kept under `user.id`: resolved to this user, or kept under a token subject (or a replay's
+      claimed id) that is now this user's id;
+    - or its owner was unknown when it was kept and still is no user's id, and its email names `user`
+      as a token's email is resolved (`match_email`: the exact address, else the only user whose address
+      differs in case). A record kept under a known owner never moves by its email: a token whose `sub`
+      is one user and whose `email` is another's files its records under the first, whatever it says.
+    """
+    rows = conn.fetchall(
+        "SELECT * FROM recovery_quarantine WHERE resolved_at IS NULL AND owner = ? ORDER BY id", (user.id,)
+    )
+    candidates = conn.fetchall(
+        """SELECT q.* FROM recovery_quarantine q
+           WHERE q.resolved_at IS NULL AND q.owner_known = 0 AND q.email IS NOT NULL
+             AND LOWER(q.email) = LOWER(?) AND q.owner != ?
+             AND NOT EXISTS (SELECT 1 FROM users u WHERE u.id = q.owner)
+           ORDER BY q.id""",
+        (user.email, user.id),
+    )
+    matches: dict[str, bool] = {}
+    for row in candidates:
+        email = row["email"]
+        if email not in matches:
+            found = match_email(conn, email).user
+            matches[email] = found is not None and found.id == user.id
+        if matches[email]:
+            rows.append(row)
+    rows.sort(key=lambda r: r["id"])
+    return rows
+
+
+def resolve_redriven(conn: SyncConnection, ids: list[int], upload_id: str) -> int:
+    """Mark re-driven records resolved (never deleted); returns how many were still unresolved."""
+    now = utc_now_text()
+    return conn.executemany(
+        "UPDATE recovery_quarantine SET resolved_at = ?, resolved_upload_id = ? WHERE id = ? AND resolved_at IS NULL",
+        [(now, upload_id, i) for i in ids],
     )

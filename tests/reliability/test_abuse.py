@@ -35,7 +35,7 @@ TEACHER = ("user_TeachTeachTeachTeach0", "teacher@example.com", "teacher")
 NOBODY = ("user_NobodyNobodyNobody00", "nobody@example.com", "user")
 WATCHED_TABLES = (
     "users", "sync_data", "sync_metadata", "logbook_entries", "recovery_ledger", "recovery_quarantine",
-    "recovery_raw_records", "recovery_idempotency", "recovery_archive", "recovery_progress",
+    "recovery_raw_records", "recovery_idempotency_keys", "recovery_archive", "recovery_progress",
     "recovery_entity_state", "recovery_device_records", "recovery_device_counts", "recovery_devices",
 )  # fmt: skip
 NESTING = 10_000
@@ -555,3 +555,229 @@ async def test_hostile_device_ids_in_paths_are_400_with_nothing_written(filled: 
                                      headers=auth(ADA))
         assert_problem(response, 400, "device_id")
     assert snapshot(db_path) == before
+
+
+# ---- identity: email claims never move data between known users, never carry a role ---------------
+
+
+def token_as(sub: str, email: str) -> dict[str, str]:
+    """A genuine token (the app's secret) whose `sub` and `email` are chosen by the test."""
+    return {"Authorization": f"Bearer {jwt_with(HS256, claims(sub=sub, email=email), key=KEY)}"}
+
+
+async def test_a_token_carrying_another_users_email_never_plants_records_through_redrive(
+    filled: Client, db_path: str
+) -> None:
+    """Attack (issue 13.1): Ada's token carries Ben's email. Her records that are quarantined (here: ones
+    naming Ben's id, and an invalid one) keep that email; an admin re-driving Ben must not take them into
+    Ben's account. They stay Ada's: re-driving Ada takes them (and quarantines them again for their own
+    reasons), and Ben's rows never change."""
+    ben_rows = query(db_path, "SELECT * FROM sync_data WHERE user_id = ? ORDER BY id", (BEN[0],))
+    planted = {"changes": {"entries": [entry("planted-1", user_id=BEN[0]), entry("planted-2", userId=BEN[0]),
+                                       entry("bad-1", duration=-5)]}}
+    push = await filled.post("/api/sync/push", json=planted, headers=token_as(ADA[0], BEN[1]))
+    assert push.status_code == 200, push.text
+    kept = query(db_path, "SELECT owner, email, owner_known FROM recovery_quarantine")
+    assert [tuple(k) for k in kept] == [(ADA[0], BEN[1], 1)] * 3  # the email is kept, and ignored
+
+    redrive_ben = await filled.post(f"/v1/support/users/{BEN[0]}/redrive", headers=auth(ADMIN))
+    assert redrive_ben.status_code == 200, redrive_ben.text
+    assert redrive_ben.json()["redriven"] == 0
+    assert query(db_path, "SELECT * FROM sync_data WHERE user_id = ? ORDER BY id", (BEN[0],)) == ben_rows
+    waiting = query(db_path, "SELECT owner FROM recovery_quarantine WHERE resolved_at IS NULL")
+    assert [w["owner"] for w in waiting] == [ADA[0]] * 3
+
+    redrive_ada = (await filled.post(f"/v1/support/users/{ADA[0]}/redrive", headers=auth(ADMIN))).json()
+    assert (redrive_ada["redriven"], redrive_ada["still_quarantined"]) == (3, 3)
+    assert query(db_path, "SELECT * FROM sync_data WHERE user_id = ? ORDER BY id", (BEN[0],)) == ben_rows
+    again = query(db_path, "SELECT owner, reason FROM recovery_quarantine WHERE resolved_at IS NULL ORDER BY id")
+    assert [tuple(r) for r in again] == [(ADA[0], "user_mismatch"), (ADA[0], "user_mismatch"),
+                                         (ADA[0], "invalid_value")]
+
+
+async def test_records_of_an_unknown_subject_follow_their_email_only_to_the_one_user_it_names(
+    filled: Client, db_path: str
+) -> None:
+    """The recovery case the email is for: a token subject that is no user, quarantined with its email,
+    goes into the account that email names once it exists; if the subject itself becomes a user, the
+    records are that user's and no longer follow the email."""
+    first = ("user_OldSubjectOldSubject0", "carla@example.com", "user")
+    second = ("user_OtherOldSubjectOther", "dora@example.com", "user")
+    for sub, email, _ in (first, second):
+        pushed = await filled.post("/api/sync/push", json={"changes": {"entries": [entry(f"{sub}-1")]}},
+                                   headers=token_as(sub, email))
+        assert pushed.json()["conflicts"][0]["reason"] == "unknown_user"
+    carla = ("user_CarlaNewIdCarlaNewId0", "Carla@Example.com", "user")  # differs only in case: the one match
+    dora = ("user_DoraNewIdDoraNewIdDo0", "dora@example.com", "user")
+    add_users(db_path, carla, dora, (second[0], "dora.new@example.com", "user"))  # the subject is a user now
+    carla_redrive = (await filled.post(f"/v1/support/users/{carla[0]}/redrive", headers=auth(ADMIN))).json()
+    assert (carla_redrive["redriven"], carla_redrive["resolved"]) == (1, 1)
+    assert (await filled.post(f"/v1/support/users/{dora[0]}/redrive", headers=auth(ADMIN))).json()["redriven"] == 0
+    owner_redrive = (await filled.post(f"/v1/support/users/{second[0]}/redrive", headers=auth(ADMIN))).json()
+    assert owner_redrive["resolved"] == 1
+    stored = query(db_path, "SELECT user_id, entity_id FROM sync_data WHERE entity_id LIKE 'user_%' ORDER BY 1")
+    assert [tuple(r) for r in stored] == [(carla[0], f"{first[0]}-1"), (second[0], f"{second[0]}-1")]
+
+
+async def test_an_email_alias_never_carries_the_admin_role(filled: Client, db_path: str) -> None:
+    """Issue 13.4: a token with an unknown `sub` and the admin's email is mapped to the admin for its own
+    data, but every support route answers 403 and nothing changes; the admin's own token still works."""
+    await filled.post("/api/sync/push", json={"changes": {"entries": [entry("bad", duration=-1)]}},
+                      headers=auth(BEN))
+    alias = token_as("user_UnknownUnknownUnknown", ADMIN[1])
+    before = snapshot(db_path)
+    for method, path in SUPPORT_ROUTES:
+        response = await filled.request(method, path, headers=alias)
+        body = assert_problem(response, 403, "Authorization")
+        assert "subject" in body["detail"]
+    assert snapshot(db_path) == before
+    assert (await filled.get("/v1/support/summary", headers=auth(ADMIN))).status_code == 200
+
+
+async def test_mixed_case_duplicate_emails_take_the_exact_match_else_are_ambiguous(
+    filled: Client, db_path: str
+) -> None:
+    """Issue 13.5: two users whose emails differ only in case. A token with an unknown `sub` and one of the
+    two exact addresses is that user; with a third spelling (no exact match) it is an ambiguity: every
+    record quarantined as ambiguous_email, nobody's account touched, and no re-drive guesses either."""
+    upper = ("user_DanaUpperDanaUpper00", "Dana@Example.com", "user")
+    lower = ("user_DanaLowerDanaLower00", "dana@example.com", "user")
+    add_users(db_path, upper, lower)
+    exact = await filled.post("/api/sync/push", json={"changes": {"entries": [entry("dana-exact")]}},
+                              headers=token_as("user_DanaOldIdDanaOldId0", upper[1]))
+    assert exact.json()["recovery"]["counts"]["inserted"] == 1
+    assert [r["user_id"] for r in query(db_path, "SELECT user_id FROM sync_data WHERE entity_id = 'dana-exact'")] \
+        == [upper[0]]
+
+    ambiguous = await filled.post("/api/sync/push", json={"changes": {"entries": [entry("dana-which")]}},
+                                  headers=token_as("user_DanaOldIdDanaOldId1", "DANA@example.com"))
+    assert ambiguous.status_code == 200, ambiguous.text
+    assert ambiguous.json()["recovery"]["userResolved"] is False
+    assert [c["reason"] for c in ambiguous.json()["conflicts"]] == ["ambiguous_email"]
+    upload = await filled.post("/v1/recovery/uploads", json={"records": [{"entity_type": "goal", "data": {"id": "g"}}]},
+                               headers=token_as("user_DanaOldIdDanaOldId1", "DANA@example.com"))
+    assert upload.json()["results"][0]["reason"] == "ambiguous_email"
+    assert query(db_path, "SELECT COUNT(*) AS n FROM sync_data WHERE entity_id IN ('dana-which', 'g')")[0]["n"] == 0
+    for user in (upper, lower):
+        redrive = await filled.post(f"/v1/support/users/{user[0]}/redrive", headers=auth(ADMIN))
+        assert redrive.json()["redriven"] == 0
+
+
+# ---- CSRF: cookie-authenticated changes must be JSON --------------------------------------------
+
+
+STATE_CHANGING_ROUTES = [
+    ("POST", f"/v1/support/users/{BEN[0]}/redrive", ADMIN),
+    ("POST", f"/v1/support/users/{BEN[0]}/review", ADMIN),
+    ("POST", "/api/sync/push", ADA),
+    ("POST", "/v1/recovery/uploads", ADA),
+    ("POST", "/v1/recovery/exports", ADA),
+    ("POST", f"/v1/recovery/devices/{DEVICE}/complete", ADA),
+]
+
+
+@pytest.mark.parametrize(("content_type", "body"), [
+    (None, b""), ("application/x-www-form-urlencoded", b"a=1"), ("text/plain", b"{}"),
+    ("multipart/form-data; boundary=x", b"--x--"),
+], ids=["bodiless", "form", "text/plain", "multipart"])  # fmt: skip
+@pytest.mark.parametrize(("method", "path", "caller"), STATE_CHANGING_ROUTES, ids=[r[1] for r in STATE_CHANGING_ROUTES])
+async def test_cookie_authenticated_changes_without_json_are_refused_on_every_route(
+    filled: Client, db_path: str, method: str, path: str, caller: tuple[str, str, str],
+    content_type: str | None, body: bytes,
+) -> None:
+    """Issue 13.6: what a page of another origin can send with the victim's cookie and no CORS preflight
+    (no body, a form, text/plain) is 415 on every state-changing route, the bodiless admin POSTs included,
+    and changes nothing. The same request with an Authorization header (no page can add one cross-site)
+    or as application/json is let through."""
+    await filled.post("/api/sync/push", json={"changes": {"entries": [entry("bad", duration=-1)]}},
+                      headers=auth(BEN))
+    await filled.post("/api/sync/push", json={"changes": {"entries": [entry("ben-1", updatedAt="2025-01-01T00:00:00Z",
+                                                                            notes="older")]}}, headers=auth(BEN))
+    before = snapshot(db_path)
+    filled.cookies.set("auth-token", token_for(caller))
+    try:
+        headers = {} if content_type is None else {"Content-Type": content_type}
+        assert_problem(await filled.request(method, path, content=body, headers=headers), 415, "Content-Type")
+        assert snapshot(db_path) == before
+        if path.endswith(("/redrive", "/review")):
+            as_json = await filled.request(method, path, headers={"Content-Type": "application/json"})
+            assert as_json.status_code == 200, as_json.text
+    finally:
+        filled.cookies.clear()
+    if path.endswith(("/redrive", "/review")):
+        assert (await filled.request(method, path, headers=auth(caller))).status_code == 200
+
+
+async def test_the_csrf_rule_covers_every_state_changing_route_of_the_app(app: Litestar) -> None:
+    """Every POST/PUT/PATCH/DELETE route is in STATE_CHANGING_ROUTES above or declared read-only, so a route
+    added later without thinking of cookies fails here instead of shipping unprotected."""
+    from service.api.auth import READS_ONLY, STATE_CHANGING_METHODS, refuse_cross_site_cookie_writes
+
+    assert refuse_cross_site_cookie_writes in app.guards
+    tested = {p.split("/users/")[0] + ("/users/{user_id}/" + p.rsplit("/", 1)[1] if "/users/" in p else "")
+              for _, p, _ in STATE_CHANGING_ROUTES}
+    tested = {t.replace(f"/devices/{DEVICE}/", "/devices/{device_id}/") for t in tested}
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", []):
+            methods = set(getattr(handler, "http_methods", ())) & STATE_CHANGING_METHODS
+            if not methods or handler.opt.get(READS_ONLY):
+                continue
+            path = route.path.replace("{user_id:str}", "{user_id}").replace("{device_id:str}", "{device_id}")
+            assert path in tested, f"{methods} {path}: add it to STATE_CHANGING_ROUTES"
+
+
+# ---- tokens: what a 401 says, odd claims ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(("case", "said"), [
+    ("expired", "token expired"),
+    ("wrong secret", "signature invalid"),
+    ("signature of another payload", "signature invalid"),
+    ("HS512 with the right secret", "signature invalid"),
+    ("alg none, unsigned", "signature invalid"),
+    ("not a jwt", "malformed token"),
+    ("three garbage parts", "malformed token"),
+    ("no sub", "malformed token"),
+    ("exp not a number", "malformed token"),
+])  # fmt: skip
+async def test_a_401_says_whether_the_token_expired_is_wrongly_signed_or_malformed(
+    filled: Client, case: str, said: str
+) -> None:
+    """Issue 15: an operator (or a client) can tell a stale token from a wrong secret from garbage."""
+    assert BAD_AUTHORIZATION[case] is not None
+    response = await filled.get("/v1/recovery/me", headers={"Authorization": str(BAD_AUTHORIZATION[case])})
+    body = assert_problem(response, 401, "Authorization")
+    assert body["detail"].startswith(said), body
+
+
+@pytest.mark.parametrize("extras", [5, "text", [1, 2], None, True, {"email": ADMIN[1]}])
+async def test_a_signed_token_with_an_odd_extras_claim_is_an_ordinary_token(filled: Client, extras: Any) -> None:
+    """Issue 13.10: a claim named `extras` that is not an object was a 500. It is just another claim the
+    service does not read: the token is Ada's, by its `sub` and `email`, and it gets nothing more."""
+    token = jwt_with(HS256, {**claims(), "extras": extras}, key=KEY)
+    me = await filled.get("/v1/recovery/me", headers={"Authorization": f"Bearer {token}"})
+    assert me.status_code == 200, me.text
+    assert me.json()["user_id"] == ADA[0]
+    assert (await filled.get("/v1/support/summary", headers={"Authorization": f"Bearer {token}"})).status_code == 403
+
+
+# ---- idempotency keys are per route ---------------------------------------------------------------
+
+
+async def test_an_idempotency_key_is_scoped_to_its_route(filled: Client, db_path: str) -> None:
+    """Issue 13.13: the same key (and the same bytes) on /v1/recovery/uploads after /api/sync/push is a new
+    request to another route, answered by that route, not the push's stored answer; each route still
+    replays its own first answer."""
+    key = {"X-Idempotency-Key": "dev_a1B2c3D4e5F6g7H8_POST_shared", "X-Device-ID": DEVICE}
+    body = (b'{"changes": {"entries": []}, "records": [{"entity_type": "goal", "data": {"id": "g-1", "title": "t",'
+            b' "status": "active", "createdAt": "2025-06-01T18:00:00.000Z"}}]}')
+    headers = auth(ADA, **key, **{"Content-Type": "application/json"})
+    push = await filled.post("/api/sync/push", content=body, headers=headers)
+    assert push.status_code == 200 and "success" in push.json(), push.text
+    upload = await filled.post("/v1/recovery/uploads", content=body, headers=headers)
+    assert upload.status_code == 200, upload.text
+    assert "success" not in upload.json() and upload.json()["counts"]["inserted"] == 1
+    assert (await filled.post("/api/sync/push", content=body, headers=headers)).json() == push.json()
+    assert (await filled.post("/v1/recovery/uploads", content=body, headers=headers)).json() == upload.json()
+    rows = query(db_path, "SELECT route FROM recovery_idempotency_keys ORDER BY route")
+    assert [r["route"] for r in rows] == ["POST /api/sync/push", "POST /v1/recovery/uploads"]

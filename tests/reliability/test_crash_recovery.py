@@ -187,7 +187,7 @@ def final_state(db_path: str) -> dict[str, Any]:
         "recovery_raw_records": rows("SELECT user_id, entity_type, entity_id, raw_sha256 FROM recovery_raw_records"),
         "recovery_device_records": rows("SELECT * FROM recovery_device_records"),
         "recovery_device_counts": rows("SELECT * FROM recovery_device_counts"),
-        "recovery_idempotency": rows("SELECT user_id, key, request_sha256 FROM recovery_idempotency"),
+        "recovery_idempotency_keys": rows("SELECT user_id, route, key, request_sha256 FROM recovery_idempotency_keys"),
         "sync_metadata": rows("SELECT user_id, last_device_id FROM sync_metadata"),
     }
 

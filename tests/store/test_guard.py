@@ -84,7 +84,7 @@ async def test_service_tables_and_ordinary_writes_are_allowed(db: Database) -> N
                 (ADA[0],),
             )
             await conn.execute("UPDATE sync_data SET version = 2 WHERE id = 's1'")
-            await conn.execute("DELETE FROM recovery_idempotency WHERE created_at < 0")
+            await conn.execute("DELETE FROM recovery_idempotency_keys WHERE created_at < 0")
     finally:
         await db.close()
     assert query(db.path, "SELECT version FROM sync_data")[0]["version"] == 2

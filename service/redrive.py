@@ -1,0 +1,92 @@
+"""Re-driving a user's quarantined records: the one function the support API and the CLI both call.
+
+Which records may go into which account is `store.uploads.redrivable_quarantine`: only those kept under
+the user's id, or kept for an unknown owner whose email names this user; never a record of a known
+owner by the email it carried.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import msgspec
+
+from service.pipeline import IncomingRecord, Upload, UploadResult, ingest_batch
+from service.store import uploads as store
+from service.store.database import Database, GuardedConnection, SyncConnection
+from service.store.uploads import UserRecord
+
+
+class NoSuchUser(LookupError):
+    """The user to re-drive into does not exist (re-create them first)."""
+
+
+class RedriveRaced(RuntimeError):
+    """Another re-drive of the same records committed first; this one wrote nothing."""
+
+
+class RedriveOutcome(msgspec.Struct):
+    user_id: str
+    redriven: int  # records taken through the pipeline again
+    resolved: int  # of them, those that went in
+    still_quarantined: int  # those quarantined again (a new row each, with the new reason)
+    results: list[UploadResult]
+
+
+def _redrive_record(row: Any) -> tuple[str, IncomingRecord | Any]:
+    """A kept deletion-list entry goes back to the deleted list; any other record as it came."""
+    raw: bytes = row["raw"].encode()
+    try:
+        value = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return "record", IncomingRecord(row["entity_type"], raw)
+    if isinstance(value, dict) and set(value) == {"entity_type", "id", "deleted"} and value["deleted"] is True:
+        return "deleted", value["id"]
+    return "record", IncomingRecord(row["entity_type"], raw, value)
+
+
+async def redrive_user(db: Database, user_id: str) -> RedriveOutcome:
+    """Take every quarantined record that belongs to `user_id` through the pipeline again, in one
+    transaction that also marks the old rows resolved (never deleted). Raises `NoSuchUser`, and
+    `RedriveRaced` when a concurrent re-drive took some of the same rows first (nothing is written)."""
+
+    def select(conn: SyncConnection) -> tuple[UserRecord | None, list[Any]]:
+        user = store.user_by_id(conn, user_id)
+        return user, store.redrivable_quarantine(conn, user) if user is not None else []
+
+    user, waiting = await db.read_run(select)
+    if user is None:
+        raise NoSuchUser(user_id)
+    by_device: dict[str | None, Upload] = {}
+    redriven_ids: dict[str, list[int]] = {}
+    for row in waiting:
+        upload = by_device.get(row["device_id"])
+        if upload is None:
+            upload = Upload(owner=user.id, user=user, device_id=row["device_id"], source="redrive", records=[],
+                            email=user.email, upload_id=f"upl_{uuid.uuid4().hex}")
+            by_device[row["device_id"]] = upload
+        kind, item = _redrive_record(row)
+        if kind == "deleted":
+            upload.deleted.setdefault(row["entity_type"], []).append(item)
+        else:
+            upload.records.append(item)
+        assert upload.upload_id is not None
+        redriven_ids.setdefault(upload.upload_id, []).append(row["id"])
+
+    def resolve_all(conn: SyncConnection) -> bool:
+        return all(
+            store.resolve_redriven(conn, ids, upload_id) == len(ids) for upload_id, ids in redriven_ids.items()
+        )
+
+    async def mark_resolved(conn: GuardedConnection) -> None:
+        if not await conn.run(resolve_all):  # rolls the whole transaction back: each record is re-driven once
+            raise RedriveRaced(user.id)
+
+    uploads = list(by_device.values())
+    results = await ingest_batch(db, uploads, in_transaction=mark_resolved) if uploads else []
+    still = sum(r.receipt.counts()["quarantined"] for r in results)
+    return RedriveOutcome(user.id, len(waiting), len(waiting) - still, still, results)
+
+
+__all__ = ["NoSuchUser", "RedriveOutcome", "RedriveRaced", "redrive_user"]
