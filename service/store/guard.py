@@ -23,7 +23,8 @@ _DENIED_ON_APP_TABLES = {
     sqlite3.SQLITE_DROP_VIEW,
     sqlite3.SQLITE_ALTER_TABLE,
 }
-_DROP_WITH_TABLE_IN_ARG2 = {sqlite3.SQLITE_DROP_INDEX, sqlite3.SQLITE_DROP_TRIGGER}
+# Actions whose table is the second argument (ALTER TABLE's first is the database name).
+_DROP_WITH_TABLE_IN_ARG2 = {sqlite3.SQLITE_DROP_INDEX, sqlite3.SQLITE_DROP_TRIGGER, sqlite3.SQLITE_ALTER_TABLE}
 # Pragmas that would switch off the protections the app relies on.
 _DENIED_PRAGMAS = {"writable_schema", "legacy_alter_table"}
 _REPLACE = re.compile(r"\bREPLACE\b", re.IGNORECASE)
