@@ -25,11 +25,14 @@ import sqlite3
 import sys
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
-from service.config import DEFAULT_DB_PATH, Settings
+import msgspec
+
+from service.config import DEFAULT_DB_PATH, ServerLimits, Settings
 from service.dbfile import INIT_FLAG, DatabaseFileError, check_database_file
 from service.memory import freeze_startup_objects, limit_malloc_arenas, tune_garbage_collector
-from service.store.database import NotAnAppDatabase
+from service.store.database import DatabaseUnavailable, NotAnAppDatabase
 from service.tokens import TOKEN_LIFETIME
 
 DEMO_USER_ID = "user_demoDEMOdemoDEMOdemo0"
@@ -44,7 +47,9 @@ SERVE_EPILOG = """environment:
   RESYNC_DB            app database file (default ./data/app.db); --db overrides it
   RESYNC_HOST, RESYNC_PORT, RESYNC_WORKERS   defaults of --host, --port and --workers
   RESYNC_MAX_BODY_MB   larger request bodies get 413 (default 64)
-  RESYNC_CORS_ORIGINS  comma-separated origins allowed to call with credentials"""
+  RESYNC_CORS_ORIGINS  comma-separated origins allowed to call with credentials
+  RESYNC_MAX_HEADER_KB, RESYNC_HEADER_TIMEOUT_S, RESYNC_BODY_TIMEOUT_S, RESYNC_KEEP_ALIVE_S,
+  RESYNC_MAX_CONNECTIONS   defaults of the limits below"""
 
 
 def _db_path(args: argparse.Namespace) -> str:
@@ -55,24 +60,21 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.app import create_app
+    from service.http_server import LimitedHttpToolsProtocol
 
     env = Settings.from_env()
     db_path = _db_path(args)
     check_database_file(db_path, init_app_schema=args.init_app_schema)
-    settings = Settings(
-        db_path=db_path,
-        jwt_secret=env.jwt_secret,
-        max_body_bytes=env.max_body_bytes,
-        cors_origins=env.cors_origins,
-    )
+    given = {name: getattr(args, name) for name in ServerLimits.__struct_fields__ if getattr(args, name) is not None}
+    limits = msgspec.structs.replace(env.server_limits, **given)
+    settings = msgspec.structs.replace(env, db_path=db_path, server_limits=limits)
     if not settings.jwt_secret:
         if not args.dev:
             print("error: set RESYNC_JWT_SECRET to the app's JWT secret (or use --dev to try the service)",
                   file=sys.stderr)
             return EXIT_USAGE
         secret_file = _keep_dev_secret(db_path)
-        settings = Settings(settings.db_path, secret_file.read_text().strip(), settings.max_body_bytes,
-                            settings.cors_origins)
+        settings = msgspec.structs.replace(settings, jwt_secret=secret_file.read_text().strip())
         print(f"dev mode: RESYNC_JWT_SECRET is not set: signing with the dev secret kept in {secret_file} "
               "(create-user and token find it there); elsewhere:", file=sys.stderr)
         print(f'  export RESYNC_JWT_SECRET="$(cat {secret_file})"', file=sys.stderr)
@@ -83,6 +85,14 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"dev mode: token (valid 30 days):\n{token}", file=sys.stderr)
     else:
         asyncio.run(_open_and_close(settings.db_path))  # a database it cannot use: one line, before uvicorn
+    # Header size and read timeouts before any authentication (see service/http_server.py).
+    os.environ.update(limits.to_env())
+    LimitedHttpToolsProtocol.limits = limits
+    server_options: dict[str, Any] = {
+        "host": args.host, "port": args.port, "log_level": "info",
+        "timeout_keep_alive": limits.keep_alive_s, "limit_concurrency": limits.max_connections,
+        "h11_max_incomplete_event_size": limits.max_header_bytes,
+    }
     if args.workers > 1:
         # Each worker process opens its own writer; SQLite's BEGIN IMMEDIATE serialises them, so uploads
         # stay one transaction each while normalisation runs on every core.
@@ -91,12 +101,12 @@ def _serve(args: argparse.Namespace) -> int:
             RESYNC_JWT_SECRET=settings.jwt_secret,
             RESYNC_MAX_BODY_MB=str(settings.max_body_bytes / (1024 * 1024)),
         )
-        uvicorn.run("service.app:create_app_from_env", factory=True, workers=args.workers, host=args.host,
-                    port=args.port, log_level="info")
+        uvicorn.run("service.app:create_app_from_env", factory=True, workers=args.workers,
+                    http="service.http_server:LimitedHttpToolsProtocol", **server_options)
     else:
         app = create_app(settings)
         freeze_startup_objects()
-        uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+        uvicorn.run(app, http=LimitedHttpToolsProtocol, **server_options)
     return 0
 
 
@@ -282,6 +292,17 @@ def build_parser() -> argparse.ArgumentParser:
                        f"({DEV_SECRET_FILE}, mode 0600); create a demo admin user and print a token for it")
     serve.add_argument("--workers", type=int, default=int(os.environ.get("RESYNC_WORKERS", "1")),
                        help="worker processes (env RESYNC_WORKERS, default 1; one per core speeds up large uploads)")
+    limits = serve.add_argument_group("limits before authentication")
+    limits.add_argument("--max-header-kb", type=lambda v: int(float(v) * 1024), dest="max_header_bytes",
+                        help="request line and headers larger than this get 431 (RESYNC_MAX_HEADER_KB, default 32)")
+    limits.add_argument("--header-timeout", type=float, dest="header_timeout_s",
+                        help="seconds a client has to send a request's headers (RESYNC_HEADER_TIMEOUT_S, default 10)")
+    limits.add_argument("--body-timeout", type=float, dest="body_timeout_s",
+                        help="seconds a request body may pause (RESYNC_BODY_TIMEOUT_S, default 30)")
+    limits.add_argument("--keep-alive", type=int, dest="keep_alive_s",
+                        help="seconds an idle connection is kept between requests (RESYNC_KEEP_ALIVE_S, default 5)")
+    limits.add_argument("--max-connections", type=int, dest="max_connections",
+                        help="connections and requests at once; beyond: 503 (RESYNC_MAX_CONNECTIONS, default 1000)")
     serve.set_defaults(run=_serve)
 
     replay = commands.add_parser("replay", help="replay exported device files through the pipeline")
@@ -339,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result: int = args.run(args)
-    except (DatabaseFileError, NotAnAppDatabase) as error:
+    except (DatabaseFileError, NotAnAppDatabase, DatabaseUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except sqlite3.Error as error:

@@ -13,6 +13,8 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException, ProblemDetailsPlugin
 
+from service.store.database import FAULT_DESCRIPTIONS, DatabaseUnavailable, Fault, fault_of
+
 log = logging.getLogger("service.api")
 
 
@@ -105,7 +107,24 @@ def _from_field_error(exc: FieldError) -> ProblemDetailsException:
     return problem(exc.status, exc.detail, [{"field": exc.field, "reason": exc.reason}])
 
 
+# Seconds a client is asked to wait when the database cannot take a write (a held lock clears in
+# seconds; a full disk or a read-only mount needs an operator, and the client retries anyway).
+RETRY_AFTER_S = 30
+
+
+def unavailable(fault: Fault) -> ProblemDetailsException:
+    """503 for a storage fault: the request was fine and can be sent again as it is."""
+    p = problem(503, f"The service cannot store data right now: {FAULT_DESCRIPTIONS[fault]}; retry later",
+                [{"field": "database", "reason": fault.value}])
+    p.headers = {"Retry-After": str(RETRY_AFTER_S)}
+    return p
+
+
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    fault = exc.fault if isinstance(exc, DatabaseUnavailable) else fault_of(exc)
+    if fault is not None:
+        log.error("storage fault on %s %s: %s: %s", request.method, request.url.path, fault.value, exc)
+        return unavailable(fault).to_response(request)
     # Never leak internals; the log has the traceback.
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem(500, "The service could not process this request").to_response(request)
@@ -149,6 +168,7 @@ _STATUS_DESCRIPTIONS = {
     413: "Request body larger than the configured limit",
     415: "The body is not declared as application/json",
     422: "Well-formed body of the wrong shape, or an idempotency key reused with another body",
+    503: "The database cannot take a write now (locked, disk full, read-only, I/O error): retry after `Retry-After`",
 }
 
 

@@ -62,6 +62,9 @@ class ReviewResult(msgspec.Struct):
     state: str
 
 
+_INT64 = (-(2**63), 2**63 - 1)  # what SQLite can compare a row id with
+
+
 def _cursor_value(cursor: str | None, kind: type) -> Any:
     if cursor is None:
         return None
@@ -69,7 +72,10 @@ def _cursor_value(cursor: str | None, kind: type) -> Any:
         value = progress.decode_cursor(cursor)
     except ValueError as exc:
         raise FieldError(400, "cursor", str(exc)) from exc
-    if not isinstance(value, kind) or isinstance(value, bool):
+    except RecursionError:  # nested past the decoder's depth: not a cursor either
+        raise FieldError(400, "cursor", "not a cursor this service issued") from None
+    out_of_range = isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]
+    if not isinstance(value, kind) or isinstance(value, bool) or out_of_range:
         raise FieldError(400, "cursor", "not a cursor this service issued")
     return value
 

@@ -116,6 +116,10 @@ class SyncConnection:
         row: sqlite3.Row | None = self._conn.execute(sql, params).fetchone()
         return row
 
+    @property
+    def in_transaction(self) -> bool:
+        return self._conn.in_transaction
+
 
 class GuardedConnection:
     """A guarded sqlite3 connection on a thread of its own, used from the event loop.
@@ -326,6 +330,8 @@ class Database:
                     continue
                 try:
                     result = await writer.run(functools.partial(_in_savepoint, work=item.work))
+                except _TransactionLost as lost:
+                    raise lost.__cause__ or lost from None  # fails the whole group, below
                 except Exception as error:  # the caller gets it; the other work goes on
                     self._note(error)
                     if not item.future.done():
@@ -368,6 +374,10 @@ class Database:
             self._idle_readers.put_nowait(reader)
 
 
+class _TransactionLost(Exception):
+    """The shared transaction was rolled back by SQLite under a caller's work (its cause says why)."""
+
+
 async def _rollback_quietly(conn: GuardedConnection) -> None:
     """After a failed commit (a full disk, an I/O error) SQLite may have rolled back already; the
     original error is what the caller must see."""
@@ -380,7 +390,11 @@ def _in_savepoint(conn: SyncConnection, work: Callable[[SyncConnection], T]) -> 
     conn.execute("SAVEPOINT shared_work")
     try:
         result = work(conn)
-    except Exception:
+    except Exception as error:
+        if not conn.in_transaction:
+            # SQLite rolled the whole transaction back (a full disk, an I/O error): the work of every
+            # caller in it is gone, so none of them may be answered as if it had committed.
+            raise _TransactionLost from error
         conn.execute("ROLLBACK TO shared_work")
         conn.execute("RELEASE shared_work")
         raise
@@ -452,9 +466,10 @@ async def _create_schema(conn: GuardedConnection) -> None:
             await conn.execute(fill)
     if LEGACY_IDEMPOTENCY_TABLE in existing and "recovery_idempotency_keys" not in existing:
         await conn.execute(LEGACY_IDEMPOTENCY_COPY)
-    # A write on every start: a database the service cannot write is refused now, not at the first upload.
+    # A write on every start (the same row, rewritten): a database the service cannot write is refused
+    # now, not at the first upload.
     await conn.execute(
-        "INSERT INTO recovery_service (key, value) VALUES ('last_opened_at', datetime('now'))"
+        "INSERT INTO recovery_service (key, value) VALUES ('writable', 'yes')"
         " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
     )
 

@@ -26,6 +26,7 @@ from litestar.testing import AsyncTestClient
 
 from service.app import create_app
 from service.config import Settings
+from service.domain.times import ms_to_iso_z, to_epoch_ms
 from tests.conftest import ADA, ADMIN, BEN, SECRET, add_users, auth, query, token_for
 from tests.reliability.liveserver import live_server
 
@@ -781,3 +782,42 @@ async def test_an_idempotency_key_is_scoped_to_its_route(filled: Client, db_path
     assert (await filled.post("/v1/recovery/uploads", content=body, headers=headers)).json() == upload.json()
     rows = query(db_path, "SELECT route FROM recovery_idempotency_keys ORDER BY route")
     assert [r["route"] for r in rows] == ["POST /api/sync/push", "POST /v1/recovery/uploads"]
+
+
+# ---- odd values --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("updated", "deleted"), [
+    ("0000-01-01T00:00:00.000Z", "0000-06-01T00:00:00.000Z"),  # year 0: before datetime's year 1
+    (-62_230_000_000_000, -62_200_000_000_000),  # epoch ms in year -1, as a JavaScript Date holds them
+])  # fmt: skip
+async def test_a_deletion_dated_before_year_1_that_wins_a_merge_is_stored_not_a_500(
+    filled: Client, db_path: str, updated: Any, deleted: Any
+) -> None:
+    """Issue 13.10: a deletion that beats an even older version, both before year 1, soft-deletes the row
+    (deleted_at in the app's ISO form, the expanded year JavaScript writes), and pull, status and the
+    support views still answer."""
+    live = entry("ancient", createdAt=updated, updatedAt=updated)
+    assert (await filled.post("/api/sync/push", json={"changes": {"entries": [live]}}, headers=auth(ADA))).json()[
+        "recovery"]["counts"]["inserted"] == 1
+    marker = {"id": "ancient", "deletedAt": deleted}
+    deletion = await filled.post("/api/sync/push", json={"changes": {"entries": [marker]}}, headers=auth(ADA))
+    assert deletion.status_code == 200, deletion.text
+    assert deletion.json()["recovery"]["counts"]["deleted"] == 1
+    row = query(db_path, "SELECT deleted_at FROM sync_data WHERE entity_id = 'ancient'")[0]
+    assert row["deleted_at"] == ms_to_iso_z(to_epoch_ms(deleted) or 0)
+    for method, path, who in (("POST", "/api/sync/pull", ADA), ("GET", "/api/sync/status", ADA),
+                              ("GET", f"/v1/support/users/{ADA[0]}", ADMIN)):
+        assert (await filled.request(method, path, headers=auth(who))).status_code == 200, path
+    again = await filled.post("/api/sync/push", json={"changes": {"entries": [live]}}, headers=auth(ADA))
+    assert again.json()["recovery"]["counts"]["suppressed"] == 1  # the old version does not come back
+
+
+@pytest.mark.parametrize("cursor", [
+    str(2**63), str(-(2**63) - 1), str(10**30), "[" * 5000 + "]" * 5000, '{"a":' * 5000 + "1" + "}" * 5000,
+], ids=["2**63", "-2**63-1", "10**30", "5000 nested arrays", "5000 nested objects"])  # fmt: skip
+async def test_support_cursors_beyond_int64_or_deeply_nested_are_400(filled: Client, cursor: str) -> None:
+    """Issue 13.10: a cursor is decoded by the service, so whatever is in it is a 400 naming `cursor`."""
+    encoded = base64.urlsafe_b64encode(cursor.encode()).decode().rstrip("=")
+    for path in (f"/v1/support/users/{ADA[0]}/quarantine", "/v1/support/users"):
+        assert_problem(await filled.get(path, params={"cursor": encoded}, headers=auth(ADMIN)), 400, "cursor")
