@@ -430,6 +430,8 @@ async def upload_documents(
         deleted=dict(deleted),
         email=principal.email,
         alias_from=principal.alias_from,
+        quarantine_reason=principal.problem,
+        quarantine_detail=principal.problem_detail,
         payload_sha256=fingerprint,
     )
     rendered = _encode(answer)
@@ -437,7 +439,7 @@ async def upload_documents(
         outcome = await ingest(
             request.app.state.db,
             upload,
-            idempotency=Idempotency(key, fingerprint) if key else None,
+            idempotency=Idempotency(key, fingerprint, f"{request.method} {request.url.path}") if key else None,
             render=lambda _: rendered,
         )
     except IdempotencyConflict as exc:

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -667,13 +668,17 @@ async def test_mixed_case_duplicate_emails_take_the_exact_match_else_are_ambiguo
 # ---- CSRF: cookie-authenticated changes must be JSON --------------------------------------------
 
 
-STATE_CHANGING_ROUTES = [
-    ("POST", f"/v1/support/users/{BEN[0]}/redrive", ADMIN),
-    ("POST", f"/v1/support/users/{BEN[0]}/review", ADMIN),
-    ("POST", "/api/sync/push", ADA),
-    ("POST", "/v1/recovery/uploads", ADA),
-    ("POST", "/v1/recovery/exports", ADA),
-    ("POST", f"/v1/recovery/devices/{DEVICE}/complete", ADA),
+STATE_CHANGING_ROUTES = [  # (method, route as declared, a request path, caller)
+    ("POST", "/v1/support/users/{user_id}/redrive", f"/v1/support/users/{BEN[0]}/redrive", ADMIN),
+    ("POST", "/v1/support/users/{user_id}/review", f"/v1/support/users/{BEN[0]}/review", ADMIN),
+    ("POST", "/api/sync/push", "/api/sync/push", ADA),
+    ("POST", "/v1/recovery/uploads", "/v1/recovery/uploads", ADA),
+    ("POST", "/v1/recovery/exports", "/v1/recovery/exports", ADA),
+    ("POST", "/v1/recovery/devices/{device_id}/complete", f"/v1/recovery/devices/{DEVICE}/complete", ADA),
+    ("POST", "/api/repertoire", "/api/repertoire", ADA),
+    ("PUT", "/api/repertoire/{score_id}", "/api/repertoire/some-piece", ADA),
+    ("DELETE", "/api/repertoire/{score_id}", "/api/repertoire/some-piece", ADA),
+    ("DELETE", "/api/repertoire/{score_id}/dissociate", "/api/repertoire/some-piece/dissociate", ADA),
 ]
 
 
@@ -681,9 +686,10 @@ STATE_CHANGING_ROUTES = [
     (None, b""), ("application/x-www-form-urlencoded", b"a=1"), ("text/plain", b"{}"),
     ("multipart/form-data; boundary=x", b"--x--"),
 ], ids=["bodiless", "form", "text/plain", "multipart"])  # fmt: skip
-@pytest.mark.parametrize(("method", "path", "caller"), STATE_CHANGING_ROUTES, ids=[r[1] for r in STATE_CHANGING_ROUTES])
+@pytest.mark.parametrize(("method", "route", "path", "caller"), STATE_CHANGING_ROUTES,
+                         ids=[f"{r[0]} {r[1]}" for r in STATE_CHANGING_ROUTES])
 async def test_cookie_authenticated_changes_without_json_are_refused_on_every_route(
-    filled: Client, db_path: str, method: str, path: str, caller: tuple[str, str, str],
+    filled: Client, db_path: str, method: str, route: str, path: str, caller: tuple[str, str, str],
     content_type: str | None, body: bytes,
 ) -> None:
     """Issue 13.6: what a page of another origin can send with the victim's cookie and no CORS preflight
@@ -715,16 +721,14 @@ async def test_the_csrf_rule_covers_every_state_changing_route_of_the_app(app: L
     from service.api.auth import READS_ONLY, STATE_CHANGING_METHODS, refuse_cross_site_cookie_writes
 
     assert refuse_cross_site_cookie_writes in app.guards
-    tested = {p.split("/users/")[0] + ("/users/{user_id}/" + p.rsplit("/", 1)[1] if "/users/" in p else "")
-              for _, p, _ in STATE_CHANGING_ROUTES}
-    tested = {t.replace(f"/devices/{DEVICE}/", "/devices/{device_id}/") for t in tested}
-    for route in app.routes:
-        for handler in getattr(route, "route_handlers", []):
-            methods = set(getattr(handler, "http_methods", ())) & STATE_CHANGING_METHODS
-            if not methods or handler.opt.get(READS_ONLY):
+    tested = {(method, route) for method, route, _, _ in STATE_CHANGING_ROUTES}
+    for app_route in app.routes:
+        for handler in getattr(app_route, "route_handlers", []):
+            if handler.opt.get(READS_ONLY):
                 continue
-            path = route.path.replace("{user_id:str}", "{user_id}").replace("{device_id:str}", "{device_id}")
-            assert path in tested, f"{methods} {path}: add it to STATE_CHANGING_ROUTES"
+            path = re.sub(r"\{(\w+):\w+\}", r"{\1}", app_route.path)
+            for method in set(getattr(handler, "http_methods", ())) & STATE_CHANGING_METHODS:
+                assert (method, path) in tested, f"{method} {path}: add it to STATE_CHANGING_ROUTES"
 
 
 # ---- tokens: what a 401 says, odd claims ---------------------------------------------------------
