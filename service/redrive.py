@@ -89,4 +89,9 @@ async def redrive_user(db: Database, user_id: str) -> RedriveOutcome:
     return RedriveOutcome(user.id, len(waiting), len(waiting) - still, still, results)
 
 
-__all__ = ["NoSuchUser", "RedriveOutcome", "RedriveRaced", "redrive_user"]
+async def users_to_redrive(db: Database) -> list[str]:
+    """The users `redrive_user` would take records for now (`redrive --all`: call it for each)."""
+    return await db.read_run(store.users_with_redrivable_quarantine)
+
+
+__all__ = ["NoSuchUser", "RedriveOutcome", "RedriveRaced", "redrive_user", "users_to_redrive"]

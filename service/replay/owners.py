@@ -9,10 +9,10 @@ from collections import OrderedDict
 
 import msgspec
 
-from service.domain.records import UNKNOWN_USER, USER_MISMATCH
+from service.domain.records import AMBIGUOUS_EMAIL, UNKNOWN_USER, USER_MISMATCH
 from service.replay.model import OwnerClaim
 from service.store.database import Database
-from service.store.uploads import UserRecord, find_user, find_user_by_email
+from service.store.uploads import UserRecord, find_email_match, find_user, find_user_by_email
 
 # The quarantine owner of records nothing names an owner for.
 NO_OWNER = "unknown"
@@ -113,15 +113,19 @@ class OwnerResolver:
 
     async def _resolve_claim(self, claim: OwnerClaim) -> Owner:
         """By id first (the source of truth), then by email, as the app's tokens are resolved."""
+        ambiguous = False
         async with self._db.read() as conn:
             user = await find_user(conn, claim.user_id) if claim.user_id is not None else None
             if user is None and claim.email is not None:
-                by_email = await find_user_by_email(conn, claim.email)
-                if by_email is not None:
-                    return Owner(by_email.id, by_email, email=claim.email, alias_from=claim.user_id)
+                match = await find_email_match(conn, claim.email)
+                if match.user is not None:
+                    return Owner(match.user.id, match.user, email=claim.email, alias_from=claim.user_id)
+                ambiguous = bool(match.ambiguous)  # several users differ only in case: never a guess
         if user is not None:
             return Owner(user.id, user, email=claim.email)
         return Owner(
-            claim.user_id or claim.email or NO_OWNER, None, email=claim.email, problem=UNKNOWN_USER,
-            detail=f"no user matches {claim}",
+            claim.user_id or claim.email or NO_OWNER, None, email=claim.email,
+            problem=AMBIGUOUS_EMAIL if ambiguous else UNKNOWN_USER,
+            detail=f"several users have the email of {claim} in different cases, none exactly" if ambiguous
+            else f"no user matches {claim}",
         )

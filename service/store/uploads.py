@@ -522,6 +522,10 @@ async def find_user_by_email(conn: GuardedConnection, email: str) -> UserRecord 
     return await conn.run(lambda sync: user_by_email(sync, email))
 
 
+async def find_email_match(conn: GuardedConnection, email: str) -> EmailMatch:
+    return await conn.run(lambda sync: match_email(sync, email))
+
+
 def record_alias(conn: SyncConnection, token_sub: str, user: UserRecord, email: str) -> None:
     conn.execute(
         """INSERT INTO recovery_user_aliases (token_sub, user_id, email, mapped_at) VALUES (?, ?, ?, ?)
@@ -566,6 +570,23 @@ def redrivable_quarantine(conn: SyncConnection, user: UserRecord) -> list[sqlite
             rows.append(row)
     rows.sort(key=lambda r: r["id"])
     return rows
+
+
+def users_with_redrivable_quarantine(conn: SyncConnection) -> list[str]:
+    """The ids of the users `redrivable_quarantine` has something for (for a re-drive of everyone)."""
+    ids = {r["id"] for r in conn.fetchall(
+        "SELECT DISTINCT u.id FROM recovery_quarantine q JOIN users u ON u.id = q.owner WHERE q.resolved_at IS NULL"
+    )}
+    emails = conn.fetchall(
+        """SELECT DISTINCT q.email FROM recovery_quarantine q
+           WHERE q.resolved_at IS NULL AND q.owner_known = 0 AND q.email IS NOT NULL
+             AND NOT EXISTS (SELECT 1 FROM users u WHERE u.id = q.owner)"""
+    )
+    for row in emails:
+        user = match_email(conn, row["email"]).user
+        if user is not None:
+            ids.add(user.id)
+    return sorted(ids)
 
 
 def resolve_redriven(conn: SyncConnection, ids: list[int], upload_id: str) -> int:

@@ -825,3 +825,23 @@ async def test_support_cursors_beyond_int64_or_deeply_nested_are_400(filled: Cli
     encoded = base64.urlsafe_b64encode(cursor.encode()).decode().rstrip("=")
     for path in (f"/v1/support/users/{ADA[0]}/quarantine", "/v1/support/users"):
         assert_problem(await filled.get(path, params={"cursor": encoded}, headers=auth(ADMIN)), 400, "cursor")
+
+
+def test_a_replay_line_whose_email_is_ambiguous_is_quarantined_as_such(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 13.5, for replays: an NDJSON line naming only an email that two users share in different cases
+    (neither exactly) is quarantined as ambiguous_email; the exact spelling goes to its user."""
+    from tests.replay.helpers import app_database, replay
+
+    upper = ("user_DanaUpperDanaUpper00", "Dana@Example.com", "user")
+    lower = ("user_DanaLowerDanaLower00", "dana@example.com", "user")
+    db = app_database(tmp_path / "app.db", upper, lower)
+    lines = tmp_path / "batch.ndjson"
+    lines.write_text("\n".join(json.dumps({"email": email, "device_id": DEVICE,
+                                           "changes": {"entries": [entry(f"r-{i}")]}})
+                               for i, email in enumerate(["DANA@example.com", "dana@example.com"])) + "\n")
+    assert replay(capsys, db, lines).exit_code == 0
+    kept = query(db, "SELECT owner, reason FROM recovery_quarantine")
+    assert [tuple(k) for k in kept] == [("DANA@example.com", "ambiguous_email")]
+    assert [tuple(r) for r in query(db, "SELECT user_id, entity_id FROM sync_data")] == [(lower[0], "r-1")]

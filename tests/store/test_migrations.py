@@ -6,7 +6,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from service.redrive import redrive_user
+from service.redrive import redrive_user, users_to_redrive
 from service.store import uploads
 from service.store.database import Database
 from tests.conftest import ADA, BEN, add_users, query
@@ -55,7 +55,9 @@ async def test_re_drive_on_a_previous_version_database_keeps_records_with_their_
     path = previous_version_db(tmp_path)
     db = await Database.open(path)
     try:
+        assert await users_to_redrive(db) == [ADA[0]]  # her own row (Ben's email in it changes nothing)
         add_users(path, CARLA)
+        assert await users_to_redrive(db) == sorted([ADA[0], CARLA[0]])
         assert (await redrive_user(db, BEN[0])).redriven == 0
         carla = await redrive_user(db, CARLA[0])
         assert (carla.redriven, carla.resolved) == (1, 1)
