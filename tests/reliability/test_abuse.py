@@ -679,6 +679,7 @@ STATE_CHANGING_ROUTES = [  # (method, route as declared, a request path, caller)
     ("PUT", "/api/repertoire/{score_id}", "/api/repertoire/some-piece", ADA),
     ("DELETE", "/api/repertoire/{score_id}", "/api/repertoire/some-piece", ADA),
     ("DELETE", "/api/repertoire/{score_id}/dissociate", "/api/repertoire/some-piece/dissociate", ADA),
+    ("PUT", "/api/user/preferences", "/api/user/preferences", ADA),
 ]
 
 
