@@ -431,6 +431,8 @@ class LiveSession:
             deleted=dict(mutation.deleted),
             email=principal.email,
             alias_from=principal.alias_from,
+            quarantine_reason=principal.problem,
+            quarantine_detail=principal.problem_detail,
             payload_sha256=sha256_hex(raw),
         )
         result = await ingest(self.db, upload)  # the same use case as every HTTP upload

@@ -846,3 +846,29 @@ def test_a_replay_line_whose_email_is_ambiguous_is_quarantined_as_such(
     kept = query(db, "SELECT owner, reason FROM recovery_quarantine")
     assert [tuple(k) for k in kept] == [("DANA@example.com", "ambiguous_email")]
     assert [tuple(r) for r in query(db, "SELECT user_id, entity_id FROM sync_data")] == [(lower[0], "r-1")]
+
+
+async def test_a_live_sync_change_from_an_ambiguous_email_is_quarantined_as_such(filled: Client, db_path: str) -> None:
+    """Issue 13.5, for the live-sync socket: a change sent by a token whose email two users share in
+    different cases (none exactly) is quarantined as ambiguous_email, and the socket is told why."""
+    from service.api.auth import principal_for
+    from service.api.live import LiveHub, LiveSession
+
+    add_users(db_path, ("user_DanaUpperDanaUpper00", "Dana@Example.com", "user"),
+              ("user_DanaLowerDanaLower00", "dana@example.com", "user"))
+    db = filled.app.state.db
+    principal = await principal_for(db, "user_DanaOldIdDanaOldId1", "DANA@example.com")
+    sent: list[dict[str, Any]] = []
+
+    class Peer:
+        user_id = principal.owner
+
+        async def send(self, message: dict[str, Any]) -> bool:
+            sent.append(message)
+            return True
+
+    session = LiveSession(db, LiveHub(), Peer(), principal)  # type: ignore[arg-type]
+    await session.handle(json.dumps({"type": "ENTRY_CREATED", "entry": entry("live-1")}))
+    assert [tuple(r) for r in query(db_path, "SELECT entity_id, reason FROM recovery_quarantine")] == [
+        ("live-1", "ambiguous_email")]
+    assert "ambiguous_email" in sent[-1]["error"]
