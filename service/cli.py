@@ -3,6 +3,7 @@
 commands:
   serve            run the HTTP service
   replay           replay exported device files through the pipeline
+  redrive          take quarantined records through the pipeline again (as the support API's re-drive)
   renormalise      re-normalise stored rows from their raw records under the current rules
   create-user      add a user to the app's users table and print a token for them
   token            issue an app token for a user
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -231,6 +233,64 @@ def _duration(text: str) -> timedelta:
     return timedelta(seconds=int(match[1]) * unit)
 
 
+def _redrive(args: argparse.Namespace) -> int:
+    """`redrive`: the support API's re-drive (`service.redrive.redrive_user`) for one user, or everyone."""
+    db_path = _db_path(args)
+    check_database_file(db_path, must_exist=True, init_app_schema=args.init_app_schema)
+    try:
+        done = asyncio.run(_redrive_users(db_path, args))
+    except LookupError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        from service.workers import close_shared_pool
+
+        close_shared_pool()
+    if args.json:
+        print(json.dumps({"users": done}, indent=2))
+    elif not done:
+        print("nothing to re-drive: no quarantined record waits for an existing user")
+    for user in [] if args.json else done:
+        print(f"{user['user_id']}: re-drove {user['redriven']:,} records: {user['resolved']:,} went in, "
+              f"{user['still_quarantined']:,} still quarantined" + (f" ({user['error']})" if user["error"] else ""))
+    return 1 if any(user["error"] for user in done) else 0
+
+
+async def _redrive_users(db_path: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    from service.redrive import NoSuchUser, RedriveRaced, redrive_user, users_to_redrive
+    from service.store.database import Database
+    from service.store.uploads import find_email_match
+
+    db = await Database.open(db_path)
+    try:
+        if args.all:
+            user_ids = await users_to_redrive(db)
+        elif args.email is not None:
+            async with db.read() as conn:
+                match = await find_email_match(conn, args.email)
+            if match.user is None:
+                several = f" (several users have it in different cases: {', '.join(match.ambiguous)}; give --user)"
+                raise LookupError(f"no user has the email {args.email}{several if match.ambiguous else ''}")
+            user_ids = [match.user.id]
+        else:
+            user_ids = [args.user]
+        done: list[dict[str, Any]] = []
+        for user_id in user_ids:
+            try:
+                outcome = await redrive_user(db, user_id)
+            except NoSuchUser:
+                raise LookupError(f"no user {user_id}: create the user first, then re-drive") from None
+            except RedriveRaced:
+                done.append({"user_id": user_id, "redriven": 0, "resolved": 0, "still_quarantined": 0,
+                             "error": "another re-drive took the same records first; nothing written, run it again"})
+                continue
+            done.append({"user_id": outcome.user_id, "redriven": outcome.redriven, "resolved": outcome.resolved,
+                         "still_quarantined": outcome.still_quarantined, "error": None})
+        return done
+    finally:
+        await db.close()
+
+
 def _openapi(args: argparse.Namespace) -> int:
     from service.openapi import render_openapi
 
@@ -310,6 +370,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_replay_arguments(replay)
     replay.set_defaults(run=_replay)
+
+    redrive = commands.add_parser(
+        "redrive", help="take quarantined records through the pipeline again (e.g. once their user exists)",
+        description="The same re-drive as POST /v1/support/users/{id}/redrive: the user's quarantined records, "
+        "and those kept for an unknown owner whose email is the user's, go through the pipeline again.")
+    add_db_arguments(redrive)
+    who = redrive.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", metavar="ID", help="users.id of the user")
+    who.add_argument("--email", metavar="ADDR", help="the user's email")
+    who.add_argument("--all", action="store_true", help="every user with quarantined records waiting")
+    redrive.add_argument("--json", action="store_true", help="print a machine-readable result on stdout")
+    redrive.set_defaults(run=_redrive)
 
     create_user = commands.add_parser("create-user", help="add a user to the app's users table and print a token")
     add_db_arguments(create_user)

@@ -5,6 +5,7 @@ when asked, and the help names every command and setting."""
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import signal
 import sqlite3
@@ -142,7 +143,7 @@ def test_token_expires_in(capsys: Capsys, monkeypatch: pytest.MonkeyPatch, text:
 def test_the_help_names_every_command_and_every_setting(capsys: Capsys) -> None:
     parser = build_parser()
     top = parser.format_help()
-    for command in ("serve", "replay", "create-user", "token", "lint-migrations", "export-d1", "openapi"):
+    for command in ("serve", "replay", "redrive", "create-user", "token", "lint-migrations", "export-d1", "openapi"):
         assert f"  {command} " in top, command
     with pytest.raises(SystemExit):
         main(["serve", "--help"])
@@ -236,3 +237,36 @@ def test_a_terminal_summary_never_cuts_user_ids(tmp_path: Path) -> None:
     assert "…" not in text, text  # RUF001: the ellipsis rich cuts with
     for user in users:
         assert f"{user}  1,234,567" in text, text
+
+
+def test_redrive_from_the_command_line_brings_in_what_the_replay_quarantined_for_unknown_users(
+    capsys: Capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Quarantined by the replay before their users existed; after create-user a re-run of the replay says
+    'already replayed', and `redrive` (the support API's re-drive function) brings the records in."""
+    monkeypatch.delenv("RESYNC_JWT_SECRET", raising=False)
+    db = app_database(tmp_path / "app.db", ADA)
+    entries = {"g1": "ghost@example.com", "h1": "hugo@example.com", "h2": "hugo@example.com"}
+    source = ndjson(tmp_path / "later.ndjson", *({"email": email, "changes": {"entries": [
+        {"id": entry_id, "timestamp": "2025-06-01T17:45:00.000Z", "duration": 20, "type": "practice",
+         "instrument": "piano", "notes": entry_id}]}} for entry_id, email in entries.items()))
+    assert replay(capsys, db, source).exit_code == 0
+    assert sync_rows(db) == set()
+    for email in ("ghost@example.com", "hugo@example.com"):
+        assert main(["create-user", "--db", db, "--email", email]) == 0
+    assert "python -m service redrive --user" in capsys.readouterr().err
+    assert replay(capsys, db, source).file("later.ndjson")["status"] == "already_replayed"
+
+    assert main(["redrive", "--db", db, "--email", "GHOST@example.com"]) == 0
+    assert "re-drove 1 records: 1 went in, 0 still quarantined" in capsys.readouterr().out
+    assert {entity_id for _, _, entity_id, *_ in sync_rows(db)} == {"g1"}
+
+    assert main(["redrive", "--db", db, "--all", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [(u["redriven"], u["resolved"]) for u in result["users"]] == [(2, 2)]
+    assert {entity_id for _, _, entity_id, *_ in sync_rows(db)} == {"g1", "h1", "h2"}
+
+    assert main(["redrive", "--db", db, "--all"]) == 0
+    assert "nothing to re-drive" in capsys.readouterr().out
+    assert main(["redrive", "--db", db, "--user", "user_NobodyNobodyNobody00"]) == 2
+    assert "create the user first" in capsys.readouterr().err
