@@ -75,29 +75,41 @@ def _schema_of_database(path: Path) -> str:
 def apply_baseline(connection: sqlite3.Connection, baseline: Baseline) -> BaselineLoad:
     """Create the baseline's schema in the (empty) scratch database; exit-2 error on what SQLite refuses."""
     ignored = 0
+    deferred: list[Statement] = []
     for statement in baseline.statements:
         if sql_text.is_transaction_control(statement) or sql_text.is_pragma(statement):
             continue
         if sql_text.is_schema_table_insert(statement):
             _create_virtual_tables(connection, baseline, statement)
         elif sql_text.is_ddl(statement):
-            _execute(connection, baseline, statement, statement.sql)
+            if _execute(connection, statement, statement.sql) is not None:
+                deferred.append(statement)  # maybe written before the table it needs: tried again at the end
         else:
             ignored += sql_text.changes_data(statement)
+    for statement in deferred:
+        _execute_or_raise(connection, baseline, statement, statement.sql)
     return BaselineLoad(ignored)
 
 
-def _execute(connection: sqlite3.Connection, baseline: Baseline, statement: Statement, sql: str) -> None:
+def _execute(connection: sqlite3.Connection, statement: Statement, sql: str) -> str | None:
+    """Run one schema statement; SQLite's message when it refuses it, else None."""
     if _creates_reserved_table(statement):
-        return  # sqlite_sequence & co: SQLite makes them itself
+        return None  # sqlite_sequence & co: SQLite makes them itself
     try:
         connection.execute(sql)
     except sqlite3.Error as error:
         if "already exists" in str(error):
-            return  # a virtual table's storage tables, created with it; or a duplicate: the first one stands
+            return None  # a virtual table's storage tables, created with it; or a duplicate: the first stands
+        return str(error)
+    return None
+
+
+def _execute_or_raise(connection: sqlite3.Connection, baseline: Baseline, statement: Statement, sql: str) -> None:
+    error = _execute(connection, statement, sql)
+    if error is not None:
         raise MigrationInputError(
             f"{baseline.name}:{statement.line}", f"SQLite cannot load this baseline statement: {error}"
-        ) from error
+        )
 
 
 def _creates_reserved_table(statement: Statement) -> bool:
@@ -120,4 +132,4 @@ def _create_virtual_tables(connection: sqlite3.Connection, baseline: Baseline, s
     finally:
         connection.execute("DROP TABLE temp.baseline_schema_rows")
     for (sql,) in rows:
-        _execute(connection, baseline, statement, sql)
+        _execute_or_raise(connection, baseline, statement, sql)

@@ -258,6 +258,17 @@ def test_a_baseline_statement_sqlite_refuses_exits_2_with_file_and_line(
     assert f"{schema}:3: error: SQLite cannot load this baseline statement: no such table: main.nosuch" in result.err
 
 
+def test_a_baseline_index_written_before_its_table_still_loads(
+    lint: Lint, write_migrations: Write, tmp_path: Path
+) -> None:
+    schema = tmp_path / "schema.sql"
+    schema.write_text("CREATE INDEX idx_notebooks_member ON notebooks (member_id);\n" + INIT, encoding="utf-8")
+
+    result = lint(write_migrations({"0002.sql": "DELETE FROM members;\n"}), baseline=schema)
+
+    assert located(result) == [("delete-all-from-referenced-parent", "error", "0002.sql", 1)]
+
+
 def test_a_missing_baseline_exits_2(lint: Lint, write_migrations: Write, tmp_path: Path) -> None:
     result = lint(write_migrations(HISTORY), baseline=tmp_path / "nope.sql")
 
