@@ -18,6 +18,7 @@ from service.api.exports import ExportController
 from service.api.live import LiveHub, live_sync_handler, redact_tokens_in_server_logs
 from service.api.operations import health, prometheus_metrics
 from service.api.recovery import RecoveryController
+from service.api.rendering import AppResponse
 from service.api.support import SupportController
 from service.api.sync import SyncController
 from service.api.user import UserController
@@ -85,6 +86,7 @@ def create_app(settings: Settings) -> Litestar:
         exception_handlers=dict(unexpected_error_handlers),
         request_max_body_size=settings.max_body_bytes,
         cors_config=cors,
+        response_class=AppResponse,
         openapi_config=OpenAPIConfig(
             title=API_TITLE,
             version=API_VERSION,

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from litestar import Response
+from litestar.exceptions import ImproperlyConfiguredException
 
 from service import jsontext
 from service.api.errors import FieldError
@@ -14,6 +15,19 @@ from service.pipeline import Idempotency, IdempotencyConflict, Replayed, Upload,
 from service.store.database import Database
 
 _encode = jsontext.encode  # an id holding a lone surrogate is written as JSON.stringify does
+
+
+class AppResponse(Response[Any]):
+    """The default response: as Litestar's, but a lone surrogate in a document (a note cut inside an
+    emoji) is written as JSON.stringify writes it instead of failing the answer."""
+
+    def render(self, content: Any, media_type: str, enc_hook: Any = None) -> bytes:
+        try:
+            return super().render(content, media_type, enc_hook) if enc_hook else super().render(content, media_type)
+        except ImproperlyConfiguredException as error:
+            if not isinstance(error.__cause__, UnicodeEncodeError):
+                raise
+            return jsontext.encode(content)
 
 
 def recovery_response(result: UploadResult, *, dry_run: bool = False) -> RecoveryUploadResponse:

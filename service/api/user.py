@@ -13,6 +13,7 @@ import msgspec
 from litestar import Controller, Request, Response, get, put
 from litestar.params import JSONBody
 
+from service import jsontext
 from service.api.app_data import upload_documents
 from service.api.auth import Principal
 from service.api.errors import FieldError, problem_responses
@@ -61,7 +62,7 @@ class UserController(Controller):
         live = [r for r in rows if r["deleted_at"] is None]
         if not live:
             return {}
-        document = msgspec.json.decode(live[0]["data"])
+        document = jsontext.decode(live[0]["data"])  # lone surrogate escapes included
         return document if isinstance(document, dict) else {}
 
     @put("/preferences", summary="Replace the caller's preferences (the app's shape)", before_request=require_json_body,

@@ -154,3 +154,20 @@ def test_the_live_sync_socket_takes_and_sends_lone_surrogates() -> None:
     event = row_event("logbook_entry", row, created=True)
     assert event is not None and event["entry"]["notes"] == "scales \ud83d"
     assert b'"notes":"scales \\ud83d"' in live_encode(event)
+
+
+async def test_the_apps_reads_answer_documents_holding_lone_surrogates(client: Client) -> None:
+    """`GET /api/goals` and `/api/user/preferences` write the escape back instead of failing with 500."""
+    records = (
+        b'{"entity_type":"goal","data":{"id":"g-cut","title":"Scales \\ud83d","status":"active"}},'
+        b'{"entity_type":"user_preferences","data":{"theme":"dark \\udc00"}}'
+    )
+    body = b'{"records":[' + records + b"]}"
+    response = await client.post("/v1/recovery/uploads", content=body, headers=auth(ADA, **JSON_HEADERS))
+    assert response.status_code == 200, response.text
+    goals = await client.get("/api/goals", headers=auth(ADA))
+    assert goals.status_code == 200, goals.text
+    assert "Scales \\ud83d" in goals.text
+    preferences = await client.get("/api/user/preferences", headers=auth(ADA))
+    assert preferences.status_code == 200, preferences.text
+    assert "dark \\udc00" in preferences.text
