@@ -37,6 +37,7 @@ import msgspec
 
 from service import jsontext
 from service.config import DEFAULT_DB_PATH
+from service.dbfile import DatabaseFileError, check_database_file
 from service.domain.checksum import js_stringify
 from service.domain.merge import ArchivedVersion, MergePlan, StateWrite, StoredEntity, SyncWrite, plan_merge
 from service.domain.normalise import normalise
@@ -336,8 +337,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     db_path = args.db or os.environ.get("RESYNC_DB", DEFAULT_DB_PATH)
-    if not Path(db_path).is_file():
-        print(f"error: no app database at {db_path} (give --db or set RESYNC_DB)", file=sys.stderr)
+    try:
+        check_database_file(db_path, must_exist=True)  # one line for a wrong --db, as every command says it
+    except DatabaseFileError as error:
+        hint = "" if Path(db_path).exists() else " (give --db or set RESYNC_DB)"
+        print(f"error: {error}{hint}", file=sys.stderr)
         return 2
 
     async def main() -> RenormaliseReport:
