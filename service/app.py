@@ -25,13 +25,15 @@ from service.api.user import UserController
 from service.config import Settings
 from service.memory import freeze_startup_objects, tune_garbage_collector
 from service.store.database import Database
+from service.web import PAGE_PATHS, support_pages, template_config
 from service.workers import close_shared_pool
 
 API_TITLE = "Mirubato recovery service"
 API_VERSION = "1.0.0"
 # Routes the token middleware does not check: operations, the schema itself, and the live-sync socket,
-# which takes its token as a query parameter and checks it itself (as the app's sync worker does).
-PUBLIC_PATHS = ["^/health$", "^/metrics$", "^/schema", "^/sync/ws$"]
+# which takes its token as a query parameter and checks it itself (as the app's sync worker does), and the
+# support page, which signs its visitors in itself.
+PUBLIC_PATHS = ["^/health$", "^/metrics$", "^/schema", "^/sync/ws$", PAGE_PATHS]
 # Everything the app's web client sends cross-origin (CONTRACT section 4).
 CORS_METHODS: list[Any] = ["GET", "POST", "PUT", "DELETE", "OPTIONS"]
 CORS_HEADERS = ["Authorization", "Content-Type", "X-Device-ID", "X-Idempotency-Key"]
@@ -78,7 +80,9 @@ def create_app(settings: Settings) -> Litestar:
             SupportController,
             health,
             prometheus_metrics,
+            support_pages(settings.jwt_secret),
         ],
+        template_config=template_config(),
         lifespan=[open_database],
         on_app_init=[jwt_auth.on_app_init],
         guards=[refuse_cross_site_cookie_writes],  # CSRF, on every route (see the guard)

@@ -21,6 +21,7 @@ from service.pipeline import IncomingRecord, Upload, sha256_hex
 from service.store import progress
 from service.store.database import Database
 from service.store.progress import UserProgress
+from service.support import declaration_differences
 
 UPLOAD_ROUTE = "POST /v1/recovery/uploads"  # the scope of its idempotency keys
 
@@ -124,11 +125,8 @@ class RecoveryController(Controller):
         db: Database = request.app.state.db
         async with db.write() as conn:
             received = await progress.device_received(conn, principal.user.id, device_id)
-            types = set(data.expected) | set(received)
             differences = {
-                t: {"expected": data.expected.get(t, 0), "received": received.get(t, 0)}
-                for t in sorted(types)
-                if data.expected.get(t, 0) != received.get(t, 0)
+                t: msgspec.structs.asdict(d) for t, d in declaration_differences(data.expected, received).items()
             }
             await progress.declare_device(conn, principal.user.id, device_id, dict(data.expected), not differences)
             state = await progress.user_state(conn, principal.user.id)

@@ -20,6 +20,7 @@ from service.redrive import NoSuchUser, RedriveRaced, redrive_user
 from service.store import progress
 from service.store.database import Database, GuardedConnection
 from service.store.progress import LedgerEntry, QuarantinedRecord, UserListItem, UserProgress
+from service.support import review_user
 
 _PROBLEMS = problem_responses(400, 401, 403, 404)
 UserIdPath = Annotated[str, PathParameter(description="users.id of the user")]
@@ -194,9 +195,7 @@ class SupportController(Controller):
         description="Archived versions stay kept; reviewing only stops them holding the user in needs_review.",
     )
     async def review(self, request: Request[Principal, Any, Any], user_id: UserIdPath) -> ReviewResult:
-        db: Database = request.app.state.db
-        async with db.write() as conn:
-            await _progress_or_404(conn, user_id)
-            reviewed = await progress.mark_archive_reviewed(conn, user_id)
-            state = await progress.user_state(conn, user_id)
-        return ReviewResult(reviewed, state)
+        outcome = await review_user(request.app.state.db, user_id)
+        if outcome is None:
+            raise NotFoundException(f"No user and no recovery data for {user_id!r}")
+        return ReviewResult(outcome.reviewed, outcome.state)

@@ -310,3 +310,62 @@ async def mark_archive_reviewed(conn: GuardedConnection, user_id: str) -> int:
         (utc_now_text(), user_id),
     )
     return int(row["n"]) if row else 0
+
+
+class HourlyActivity(msgspec.Struct):
+    hour: str  # "YYYY-MM-DD HH" (UTC), as the ledger's times are written
+    uploads: int
+    records: int
+
+
+async def ledger_per_hour(conn: GuardedConnection, since: str) -> list[HourlyActivity]:
+    """Uploads and records received per hour since `since` (ledger time text), oldest first."""
+    rows = await conn.fetchall(
+        "SELECT substr(created_at, 1, 13) AS hour, COUNT(*) AS uploads, SUM(received) AS records"
+        " FROM recovery_ledger WHERE created_at >= ? GROUP BY hour ORDER BY hour",
+        (since,),
+    )
+    return [HourlyActivity(r["hour"], r["uploads"], int(r["records"] or 0)) for r in rows]
+
+
+class ArchivedConflict(msgspec.Struct):
+    """A version that lost a merge and waits for review, with the version that was kept (None when the
+    key has no stored row any more)."""
+
+    id: int
+    entity_type: str
+    entity_id: str
+    reason: str
+    archived_at: str
+    archived_data: str
+    kept_data: str | None
+    kept_deleted_at: str | None
+
+
+async def waiting_conflicts(conn: GuardedConnection, user_id: str, limit: int) -> list[ArchivedConflict]:
+    rows = await conn.fetchall(
+        "SELECT a.id, a.entity_type, a.entity_id, a.reason, a.archived_at, a.data AS archived_data,"
+        " s.data AS kept_data, s.deleted_at AS kept_deleted_at"
+        " FROM recovery_archive a LEFT JOIN sync_data s"
+        "   ON s.user_id = a.user_id AND s.entity_type = a.entity_type AND s.entity_id = a.entity_id"
+        " WHERE a.user_id = ? AND a.reviewed_at IS NULL ORDER BY a.id LIMIT ?",
+        (user_id, limit),
+    )
+    return [
+        ArchivedConflict(r["id"], r["entity_type"], r["entity_id"], r["reason"], r["archived_at"],
+                         r["archived_data"], r["kept_data"], r["kept_deleted_at"])
+        for r in rows
+    ]
+
+
+async def archive_totals(conn: GuardedConnection) -> dict[str, int]:
+    """Versions archived (lost a merge) across all users, and how many of them wait for review."""
+    row = await conn.fetchone(
+        "SELECT COUNT(*) AS n, COUNT(*) FILTER (WHERE reviewed_at IS NULL) AS waiting FROM recovery_archive"
+    )
+    return {"archived": int(row["n"]) if row else 0, "waiting": int(row["waiting"] or 0) if row else 0}
+
+
+async def last_upload_at(conn: GuardedConnection) -> str | None:
+    row = await conn.fetchone("SELECT MAX(created_at) AS t FROM recovery_ledger")
+    return row["t"] if row else None

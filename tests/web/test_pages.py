@@ -1,0 +1,108 @@
+"""The support page's sign-in, CSRF and 403 (in-process, no browser), and the JSON API beside it unchanged."""
+
+from __future__ import annotations
+
+import re
+
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from service.tokens import issue_token
+from tests.conftest import ADA, ADMIN, BEN, SECRET, auth, token_for
+
+Client = AsyncTestClient[Litestar]
+
+
+async def _sign_in(client: Client, token: str) -> object:
+    await client.get("/support/sign-in")
+    return await client.post("/support/sign-in", data={"csrf": client.cookies.get("support-sign-in", ""),
+                                                        "token": token}, follow_redirects=False)
+
+
+def _csrf(html: str) -> str:
+    found = re.search(r'name="csrf" value="([0-9a-f]{64})"', html)
+    assert found, "no CSRF field on the page"
+    return found.group(1)
+
+
+async def test_without_a_session_every_page_sends_the_sign_in_form(client: Client) -> None:
+    for path in ("/support/", "/support/users", f"/support/users/{ADA[0]}", "/support/overview/live"):
+        response = await client.get(path, follow_redirects=False)
+        assert response.status_code == 303 and response.headers["location"] == "/support/sign-in", path
+    poll = await client.get("/support/overview/live", headers={"HX-Request": "true"}, follow_redirects=False)
+    assert poll.status_code == 401 and poll.headers["HX-Redirect"] == "/support/sign-in"
+
+
+async def test_sign_in_keeps_an_httponly_strict_session_cookie_for_the_page_only(client: Client) -> None:
+    response = await _sign_in(client, token_for(ADMIN))
+    assert response.status_code == 303  # type: ignore[attr-defined]
+    cookie = response.headers["set-cookie"].lower()  # type: ignore[attr-defined]
+    assert "support-session=" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+    assert "path=/support" in cookie
+    page = await client.get("/support/")
+    assert page.status_code == 200 and "Recovery overview" in page.text
+    assert page.headers["content-security-policy"].startswith("default-src 'self'")
+
+
+async def test_the_sign_in_form_itself_needs_its_csrf_value(client: Client) -> None:
+    await client.get("/support/sign-in")
+    response = await client.post("/support/sign-in", data={"csrf": "forged", "token": token_for(ADMIN)},
+                                 follow_redirects=False)
+    assert response.status_code == 400 and "expired" in response.text
+    assert "support-session" not in response.headers.get("set-cookie", "")
+
+
+async def test_a_bad_or_expired_token_is_refused_with_the_reason(client: Client) -> None:
+    response = await _sign_in(client, issue_token("another-secret-that-is-long-enough-!!", *ADMIN[:2]))
+    assert response.status_code == 400 and "not accepted" in response.text  # type: ignore[attr-defined]
+
+
+async def test_a_non_admin_gets_403_and_no_data_whatever_the_credential(client: Client) -> None:
+    response = await _sign_in(client, token_for(ADA))
+    assert response.status_code == 403 and "Not allowed" in response.text  # type: ignore[attr-defined]
+    assert "support-session" not in response.headers.get("set-cookie", "")  # type: ignore[attr-defined]
+    client.cookies.set("auth-token", token_for(BEN))
+    for path in ("/support/", f"/support/users/{ADA[0]}", "/support/users?q=a"):
+        page = await client.get(path)
+        assert page.status_code == 403 and ADA[1] not in page.text and "Not allowed" in page.text
+
+
+async def test_an_email_alias_of_an_admin_is_no_admin(client: Client) -> None:
+    alias = issue_token(SECRET, "user_NotAUserNotAUserNotAU", ADMIN[1])
+    response = await _sign_in(client, alias)
+    assert response.status_code == 403  # type: ignore[attr-defined]
+
+
+async def test_the_apps_auth_token_cookie_of_an_admin_signs_in(client: Client) -> None:
+    client.cookies.set("auth-token", token_for(ADMIN))
+    page = await client.get("/support/")
+    assert page.status_code == 200 and "Recovery overview" in page.text
+
+
+async def test_every_post_needs_the_sessions_csrf_token(client: Client) -> None:
+    await _sign_in(client, token_for(ADMIN))
+    user_page = await client.get(f"/support/users/{ADA[0]}")
+    token = _csrf(user_page.text)
+    for action in ("redrive", "review"):
+        refused = await client.post(f"/support/users/{ADA[0]}/{action}", data={"csrf": "0" * 64})
+        assert refused.status_code == 403 and "Nothing was changed" in refused.text
+        bare = await client.post(f"/support/users/{ADA[0]}/{action}")
+        assert bare.status_code == 403
+        accepted = await client.post(f"/support/users/{ADA[0]}/{action}", headers={"X-CSRF-Token": token})
+        assert accepted.status_code == 200, action
+    out = await client.post("/support/sign-out", data={"csrf": token}, follow_redirects=False)
+    assert out.status_code == 303 and 'support-session=""' in out.headers["set-cookie"]
+
+
+async def test_the_json_support_api_beside_the_page_still_takes_bearer_tokens(client: Client) -> None:
+    summary = await client.get("/v1/support/summary", headers=auth(ADMIN))
+    assert summary.status_code == 200 and "users_by_state" in summary.json()
+    review = await client.post(f"/v1/support/users/{ADA[0]}/review", headers=auth(ADMIN))
+    assert review.status_code in (200, 404)
+    assert (await client.get("/v1/support/summary")).status_code == 401
+
+
+async def test_htmx_is_served_by_the_service_itself(client: Client) -> None:
+    script = await client.get("/support/static/htmx.min.js")
+    assert script.status_code == 200 and script.text.startswith("/*! htmx.org 2.")
+    assert "0BSD" in script.text[:300]
