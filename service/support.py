@@ -1,5 +1,5 @@
 """Support use cases shared by every front end (the JSON support API and the support page): the rules
-live here or in the store, never in a controller or a template."""
+live here, in `service.redrive` or in the store, never in a controller or a template."""
 
 from __future__ import annotations
 
