@@ -369,3 +369,21 @@ async def archive_totals(conn: GuardedConnection) -> dict[str, int]:
 async def last_upload_at(conn: GuardedConnection) -> str | None:
     row = await conn.fetchone("SELECT MAX(created_at) AS t FROM recovery_ledger")
     return row["t"] if row else None
+
+
+class Declaration(msgspec.Struct):
+    declared_at: str
+    expected: dict[str, int]
+    matched: bool
+
+
+async def latest_declarations(conn: GuardedConnection, user_id: str) -> dict[str, Declaration]:
+    """Each device's latest declaration of completeness, matched or not."""
+    rows = await conn.fetchall(
+        "SELECT device_id, declared_at, expected, matched FROM recovery_device_declarations d"
+        " WHERE user_id = ? AND id = (SELECT MAX(id) FROM recovery_device_declarations l"
+        "   WHERE l.user_id = d.user_id AND l.device_id = d.device_id)",
+        (user_id,),
+    )
+    return {r["device_id"]: Declaration(r["declared_at"], json.loads(r["expected"]), bool(r["matched"]))
+            for r in rows}

@@ -248,6 +248,9 @@ CREATE TABLE IF NOT EXISTS recovery_device_declarations (
   expected TEXT NOT NULL,
   matched INTEGER NOT NULL
 );
+-- A user's latest declaration per device, for the support page.
+CREATE INDEX IF NOT EXISTS idx_recovery_device_declarations_user
+  ON recovery_device_declarations (user_id, device_id, id);
 
 -- Distinct records each device has sent, to check a device's declaration of completeness.
 CREATE TABLE IF NOT EXISTS recovery_device_records (

@@ -99,7 +99,9 @@ async def _user_context(request: Request[Any, Any, Any], user_id: UserIdPath) ->
         quarantined = await progress.quarantine_page(conn, user_id, after=None, limit=PAGE_SIZE,
                                                      include_resolved=False)
         conflicts = await progress.waiting_conflicts(conn, user_id, PAGE_SIZE)
-    return {"p": found, "timeline": timeline, "quarantined": quarantined, "conflicts": conflicts}
+        declarations = await progress.latest_declarations(conn, user_id)
+    return {"p": found, "timeline": timeline, "quarantined": quarantined, "conflicts": conflicts,
+            "declarations": declarations}
 
 
 class SupportPages(Controller):
@@ -145,11 +147,11 @@ class SupportPages(Controller):
             by_id = await find_user(conn, q) if q and after is None else None
         next_cursor = progress.encode_cursor(items[PAGE_SIZE - 1].user_id) if len(items) > PAGE_SIZE else None
         items = items[:PAGE_SIZE]
-        exact = None
+        exact = None  # the user whose id is exactly `q`, when the email search did not list them
         if by_id is not None and all(i.user_id != by_id.id for i in items):
-            async with request.app.state.db.read() as conn:
-                exact = next(iter(await progress.list_users(conn, email=by_id.email, state=state,
-                                                            after=None, limit=1)), None)
+            found = await request.app.state.db.read_run(lambda conn: progress.user_progress(conn, by_id.id))
+            if found is not None and state in (None, found.state):
+                exact = progress.UserListItem(by_id.id, by_id.email, by_id.role, found.state, found.last_upload_at)
         return _page(request, admin, page_secret, "users.html", items=items, exact=exact, q=q or "",
                      state=state or "", next_cursor=next_cursor, problem=problem, paged=after is not None)
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import msgspec
 
-from service.store.progress import ArchivedConflict, HourlyActivity, UserProgress
-from service.support import Difference, declaration_differences
+from service.store.progress import ArchivedConflict, Declaration, HourlyActivity, UserProgress
+from service.support import declaration_differences
 
 STATE_LABELS = {
     "not_started": "Not started",
@@ -104,13 +104,15 @@ def state_sentence(p: UserProgress) -> str:
             "complete (or declared counts that did not match).")
 
 
-def device_rows(p: UserProgress) -> list[dict[str, Any]]:
+def device_rows(p: UserProgress, declarations: dict[str, Declaration]) -> list[dict[str, Any]]:
+    """Each device, with its latest declaration when that one did not match (and the differences)."""
     rows = []
     for d in p.devices:
-        differences: dict[str, Difference] = {}
-        if d.expected is not None and not d.declared_complete:
-            differences = declaration_differences(d.expected, d.received)
-        rows.append({"device": d, "differences": differences})
+        mismatch = declarations.get(d.device_id)
+        if d.declared_complete or mismatch is None or mismatch.matched:
+            mismatch = None
+        differences = declaration_differences(mismatch.expected, d.received) if mismatch else {}
+        rows.append({"device": d, "mismatch": mismatch, "differences": differences})
     return rows
 
 
