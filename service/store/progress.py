@@ -232,18 +232,49 @@ _OUTCOMES = ("inserted", "updated", "duplicate", "kept_existing", "deleted", "su
              "quarantined")
 
 
+# STATE_SQL counted over whole sets instead of per user: the overview asks every few seconds, and per user
+# it costs five index lookups for each of 100k users (half a second); this reads each table once.
+# tests/store/test_progress.py checks both give the same counts.
+_STATE_COUNTS_SQL = """
+WITH review(id) AS (
+  SELECT owner FROM recovery_quarantine WHERE resolved_at IS NULL
+  UNION SELECT user_id FROM recovery_archive WHERE reviewed_at IS NULL
+)
+SELECT (SELECT COUNT(*) FROM users) AS total,
+       (SELECT COUNT(*) FROM review JOIN users u ON u.id = review.id) AS needs_review,
+       (SELECT COUNT(*) FROM recovery_users r JOIN users u ON u.id = r.user_id
+         WHERE r.user_id NOT IN (SELECT id FROM review)) AS started,
+       (SELECT COUNT(*) FROM (SELECT user_id FROM recovery_devices GROUP BY user_id HAVING MIN(complete) = 1) d
+         JOIN recovery_users r ON r.user_id = d.user_id JOIN users u ON u.id = d.user_id
+         WHERE d.user_id NOT IN (SELECT id FROM review)) AS complete
+"""
+
+
+def users_by_state_counts(conn: SyncConnection) -> dict[str, int]:
+    """How many users are in each state (STATE_SQL's rule, counted by sets)."""
+    row = conn.fetchone(_STATE_COUNTS_SQL)
+    assert row is not None
+    return {
+        NOT_STARTED: row["total"] - row["needs_review"] - row["started"],
+        IN_PROGRESS: row["started"] - row["complete"],
+        COMPLETE: row["complete"],
+        NEEDS_REVIEW: row["needs_review"],
+    }
+
+
 async def summary(conn: GuardedConnection) -> dict[str, Any]:
-    users_by_state = {s: 0 for s in STATES}
-    for r in await conn.fetchall(
-        f"SELECT {STATE_SQL} AS state, COUNT(*) AS n FROM users u GROUP BY state"  # noqa: S608
-    ):
-        users_by_state[r["state"]] = r["n"]
+    return await conn.run(summary_figures)
+
+
+def summary_figures(conn: SyncConnection) -> dict[str, Any]:
+    """Users per state, records per outcome, recent uploads, waiting quarantine: one hop to a reader."""
+    users_by_state = users_by_state_counts(conn)
     records = {outcome: 0 for outcome in _OUTCOMES}
-    for r in await conn.fetchall("SELECT outcome, SUM(n) AS n FROM recovery_progress GROUP BY outcome"):
+    for r in conn.fetchall("SELECT outcome, SUM(n) AS n FROM recovery_progress GROUP BY outcome"):
         records[r["outcome"]] = r["n"]
     hour_ago = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%d %H:%M:%S")
-    recent = await conn.fetchone("SELECT COUNT(*) AS n FROM recovery_ledger WHERE created_at >= ?", (hour_ago,))
-    waiting = await conn.fetchone(
+    recent = conn.fetchone("SELECT COUNT(*) AS n FROM recovery_ledger WHERE created_at >= ?", (hour_ago,))
+    waiting = conn.fetchone(
         "SELECT COUNT(*) AS n, COUNT(DISTINCT owner) AS owners FROM recovery_quarantine WHERE resolved_at IS NULL"
     )
     return {
@@ -318,9 +349,9 @@ class HourlyActivity(msgspec.Struct):
     records: int
 
 
-async def ledger_per_hour(conn: GuardedConnection, since: str) -> list[HourlyActivity]:
+def ledger_per_hour(conn: SyncConnection, since: str) -> list[HourlyActivity]:
     """Uploads and records received per hour since `since` (ledger time text), oldest first."""
-    rows = await conn.fetchall(
+    rows = conn.fetchall(
         "SELECT substr(created_at, 1, 13) AS hour, COUNT(*) AS uploads, SUM(received) AS records"
         " FROM recovery_ledger WHERE created_at >= ? GROUP BY hour ORDER BY hour",
         (since,),
@@ -342,8 +373,8 @@ class ArchivedConflict(msgspec.Struct):
     kept_deleted_at: str | None
 
 
-async def waiting_conflicts(conn: GuardedConnection, user_id: str, limit: int) -> list[ArchivedConflict]:
-    rows = await conn.fetchall(
+def waiting_conflicts(conn: SyncConnection, user_id: str, limit: int) -> list[ArchivedConflict]:
+    rows = conn.fetchall(
         "SELECT a.id, a.entity_type, a.entity_id, a.reason, a.archived_at, a.data AS archived_data,"
         " s.data AS kept_data, s.deleted_at AS kept_deleted_at"
         " FROM recovery_archive a LEFT JOIN sync_data s"
@@ -358,16 +389,16 @@ async def waiting_conflicts(conn: GuardedConnection, user_id: str, limit: int) -
     ]
 
 
-async def archive_totals(conn: GuardedConnection) -> dict[str, int]:
+def archive_totals(conn: SyncConnection) -> dict[str, int]:
     """Versions archived (lost a merge) across all users, and how many of them wait for review."""
-    row = await conn.fetchone(
+    row = conn.fetchone(
         "SELECT COUNT(*) AS n, COUNT(*) FILTER (WHERE reviewed_at IS NULL) AS waiting FROM recovery_archive"
     )
     return {"archived": int(row["n"]) if row else 0, "waiting": int(row["waiting"] or 0) if row else 0}
 
 
-async def last_upload_at(conn: GuardedConnection) -> str | None:
-    row = await conn.fetchone("SELECT MAX(created_at) AS t FROM recovery_ledger")
+def last_upload_at(conn: SyncConnection) -> str | None:
+    row = conn.fetchone("SELECT MAX(created_at) AS t FROM recovery_ledger")
     return row["t"] if row else None
 
 
@@ -377,9 +408,9 @@ class Declaration(msgspec.Struct):
     matched: bool
 
 
-async def latest_declarations(conn: GuardedConnection, user_id: str) -> dict[str, Declaration]:
+def latest_declarations(conn: SyncConnection, user_id: str) -> dict[str, Declaration]:
     """Each device's latest declaration of completeness, matched or not."""
-    rows = await conn.fetchall(
+    rows = conn.fetchall(
         "SELECT device_id, declared_at, expected, matched FROM recovery_device_declarations d"
         " WHERE user_id = ? AND id = (SELECT MAX(id) FROM recovery_device_declarations l"
         "   WHERE l.user_id = d.user_id AND l.device_id = d.device_id)",

@@ -211,6 +211,8 @@ CREATE TABLE IF NOT EXISTS recovery_ledger (
 );
 CREATE INDEX IF NOT EXISTS idx_recovery_ledger_user ON recovery_ledger (user_id, created_at);
 CREATE INDEX IF NOT EXISTS idx_recovery_ledger_time ON recovery_ledger (created_at);
+-- The support page's uploads and records per hour, read from the index alone.
+CREATE INDEX IF NOT EXISTS idx_recovery_ledger_time_received ON recovery_ledger (created_at, received);
 
 -- Running totals per user, entity type and outcome (the ledger is the history, this the summary).
 CREATE TABLE IF NOT EXISTS recovery_progress (

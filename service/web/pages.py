@@ -79,27 +79,27 @@ def _page(request: Request[Any, Any, Any], admin: Admin | None, secret: str, nam
 
 async def _overview_context(request: Request[Any, Any, Any]) -> dict[str, Any]:
     now = datetime.now(UTC)
-    async with request.app.state.db.read() as conn:
-        summary = await progress.summary(conn)
-        activity = await progress.ledger_per_hour(conn, views.since_text(now, CHART_HOURS))
-        archive = await progress.archive_totals(conn)
-        last = await progress.last_upload_at(conn)
+    since = views.since_text(now, CHART_HOURS)
+    # One hop to a reader for every figure: under ingest each hop waits for the CPU.
+    summary, activity, archive, last = await request.app.state.db.read_run(lambda conn: (
+        progress.summary_figures(conn), progress.ledger_per_hour(conn, since), progress.archive_totals(conn),
+        progress.last_upload_at(conn),
+    ))
     return {"summary": summary, "chart": views.chart(activity, hours=CHART_HOURS, now=now), "archive": archive,
             "last_upload_at": last, "as_of": now.strftime("%Y-%m-%d %H:%M:%S")}
 
 
-async def _user_context(request: Request[Any, Any, Any], user_id: UserIdPath) -> dict[str, Any] | None:
+async def _user_context(request: Request[Any, Any, Any], user_id: str) -> dict[str, Any] | None:
     db = request.app.state.db
-    found, timeline = await db.read_run(
-        lambda conn: (progress.user_progress(conn, user_id), progress.latest_ledger(conn, user_id, TIMELINE))
-    )
+    found, timeline, conflicts, declarations = await db.read_run(lambda conn: (
+        progress.user_progress(conn, user_id), progress.latest_ledger(conn, user_id, TIMELINE),
+        progress.waiting_conflicts(conn, user_id, PAGE_SIZE), progress.latest_declarations(conn, user_id),
+    ))
     if found is None:
         return None
     async with db.read() as conn:
         quarantined = await progress.quarantine_page(conn, user_id, after=None, limit=PAGE_SIZE,
                                                      include_resolved=False)
-        conflicts = await progress.waiting_conflicts(conn, user_id, PAGE_SIZE)
-        declarations = await progress.latest_declarations(conn, user_id)
     return {"p": found, "timeline": timeline, "quarantined": quarantined, "conflicts": conflicts,
             "declarations": declarations}
 

@@ -11,6 +11,7 @@ times every page meanwhile (signed in as an admin, as a browser would be). It pr
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import random
 import sqlite3
@@ -38,11 +39,8 @@ def user_id(i: int) -> str:
 
 
 def seed(db_path: str, users: int, *, rng: random.Random | None = None) -> dict[str, str]:
-    """The app's users and the service's tables for `users` users (direct SQL: a fixture, not the service).
-    Returns a few ids worth opening: one per state."""
-    import asyncio
-
-    asyncio.run(_create(db_path))  # the service's own schema
+    """The app's users and the service's tables for `users` users (direct SQL: a fixture, not the service),
+    on a database the service has created. Returns a few ids worth opening: one per state."""
     rng = rng or random.Random(14)
     now = datetime.now(UTC)
     conn = sqlite3.connect(db_path)
@@ -222,6 +220,7 @@ def run(users: int, seconds: float, *, ingest: bool = True, folder: Path | None 
     with tempfile.TemporaryDirectory(dir=folder) as scratch:
         db_path = str(Path(scratch) / "app.db")
         started = time.perf_counter()
+        asyncio.run(_create(db_path))  # the service's own schema
         examples = seed(db_path, users)
         seeded_s = time.perf_counter() - started
         with live_server(db_path) as server:
