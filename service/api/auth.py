@@ -188,6 +188,8 @@ def requires_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteH
 # with `opt={READS_ONLY: True}` (the app's `POST /api/sync/pull`).
 STATE_CHANGING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 READS_ONLY = "reads_only"
+# A route that checks a CSRF token of its own on every such request (the support page's forms).
+OWN_CSRF_CHECK = "own_csrf_check"
 
 
 def _declares_json(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
@@ -204,6 +206,8 @@ def refuse_cross_site_cookie_writes(connection: ASGIConnection[Any, Any, Any, An
 
     Attached to the whole app, so every new POST/PUT/PATCH/DELETE route is covered without asking."""
     if connection.scope.get("method") not in STATE_CHANGING_METHODS or handler.opt.get(READS_ONLY):
+        return
+    if handler.opt.get(OWN_CSRF_CHECK):
         return
     if connection.headers.get("authorization") or _declares_json(connection):
         return

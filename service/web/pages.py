@@ -19,6 +19,7 @@ from litestar.params import PathParameter, QueryParameter
 from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
 
+from service.api.auth import OWN_CSRF_CHECK
 from service.redrive import NoSuchUser, RedriveRaced, redrive_user
 from service.store import progress
 from service.store.uploads import find_user
@@ -108,6 +109,7 @@ class SupportPages(Controller):
     path = PAGE_PATH
     include_in_schema = False
     response_headers = SECURITY_HEADERS
+    opt = {OWN_CSRF_CHECK: True}  # noqa: RUF012 - Litestar reads it once. Every POST here checks the session's CSRF token (`check_csrf`)
 
     @get("/", name="support:overview")
     async def overview(self, request: Request[Any, Any, Any], page_secret: Secret) -> Template:

@@ -106,3 +106,11 @@ async def test_htmx_is_served_by_the_service_itself(client: Client) -> None:
     script = await client.get("/support/static/htmx.min.js")
     assert script.status_code == 200 and script.text.startswith("/*! htmx.org 2.")
     assert "0BSD" in script.text[:300]
+
+
+async def test_with_the_apps_cookie_the_pages_forms_work_by_their_csrf_token(client: Client) -> None:
+    """The API's cookie CSRF rule (JSON only) leaves the page's forms to the page's own token check."""
+    client.cookies.set("auth-token", token_for(ADMIN))
+    token = _csrf((await client.get(f"/support/users/{ADA[0]}")).text)
+    assert (await client.post(f"/support/users/{ADA[0]}/review", data={"csrf": token})).status_code == 200
+    assert (await client.post(f"/support/users/{ADA[0]}/review", data={"csrf": "0" * 64})).status_code == 403
