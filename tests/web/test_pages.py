@@ -79,6 +79,20 @@ async def test_the_apps_auth_token_cookie_of_an_admin_signs_in(client: Client) -
     assert page.status_code == 200 and "Recovery overview" in page.text
 
 
+# Every POST of the page and how this file checks its CSRF token (the API's cookie rule leaves them to it).
+PAGE_POSTS = {"/support/users/{user_id}/redrive", "/support/users/{user_id}/review", "/support/sign-out",
+              "/support/sign-in"}
+
+
+async def test_every_page_post_is_one_whose_csrf_check_is_tested_here(app: Litestar) -> None:
+    from service.api.auth import OWN_CSRF_CHECK
+
+    own = {re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path)
+           for route in app.routes for handler in getattr(route, "route_handlers", [])
+           if handler.opt.get(OWN_CSRF_CHECK) and "POST" in getattr(handler, "http_methods", ())}
+    assert own == PAGE_POSTS
+
+
 async def test_every_post_needs_the_sessions_csrf_token(client: Client) -> None:
     await _sign_in(client, token_for(ADMIN))
     user_page = await client.get(f"/support/users/{ADA[0]}")
@@ -90,6 +104,7 @@ async def test_every_post_needs_the_sessions_csrf_token(client: Client) -> None:
         assert bare.status_code == 403
         accepted = await client.post(f"/support/users/{ADA[0]}/{action}", headers={"X-CSRF-Token": token})
         assert accepted.status_code == 200, action
+    assert (await client.post("/support/sign-out", follow_redirects=False)).status_code == 403
     out = await client.post("/support/sign-out", data={"csrf": token}, follow_redirects=False)
     assert out.status_code == 303 and 'support-session=""' in out.headers["set-cookie"]
 
