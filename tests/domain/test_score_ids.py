@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from service.domain import records as rec
-from service.domain.normalise import js_lower, normalise, normalise_score_id, score_id
+from service.domain.normalise import _JS_SPACE_RUN, js_lower, normalise, normalise_score_id, score_id
 from service.domain.records import Normalised
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
@@ -79,8 +79,12 @@ def test_an_existing_id_without_pipes_is_stable(existing: str) -> None:
 @given(_NO_PIPE, st.one_of(st.none(), _NO_PIPE.map(lambda text: text + "x")))
 def test_a_generated_id_is_kept_when_it_comes_back(title: str, composer: str | None) -> None:
     """A piece pulled with the id the app gave it and pushed back keeps that id (for parts without `|`
-    and a composer that does not normalise to nothing)."""
+    and a composer that does not normalise to nothing). The app trims a composer before it removes its
+    periods (`". x"` gives `" x"`), so a part left with space at its edge is trimmed on the way back: that
+    is the app's own behaviour, outside this property."""
     generated = score_id(title, composer)
+    parts = generated.split("||", 1) if "||" in generated else generated.split("-", 1)
+    assume(all(_JS_SPACE_RUN.sub(" ", part).strip(" ") == part for part in parts))
     assert normalise_score_id(generated) == generated
 
 
