@@ -244,10 +244,7 @@ class RepertoireController(Controller):
     async def stats(self, request: Request[Principal, Any, Any], score_id: ScoreIdPath) -> RepertoireStats:
         principal = request.user
         db: Database = request.app.state.db
-        found = await self._live_item(db, principal, [normalise_score_id(score_id)])
-        if found is None:
-            raise FieldError(404, "scoreId", "no such piece in the repertoire", detail="Repertoire item not found")
-        row, item = found
+        row, item = await self._required_item(db, principal, score_id)
         assert principal.user is not None
         entries = [doc for _, doc in await _live(db, principal.user.id, LOGBOOK_ENTRY)]
         sessions = _sessions(entries, {row["entity_id"]})
@@ -316,10 +313,7 @@ class RepertoireController(Controller):
         personal notes as `[STATUS_CHANGE:<time>:<old>:<new>]`."""
         principal = request.user
         db: Database = request.app.state.db
-        found = await self._live_item(db, principal, [normalise_score_id(score_id)])
-        if found is None:
-            raise FieldError(404, "scoreId", "no such piece in the repertoire", detail="Repertoire item not found")
-        row, item = found
+        row, item = await self._required_item(db, principal, score_id)
         fields = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not None}
         if data.difficultyRating is not None:
             fields["difficultyRating"] = _js_number(data.difficultyRating)
@@ -344,7 +338,7 @@ class RepertoireController(Controller):
         db: Database = request.app.state.db
         ids = await self._live_ids(db, principal, _candidates(score_id))
         if not ids:
-            raise FieldError(404, "scoreId", "no such piece in the repertoire", detail="Repertoire item not found")
+            raise _no_such_piece()
         return await upload_documents(request, REPERTOIRE_ITEM, [], {REPERTOIRE_ITEM: ids}, None, None,
                                       Message("Removed from repertoire"), 200)
 
@@ -359,7 +353,7 @@ class RepertoireController(Controller):
         candidates = _candidates(score_id)
         ids = await self._live_ids(db, principal, candidates)
         if not ids or principal.user is None:
-            raise FieldError(404, "scoreId", "no such piece in the repertoire", detail="Repertoire item not found")
+            raise _no_such_piece()
         sessions = _sessions([doc for _, doc in await _live(db, principal.user.id, LOGBOOK_ENTRY)], set(candidates))
         title, composer = _piece_names(sessions, candidates)
         # Only entries that name the piece by `scoreId` change (as in the app); those that list it among
@@ -394,12 +388,25 @@ class RepertoireController(Controller):
         live = [row for row in rows if row["deleted_at"] is None]
         return (live[0], _decode(live[0])) if live else None
 
+    async def _required_item(
+        self, db: Database, principal: Principal, score_id: str
+    ) -> tuple[Any, dict[str, Any]]:
+        """The live piece a route names by its (normalised) score id; 404 when there is none."""
+        found = await self._live_item(db, principal, [normalise_score_id(score_id)])
+        if found is None:
+            raise _no_such_piece()
+        return found
+
     async def _live_ids(self, db: Database, principal: Principal, ids: list[str]) -> list[str]:
         if principal.user is None:
             return []
         async with db.read() as conn:
             rows = await reads.rows_of(conn, principal.user.id, REPERTOIRE_ITEM, ids)
         return [row["entity_id"] for row in rows if row["deleted_at"] is None]
+
+
+def _no_such_piece() -> FieldError:
+    return FieldError(404, "scoreId", "no such piece in the repertoire", detail="Repertoire item not found")
 
 
 async def upload_documents(
