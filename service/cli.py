@@ -34,7 +34,8 @@ import msgspec
 from service.config import DEFAULT_DB_PATH, ServerLimits, Settings
 from service.dbfile import INIT_FLAG, DatabaseFileError, check_database_file
 from service.memory import freeze_startup_objects, limit_malloc_arenas, tune_garbage_collector
-from service.store.database import DatabaseUnavailable, NotAnAppDatabase
+from service.store.database import DatabaseUnavailable
+from service.store.interface import NotAnAppDatabase
 from service.tokens import TOKEN_LIFETIME
 
 DEMO_USER_ID = "user_demoDEMOdemoDEMOdemo0"

@@ -21,12 +21,13 @@ from service.domain import records as rec
 from service.domain.merge import EntityKey, Repeat, StoredEntity, plan_merge
 from service.domain.normalise import d1_text, entity_id_of
 from service.domain.outcomes import Receipt
+from service.domain.owners import UserRecord
 from service.domain.records import Normalised, Rejection, Tombstone
 from service.domain.times import ms_to_iso_z
 from service.store import uploads as store
 from service.store.database import Database, GuardedConnection, SyncConnection
 from service.store.reads import current_seq
-from service.store.uploads import QuarantineRow, RawRecordRow, UserRecord
+from service.store.rows import QuarantineRow, RawRecordRow
 from service.workers import POOL_THRESHOLD, NormaliseJob, run_job, shared_pool
 
 T = TypeVar("T")

@@ -12,10 +12,10 @@ from typing import Any
 
 import msgspec
 
+from service.domain.owners import UserRecord
 from service.pipeline import IncomingRecord, Upload, UploadResult, ingest_batch
 from service.store import uploads as store
 from service.store.database import Database, GuardedConnection, SyncConnection
-from service.store.uploads import UserRecord
 
 
 class NoSuchUser(LookupError):

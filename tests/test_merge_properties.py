@@ -14,10 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.domain.merge import round_trip_form
+from service.domain.owners import UserRecord
 from service.domain.records import LOGBOOK_ENTRY
 from service.pipeline import IncomingRecord, Upload, ingest
 from service.store.database import Database
-from service.store.uploads import UserRecord
 from tests.conftest import ADA, add_users, query
 from tests.domain import merge_model as model
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import msgspec
 
+from service.domain.owners import UserRecord
 from service.pipeline import IncomingRecord, Upload, UploadResult, ingest
 from service.store.database import Database
-from service.store.uploads import UserRecord
 from tests.conftest import ADA, BEN, add_users, auth, load_fixture, query
 from tests.domain import merge_model as model
 

@@ -15,10 +15,10 @@ import pytest
 from service import jsontext
 from service.cli import main
 from service.domain.checksum import canonical_json, js_stringify
+from service.domain.owners import UserRecord
 from service.pipeline import IncomingRecord, Upload, UploadResult, ingest
 from service.renormalise import ARCHIVE_REASON, RenormaliseReport, renormalise
 from service.store.database import Database
-from service.store.uploads import UserRecord
 from tests.conftest import ADA, BEN, add_users, query
 from tests.old_rules import old_rules
 

@@ -8,9 +8,9 @@ import hashlib
 import json
 from pathlib import Path
 
+from service.domain.owners import UserRecord
 from service.pipeline import IncomingRecord, Upload, UploadResult, ingest
 from service.store.database import Database
-from service.store.uploads import UserRecord
 from tests.conftest import ADA, add_users, query
 
 USER = UserRecord(ADA[0], ADA[1], "user")

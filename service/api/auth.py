@@ -20,9 +20,10 @@ from litestar.middleware.authentication import AuthenticationResult
 from litestar.security.jwt import JWTCookieAuth, JWTCookieAuthenticationMiddleware, Token
 
 from service.api.errors import FieldError
+from service.domain.owners import UserRecord
 from service.domain.records import AMBIGUOUS_EMAIL, UNKNOWN_USER
 from service.store.database import Database, SyncConnection
-from service.store.uploads import UserRecord, match_email, user_by_id
+from service.store.uploads import match_email, user_by_id
 
 AUTH_COOKIE = "auth-token"
 

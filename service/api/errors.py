@@ -13,7 +13,8 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException, ProblemDetailsPlugin
 
-from service.store.database import FAULT_DESCRIPTIONS, DatabaseUnavailable, Fault, fault_of
+from service.store.database import DatabaseUnavailable, fault_of
+from service.store.interface import FAULT_DESCRIPTIONS, Fault
 
 log = logging.getLogger("service.api")
 

@@ -12,7 +12,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from service import metrics
 from service.api.errors import RETRY_AFTER_S
-from service.store.database import Database, Fault, fault_of
+from service.store.database import Database, fault_of
+from service.store.interface import Fault
 
 # Below this much free space a write may fail half-way: report the disk as full before it does.
 MIN_FREE_BYTES = 8 * 1024 * 1024

@@ -20,7 +20,7 @@ from service.domain.records import ENTITY_TYPES
 from service.pipeline import IncomingRecord, Upload, sha256_hex
 from service.store import progress
 from service.store.database import Database
-from service.store.progress import UserProgress
+from service.store.rows import UserProgress
 from service.support import declaration_differences
 
 UPLOAD_ROUTE = "POST /v1/recovery/uploads"  # the scope of its idempotency keys

@@ -19,7 +19,7 @@ from service.api.schemas import RecoveryUploadResponse
 from service.redrive import NoSuchUser, RedriveRaced, redrive_user
 from service.store import progress
 from service.store.database import Database, GuardedConnection
-from service.store.progress import LedgerEntry, QuarantinedRecord, UserListItem, UserProgress
+from service.store.rows import LedgerEntry, QuarantinedRecord, UserListItem, UserProgress
 from service.support import review_user
 
 _PROBLEMS = problem_responses(400, 401, 403, 404)

@@ -9,10 +9,11 @@ from collections import OrderedDict
 
 import msgspec
 
+from service.domain.owners import UserRecord
 from service.domain.records import AMBIGUOUS_EMAIL, UNKNOWN_USER, USER_MISMATCH
 from service.replay.model import OwnerClaim
 from service.store.database import Database
-from service.store.uploads import UserRecord, find_email_match, find_user, find_user_by_email
+from service.store.uploads import find_email_match, find_user, find_user_by_email
 
 # The quarantine owner of records nothing names an owner for.
 NO_OWNER = "unknown"

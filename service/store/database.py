@@ -22,11 +22,11 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from service.store import guard
+from service.store.interface import Fault, NotAnAppDatabase, StorageUnavailable
 from service.store.schema import (
     ADDED_COLUMNS,
     APP_SCHEMA,
@@ -45,25 +45,6 @@ T = TypeVar("T")
 MAX_SHARED_WEIGHT = 8000
 
 
-class Fault(StrEnum):
-    """Why the database cannot take a write now: the request was fine, the storage is not."""
-
-    LOCKED = "locked"
-    READ_ONLY = "read_only"
-    IO_ERROR = "io_error"
-    DISK_FULL = "disk_full"
-    CORRUPT = "corrupt"
-    CANNOT_OPEN = "cannot_open"
-
-
-FAULT_DESCRIPTIONS = {
-    Fault.LOCKED: "the database is locked by another writer past the busy timeout",
-    Fault.READ_ONLY: "the database is read-only",
-    Fault.IO_ERROR: "the database's storage failed (I/O error)",
-    Fault.DISK_FULL: "the disk holding the database is full",
-    Fault.CORRUPT: "the database file is damaged",
-    Fault.CANNOT_OPEN: "the database file cannot be opened",
-}
 # SQLite primary result codes (the low byte of an extended code) of each fault.
 _SQLITE_FAULTS = {5: Fault.LOCKED, 6: Fault.LOCKED, 8: Fault.READ_ONLY, 10: Fault.IO_ERROR, 11: Fault.CORRUPT,
                   13: Fault.DISK_FULL, 14: Fault.CANNOT_OPEN, 26: Fault.CORRUPT}
@@ -83,13 +64,7 @@ def fault_of(error: BaseException) -> Fault | None:
     return None
 
 
-class DatabaseUnavailable(RuntimeError):
-    """The database cannot be opened for writing; the message is one line saying why."""
-
-    def __init__(self, path: str, fault: Fault | None, cause: BaseException) -> None:
-        reason = FAULT_DESCRIPTIONS[fault] if fault is not None else str(cause)
-        super().__init__(f"cannot use the database {path}: {reason} ({cause})")
-        self.fault = fault
+DatabaseUnavailable = StorageUnavailable  # the name the SQLite engine had before the interface
 
 
 class SyncConnection:
@@ -433,10 +408,6 @@ def _take_group(queue: list[_SharedWork[Any]]) -> list[_SharedWork[Any]]:
     group = queue[:taken]
     del queue[:taken]
     return group
-
-
-class NotAnAppDatabase(RuntimeError):
-    """The file holds some of the app's tables but not all the service writes to."""
 
 
 REQUIRED_APP_TABLES = ("users", "sync_data", "sync_sequence", "logbook_entries")

@@ -11,6 +11,16 @@ from typing import Any
 import msgspec
 
 from service.store.database import GuardedConnection, SyncConnection
+from service.store.rows import (
+    ArchivedConflict,
+    Declaration,
+    DeviceProgress,
+    HourlyActivity,
+    LedgerEntry,
+    QuarantinedRecord,
+    UserListItem,
+    UserProgress,
+)
 from service.store.uploads import utc_now_text
 
 NOT_STARTED = "not_started"
@@ -33,64 +43,6 @@ CASE
   ELSE 'in_progress'
 END
 """
-
-
-class DeviceProgress(msgspec.Struct):
-    device_id: str
-    first_upload_at: str
-    last_upload_at: str
-    declared_complete: bool
-    declared_at: str | None
-    expected: dict[str, int] | None
-    received: dict[str, int]
-
-
-class UserProgress(msgspec.Struct):
-    user_id: str
-    email: str | None
-    exists: bool
-    state: str
-    first_upload_at: str | None
-    last_upload_at: str | None
-    counts: dict[str, int]
-    counts_by_entity_type: dict[str, dict[str, int]]
-    quarantined_waiting: int
-    archived_waiting: int
-    devices: list[DeviceProgress]
-
-
-class LedgerEntry(msgspec.Struct):
-    upload_id: str
-    user_id: str
-    device_id: str | None
-    source: str
-    file_name: str | None
-    payload_sha256: str
-    received: int
-    counts: dict[str, int]
-    created_at: str
-
-
-class QuarantinedRecord(msgspec.Struct):
-    id: int
-    entity_type: str
-    entity_id: str | None
-    reason: str
-    field: str | None
-    detail: str
-    raw: Any
-    upload_id: str
-    device_id: str | None
-    quarantined_at: str
-    resolved_at: str | None
-
-
-class UserListItem(msgspec.Struct):
-    user_id: str
-    email: str
-    role: str | None
-    state: str
-    last_upload_at: str | None
 
 
 def encode_cursor(value: str | int) -> str:
@@ -343,12 +295,6 @@ async def mark_archive_reviewed(conn: GuardedConnection, user_id: str) -> int:
     return int(row["n"]) if row else 0
 
 
-class HourlyActivity(msgspec.Struct):
-    hour: str  # "YYYY-MM-DD HH" (UTC), as the ledger's times are written
-    uploads: int
-    records: int
-
-
 def ledger_per_hour(conn: SyncConnection, since: str) -> list[HourlyActivity]:
     """Uploads and records received per hour since `since` (ledger time text), oldest first."""
     rows = conn.fetchall(
@@ -357,20 +303,6 @@ def ledger_per_hour(conn: SyncConnection, since: str) -> list[HourlyActivity]:
         (since,),
     )
     return [HourlyActivity(r["hour"], r["uploads"], int(r["records"] or 0)) for r in rows]
-
-
-class ArchivedConflict(msgspec.Struct):
-    """A version that lost a merge and waits for review, with the version that was kept (None when the
-    key has no stored row any more)."""
-
-    id: int
-    entity_type: str
-    entity_id: str
-    reason: str
-    archived_at: str
-    archived_data: str
-    kept_data: str | None
-    kept_deleted_at: str | None
 
 
 def waiting_conflicts(conn: SyncConnection, user_id: str, limit: int) -> list[ArchivedConflict]:
@@ -400,12 +332,6 @@ def archive_totals(conn: SyncConnection) -> dict[str, int]:
 def last_upload_at(conn: SyncConnection) -> str | None:
     row = conn.fetchone("SELECT MAX(created_at) AS t FROM recovery_ledger")
     return row["t"] if row else None
-
-
-class Declaration(msgspec.Struct):
-    declared_at: str
-    expected: dict[str, int]
-    matched: bool
 
 
 def latest_declarations(conn: SyncConnection, user_id: str) -> dict[str, Declaration]:

@@ -18,9 +18,11 @@ import msgspec
 from service import jsontext
 from service.domain.merge import EntityKey, MergePlan, StoredEntity, SyncWrite
 from service.domain.outcomes import Receipt
+from service.domain.owners import match_email_among
 from service.domain.records import LOGBOOK_ENTRY, LogbookRow
 from service.domain.times import ms_to_iso_z, to_epoch_ms
 from service.store.database import GuardedConnection, SyncConnection
+from service.store.rows import EmailMatch, QuarantineRow, RawRecordRow, StoredResponse, UserRecord
 
 _json = msgspec.json.Encoder()
 
@@ -297,14 +299,6 @@ def apply_plan(
         )
 
 
-class RawRecordRow(msgspec.Struct):
-    entity_type: str
-    entity_id: str | None
-    raw: str
-    raw_sha256: str
-    checksum: str | None
-
-
 def keep_raw_records(
     conn: SyncConnection, rows: list[RawRecordRow], *, user_id: str, device_id: str | None, upload_id: str
 ) -> None:
@@ -346,15 +340,6 @@ def count_device_records(
            ON CONFLICT (user_id, device_id, entity_type) DO UPDATE SET received = received + excluded.received""",
         counts,
     )
-
-
-class QuarantineRow(msgspec.Struct):
-    entity_type: str
-    entity_id: str | None
-    raw: str
-    reason: str
-    field: str | None
-    detail: str
 
 
 def quarantine(
@@ -437,11 +422,6 @@ def touch_sync_metadata(conn: SyncConnection, user_id: str, device_id: str | Non
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 
 
-class StoredResponse(msgspec.Struct):
-    request_sha256: str
-    response: bytes
-
-
 def find_idempotent_response(
     conn: SyncConnection, user_id: str, route: str, key: str, now: float
 ) -> StoredResponse | None:
@@ -474,20 +454,6 @@ def remember_response(
 # ---- users -----------------------------------------------------------------------------------------
 
 
-class UserRecord(msgspec.Struct):
-    id: str
-    email: str
-    role: str | None
-
-
-class EmailMatch(msgspec.Struct, frozen=True):
-    """Who an email address names: `user`, or nobody; `ambiguous` lists the users it could name when
-    several share it in different cases and none has it exactly."""
-
-    user: UserRecord | None
-    ambiguous: tuple[str, ...] = ()
-
-
 def _user(row: sqlite3.Row | None) -> UserRecord | None:
     return None if row is None else UserRecord(row["id"], row["email"], row["role"])
 
@@ -497,17 +463,11 @@ def user_by_id(conn: SyncConnection, user_id: str) -> UserRecord | None:
 
 
 def match_email(conn: SyncConnection, email: str) -> EmailMatch:
-    """The exact address first (users.email is unique); else the one user whose address differs only in
-    case (older rows are mixed case); several of those is an ambiguity, never a guess."""
+    """Who `email` names, by the one owner rule (`service.domain.owners`)."""
     rows = conn.fetchall(
         "SELECT id, email, role FROM users WHERE LOWER(email) = LOWER(?) ORDER BY id", (email,)
     )
-    exact = [r for r in rows if r["email"] == email]
-    if exact:
-        return EmailMatch(_user(exact[0]))
-    if len(rows) == 1:
-        return EmailMatch(_user(rows[0]))
-    return EmailMatch(None, tuple(r["id"] for r in rows))
+    return match_email_among(email, [UserRecord(r["id"], r["email"], r["role"]) for r in rows])
 
 
 def user_by_email(conn: SyncConnection, email: str) -> UserRecord | None:

@@ -22,6 +22,7 @@ from litestar.static_files import create_static_files_router
 from service.api.auth import OWN_CSRF_CHECK
 from service.redrive import NoSuchUser, RedriveRaced, redrive_user
 from service.store import progress
+from service.store.rows import UserListItem
 from service.store.uploads import find_user
 from service.support import review_user
 from service.web import views
@@ -153,7 +154,7 @@ class SupportPages(Controller):
         if by_id is not None and all(i.user_id != by_id.id for i in items):
             found = await request.app.state.db.read_run(lambda conn: progress.user_progress(conn, by_id.id))
             if found is not None and state in (None, found.state):
-                exact = progress.UserListItem(by_id.id, by_id.email, by_id.role, found.state, found.last_upload_at)
+                exact = UserListItem(by_id.id, by_id.email, by_id.role, found.state, found.last_upload_at)
         return _page(request, admin, page_secret, "users.html", items=items, exact=exact, q=q or "",
                      state=state or "", next_cursor=next_cursor, problem=problem, paged=after is not None)
 

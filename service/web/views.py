@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from service.store.progress import ArchivedConflict, Declaration, HourlyActivity, UserProgress
+from service.store.rows import ArchivedConflict, Declaration, HourlyActivity, UserProgress
 from service.support import declaration_differences
 
 STATE_LABELS = {

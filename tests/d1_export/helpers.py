@@ -11,11 +11,11 @@ from typing import Any
 
 import msgspec
 
+from service.domain.owners import UserRecord
 from service.pipeline import IncomingRecord, Upload, UploadResult, ingest
 from service.store import guard
 from service.store.database import Database
 from service.store.schema import APP_SCHEMA
-from service.store.uploads import UserRecord
 
 # The columns of logbook_entries, in the order app_state() lists them.
 LOGBOOK_COLUMNS = (
