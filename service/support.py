@@ -3,12 +3,16 @@ live here, in `service.redrive` or in the store, never in a controller or a temp
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import msgspec
 
 from service.store import progress
-from service.store.database import Database
+from service.store.database import Database, SyncConnection
 
 
 class Difference(msgspec.Struct):
@@ -40,3 +44,67 @@ async def review_user(db: Database, user_id: str) -> ReviewOutcome | None:
         reviewed = await progress.mark_archive_reviewed(conn, user_id)
         state = await progress.user_state(conn, user_id)
     return ReviewOutcome(reviewed, state)
+
+
+class Overview(msgspec.Struct):
+    """Every figure of the support overview, read together at `as_of`."""
+
+    summary: dict[str, Any]
+    activity: list[progress.HourlyActivity]  # uploads and records per hour since the window's start
+    archive: dict[str, int]
+    last_upload_at: str | None
+    as_of: datetime
+
+
+def _hour_text(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H")  # as `ledger_per_hour` names hours
+
+
+class OverviewFigures:
+    """The overview's figures, shared by everyone watching it.
+
+    Its counts scan the user base (380 ms at 100k users), and every open overview polls them. So one
+    request at a time computes them, and the others take that result while it is fresher than ten times
+    what it cost (at least `min_age_s`): however many people watch, the readers spend at most about a
+    tenth of their time on it, and the figures are never older than their `as_of` says.
+    The chart's closed hours cannot change once a minute has passed since they closed (a ledger row is
+    timed when its upload commits), so they are read once per hour; only the current hour is re-read.
+    """
+
+    SETTLE_S = 60.0  # after an hour closes, uploads stamped within it may still be committing
+
+    def __init__(self, *, hours: int, min_age_s: float = 1.0) -> None:
+        self._hours = hours
+        self._min_age_s = min_age_s
+        self._lock = asyncio.Lock()
+        self._latest: Overview | None = None
+        self._fresh_until = 0.0
+        self._closed: tuple[str, list[progress.HourlyActivity]] | None = None  # (current hour, closed hours)
+
+    async def read(self, db: Database) -> Overview:
+        if self._latest is not None and time.monotonic() < self._fresh_until:
+            return self._latest
+        async with self._lock:  # one computation at a time; those who waited take its result
+            if self._latest is not None and time.monotonic() < self._fresh_until:
+                return self._latest
+            started = time.monotonic()
+            self._latest = await db.read_run(self._compute)
+            cost = time.monotonic() - started
+            self._fresh_until = time.monotonic() + max(self._min_age_s, 10 * cost)
+            return self._latest
+
+    def _compute(self, conn: SyncConnection) -> Overview:
+        now = datetime.now(UTC)
+        current = _hour_text(now)
+        if self._closed is None or self._closed[0] != current:
+            start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=self._hours - 1)
+            closed = [a for a in progress.ledger_per_hour(conn, f"{_hour_text(start)}:00:00") if a.hour < current]
+            settled = (now - now.replace(minute=0, second=0, microsecond=0)).total_seconds() >= self.SETTLE_S
+            self._closed = (current, closed) if settled else None
+        else:
+            closed = self._closed[1]
+        live = progress.ledger_per_hour(conn, f"{current}:00:00")
+        return Overview(
+            summary=progress.summary_figures(conn), activity=[*closed, *live],
+            archive=progress.archive_totals(conn), last_upload_at=progress.last_upload_at(conn), as_of=now,
+        )

@@ -24,7 +24,7 @@ from service.redrive import NoSuchUser, RedriveRaced, redrive_user
 from service.store import progress
 from service.store.rows import UserListItem
 from service.store.uploads import find_user
-from service.support import review_user
+from service.support import OverviewFigures, review_user
 from service.web import views
 from service.web.session import (
     CSRF_FIELD,
@@ -46,6 +46,7 @@ from service.web.session import (
 STATIC = Path(__file__).parent / "static"
 UserIdPath = Annotated[str, PathParameter()]
 Secret = NamedDependency[str]  # the service's JWT secret (verifies tokens, derives CSRF tokens)
+Figures = NamedDependency[OverviewFigures]  # the overview's figures, shared by every open overview
 PAGE_SIZE = 50
 CHART_HOURS = 24
 LIVE_SECONDS = 2  # how often the overview asks for fresh figures
@@ -75,35 +76,43 @@ def _page(request: Request[Any, Any, Any], admin: Admin | None, secret: str, nam
         "views": views,
         "page": PAGE_PATH,
         "live_seconds": LIVE_SECONDS,
+        "page_size": PAGE_SIZE,
     }
     return Template(template_name=name, context={**base, **context}, status_code=status)
 
 
-async def _overview_context(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    now = datetime.now(UTC)
-    since = views.since_text(now, CHART_HOURS)
-    # One hop to a reader for every figure: under ingest each hop waits for the CPU.
-    summary, activity, archive, last = await request.app.state.db.read_run(lambda conn: (
-        progress.summary_figures(conn), progress.ledger_per_hour(conn, since), progress.archive_totals(conn),
-        progress.last_upload_at(conn),
-    ))
-    return {"summary": summary, "chart": views.chart(activity, hours=CHART_HOURS, now=now), "archive": archive,
-            "last_upload_at": last, "as_of": now.strftime("%Y-%m-%d %H:%M:%S")}
+async def _overview_context(request: Request[Any, Any, Any], figures: OverviewFigures) -> dict[str, Any]:
+    overview = await figures.read(request.app.state.db)
+    return {"summary": overview.summary, "archive": overview.archive, "last_upload_at": overview.last_upload_at,
+            "chart": views.chart(overview.activity, hours=CHART_HOURS, now=overview.as_of),
+            "as_of": overview.as_of.strftime("%Y-%m-%d %H:%M:%S")}
 
 
-async def _user_context(request: Request[Any, Any, Any], user_id: str) -> dict[str, Any] | None:
+def _page_start(value: str | None) -> int:
+    """Where a list on the user's page starts: after the row id a "next" link carries (0: the first page;
+    a link this page did not make also gives the first page)."""
+    return int(value) if value and value.isdigit() and len(value) < 19 else 0
+
+
+async def _user_context(request: Request[Any, Any, Any], user_id: str, *, quarantine_after: int = 0,
+                        conflicts_after: int = 0) -> dict[str, Any] | None:
     db = request.app.state.db
     found, timeline, conflicts, declarations = await db.read_run(lambda conn: (
         progress.user_progress(conn, user_id), progress.latest_ledger(conn, user_id, TIMELINE),
-        progress.waiting_conflicts(conn, user_id, PAGE_SIZE), progress.latest_declarations(conn, user_id),
+        progress.waiting_conflicts(conn, user_id, PAGE_SIZE + 1, after=conflicts_after),
+        progress.latest_declarations(conn, user_id),
     ))
     if found is None:
         return None
     async with db.read() as conn:
-        quarantined = await progress.quarantine_page(conn, user_id, after=None, limit=PAGE_SIZE,
+        quarantined = await progress.quarantine_page(conn, user_id, after=quarantine_after, limit=PAGE_SIZE + 1,
                                                      include_resolved=False)
-    return {"p": found, "timeline": timeline, "quarantined": quarantined, "conflicts": conflicts,
-            "declarations": declarations}
+    # One row past the page says whether there is a next one; its link starts after the page's last row.
+    return {"p": found, "timeline": timeline, "declarations": declarations,
+            "quarantined": quarantined[:PAGE_SIZE], "conflicts": conflicts[:PAGE_SIZE],
+            "quarantine_after": quarantine_after, "conflicts_after": conflicts_after,
+            "quarantine_next": quarantined[PAGE_SIZE - 1].id if len(quarantined) > PAGE_SIZE else None,
+            "conflicts_next": conflicts[PAGE_SIZE - 1].id if len(conflicts) > PAGE_SIZE else None}
 
 
 class SupportPages(Controller):
@@ -113,14 +122,18 @@ class SupportPages(Controller):
     opt = {OWN_CSRF_CHECK: True}  # noqa: RUF012 - Litestar reads it once. Every POST here checks the session's CSRF token (`check_csrf`)
 
     @get("/", name="support:overview")
-    async def overview(self, request: Request[Any, Any, Any], page_secret: Secret) -> Template:
+    async def overview(self, request: Request[Any, Any, Any], page_secret: Secret,
+                       overview_figures: Figures) -> Template:
         admin = await current_admin(request, page_secret)
-        return _page(request, admin, page_secret, "overview.html", **await _overview_context(request))
+        context = await _overview_context(request, overview_figures)
+        return _page(request, admin, page_secret, "overview.html", **context)
 
     @get("/overview/live", name="support:overview-live")
-    async def overview_live(self, request: Request[Any, Any, Any], page_secret: Secret) -> Template:
+    async def overview_live(self, request: Request[Any, Any, Any], page_secret: Secret,
+                            overview_figures: Figures) -> Template:
         admin = await current_admin(request, page_secret)
-        return _page(request, admin, page_secret, "_overview_live.html", **await _overview_context(request))
+        context = await _overview_context(request, overview_figures)
+        return _page(request, admin, page_secret, "_overview_live.html", **context)
 
     @get("/users", name="support:users")
     async def users(
@@ -159,9 +172,17 @@ class SupportPages(Controller):
                      state=state or "", next_cursor=next_cursor, problem=problem, paged=after is not None)
 
     @get("/users/{user_id:str}", name="support:user")
-    async def user(self, request: Request[Any, Any, Any], page_secret: Secret, user_id: UserIdPath) -> Template:
+    async def user(
+        self,
+        request: Request[Any, Any, Any],
+        page_secret: Secret,
+        user_id: UserIdPath,
+        quarantine_after: Annotated[str | None, QueryParameter()] = None,
+        conflicts_after: Annotated[str | None, QueryParameter()] = None,
+    ) -> Template:
         admin = await current_admin(request, page_secret)
-        context = await _user_context(request, user_id)
+        context = await _user_context(request, user_id, quarantine_after=_page_start(quarantine_after),
+                                      conflicts_after=_page_start(conflicts_after))
         if context is None:
             return _page(request, admin, page_secret, "not_found.html", status=404, user_id=user_id)
         return _page(request, admin, page_secret, "user.html", **context)
@@ -259,6 +280,7 @@ def _sign_in_cookie(request: Request[Any, Any, Any], nonce: str) -> Cookie:
 
 def support_pages(secret: str) -> Router:
     """The page's routes and its static files (htmx, the style sheet), all under /support."""
+    figures = OverviewFigures(hours=CHART_HOURS)
 
     def sign_in_required(request: Request[Any, Any, Any], exc: SignInRequired) -> Response[Any]:
         if _is_htmx(request):  # a poll or a button: have htmx load the form as a whole page
@@ -284,7 +306,10 @@ def support_pages(secret: str) -> Router:
             create_static_files_router(path=f"{PAGE_PATH}/static", directories=[STATIC], name="support:static",
                                        include_in_schema=False),
         ],
-        dependencies={"page_secret": Provide(lambda: secret, use_cache=True, sync_to_thread=False)},
+        dependencies={
+            "page_secret": Provide(lambda: secret, use_cache=True, sync_to_thread=False),
+            "overview_figures": Provide(lambda: figures, use_cache=True, sync_to_thread=False),
+        },
         exception_handlers={
             SignInRequired: sign_in_required,
             NotAnAdmin: not_an_admin,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import re
+import sqlite3
 
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
@@ -129,3 +131,41 @@ async def test_with_the_apps_cookie_the_pages_forms_work_by_their_csrf_token(cli
     token = _csrf((await client.get(f"/support/users/{ADA[0]}")).text)
     assert (await client.post(f"/support/users/{ADA[0]}/review", data={"csrf": token})).status_code == 200
     assert (await client.post(f"/support/users/{ADA[0]}/review", data={"csrf": "0" * 64})).status_code == 403
+
+
+async def test_the_users_quarantine_and_conflicts_page_through_every_row_by_next_links(
+    client: Client, db_path: str
+) -> None:
+    """Past the first 50, "next" links (plain links: no script needed) carry on after the last row shown,
+    until every quarantined record and every waiting conflict has been shown once."""
+    latecomer = ("user_LateLateLateLateLate0", "late@example.com", "user")  # unknown: all quarantined
+    entries = [{"id": f"entry_{i:04d}", "timestamp": "2025-01-01T10:00:00.000Z", "duration": 60,
+                "type": "practice", "updatedAt": "2025-01-01T10:00:00.000Z"} for i in range(120)]
+    pushed = await client.post("/api/sync/push", json={"changes": {"entries": entries}}, headers=auth(latecomer))
+    assert pushed.status_code == 200, pushed.text
+    with sqlite3.connect(db_path) as conn:  # waiting conflicts, as a merge would archive them
+        conn.executemany(
+            "INSERT INTO recovery_archive (user_id, entity_type, entity_id, data, checksum, updated_ms, reason,"
+            " upload_id, archived_at) VALUES (?, 'logbook_entry', ?, '{}', ?, 0, 'older', 'upl_x', '2025-01-01')",
+            [(latecomer[0], f"conflict_{i:04d}", f"{i:064d}") for i in range(120)],
+        )
+    assert (await _sign_in(client, token_for(ADMIN))).status_code == 303  # type: ignore[attr-defined]
+    for testid, item, pattern in (("quarantine", "quarantined", r"entry_\d{4}"),
+                                  ("conflicts", "conflict", r"conflict_\d{4}")):
+        seen: list[str] = []
+        path: str | None = f"/support/users/{latecomer[0]}"
+        pages = 0
+        while path is not None:
+            page = await client.get(path)
+            assert page.status_code == 200
+            pages += 1
+            assert page.text.count(f'data-testid="{item}"') == (50 if pages < 3 else 20)
+            found = re.findall(rf'<code>({pattern})</code>', page.text)
+            seen.extend(dict.fromkeys(found))  # each row names its id once in its heading
+            assert (f'data-testid="{testid}-first"' in page.text) == (pages > 1)
+            following = re.search(rf'href="([^"]+)" data-testid="{testid}-next"', page.text)
+            path = html.unescape(following.group(1)).split("#")[0] if following else None
+        assert pages == 3 and len(seen) == len(set(seen)) == 120, testid
+    # A link this page did not make starts at the first page rather than failing.
+    odd = await client.get(f"/support/users/{latecomer[0]}", params={"quarantine_after": "-1; drop"})
+    assert odd.status_code == 200 and odd.text.count('data-testid="quarantined"') == 50
