@@ -13,6 +13,7 @@ import msgspec
 
 from service.store import progress
 from service.store.database import Database, SyncConnection
+from service.store.rows import HourlyActivity
 
 
 class Difference(msgspec.Struct):
@@ -50,7 +51,7 @@ class Overview(msgspec.Struct):
     """Every figure of the support overview, read together at `as_of`."""
 
     summary: dict[str, Any]
-    activity: list[progress.HourlyActivity]  # uploads and records per hour since the window's start
+    activity: list[HourlyActivity]  # uploads and records per hour since the window's start
     archive: dict[str, int]
     last_upload_at: str | None
     as_of: datetime
@@ -79,7 +80,7 @@ class OverviewFigures:
         self._lock = asyncio.Lock()
         self._latest: Overview | None = None
         self._fresh_until = 0.0
-        self._closed: tuple[str, list[progress.HourlyActivity]] | None = None  # (current hour, closed hours)
+        self._closed: tuple[str, list[HourlyActivity]] | None = None  # (current hour, closed hours)
 
     async def read(self, db: Database) -> Overview:
         if self._latest is not None and time.monotonic() < self._fresh_until:
