@@ -9,6 +9,7 @@ commands:
   token            issue an app token for a user
   lint-migrations  find migrations that would cascade-delete app data
   export-d1        write the recovered rows as SQL files for wrangler d1 execute
+  postgres-setup   print the SQL that sets up PostgreSQL for the service (roles, app tables, grants)
   openapi          write the OpenAPI document
 
 Every command that takes --db defaults to RESYNC_DB (or ./data/app.db).
@@ -420,6 +421,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_export_d1_arguments(export)
     export.set_defaults(run=_export_d1)
+
+    postgres = commands.add_parser(
+        "postgres-setup", help="print the SQL that sets up PostgreSQL for the service: roles, app tables, grants")
+    from service.store.postgres import setup as postgres_setup
+
+    postgres_setup.add_arguments(postgres)
+    postgres.set_defaults(run=postgres_setup.run)
 
     openapi = commands.add_parser("openapi", help="write the OpenAPI document")
     openapi.add_argument("--out", default="openapi/openapi.json", help="file to write, or - for stdout")

@@ -17,6 +17,8 @@ from service.app import create_app
 from service.config import Settings
 from service.tokens import issue_token
 
+pytest_plugins = ["tests.pgfixtures"]  # PostgreSQL for the tests: pg_cluster, pg_database
+
 FIXTURES = Path(__file__).parent / "fixtures"
 SECRET = "test-secret-that-is-long-enough-for-hs256"
 
