@@ -86,7 +86,7 @@ FAULT_DESCRIPTIONS = {
     Fault.IO_ERROR: "the database's storage failed (I/O error)",
     Fault.DISK_FULL: "the disk holding the database is full",
     Fault.CORRUPT: "the database file is damaged",
-    Fault.CANNOT_OPEN: "the database file cannot be opened",
+    Fault.CANNOT_OPEN: "the database cannot be opened or reached",
 }
 
 

@@ -86,9 +86,7 @@ SELECT r.rolsuper,
        (SELECT array_agg(c.relname || ': ' || p.privilege ORDER BY c.relname, p.privilege) FROM pg_class c
           CROSS JOIN unnest(%(forbidden)s::text[]) AS p(privilege)
          WHERE c.relname = ANY(%(tables)s) AND c.relkind IN ('r', 'p') AND c.relnamespace = to_regnamespace(%(schema)s)
-           AND has_table_privilege(current_user, c.oid, p.privilege)) AS forbidden,
-       (SELECT array_agg(t ORDER BY t) FROM unnest(%(tables)s::text[]) AS t
-         WHERE to_regclass(quote_ident(%(schema)s) || '.' || t) IS NULL) AS missing
+           AND has_table_privilege(current_user, c.oid, p.privilege)) AS forbidden
 FROM pg_roles r WHERE r.rolname = current_user
 """
 
@@ -101,7 +99,7 @@ def role_problems(conn: Any, *, schema: str = "public") -> list[str]:
         ROLE_CHECK_SQL,
         {"tables": list(APP_TABLES), "schema": schema, "forbidden": list(FORBIDDEN_PRIVILEGES)},
     ).fetchone()
-    superuser, owned, forbidden, missing = row
+    superuser, owned, forbidden = row
     problems: list[str] = []
     if superuser:
         problems.append("the role is a superuser")
@@ -114,9 +112,16 @@ def role_problems(conn: Any, *, schema: str = "public") -> list[str]:
             by_privilege.setdefault(privilege, []).append(table)
         held = "; ".join(f"{p} on {', '.join(t)}" for p, t in sorted(by_privilege.items()))
         problems.append(f"the role holds {held}")
-    if missing:
-        problems.append(f"the app's tables {', '.join(missing)} are missing (their owner creates them first)")
     return problems
+
+
+def missing_app_tables(conn: Any, *, schema: str = "public") -> list[str]:
+    """The app's tables the database does not have (their owner creates them, never the service)."""
+    rows = conn.execute(
+        "SELECT t FROM unnest(%s::text[]) AS t WHERE to_regclass(quote_ident(%s) || '.' || t) IS NULL ORDER BY t",
+        (list(APP_TABLES), schema),
+    ).fetchall()
+    return [r[0] for r in rows]
 
 
 def add_arguments(parser: Any) -> None:
