@@ -869,9 +869,8 @@ class PgWriteUnit(PgReadUnit):
 
     def remember_response(self, user_id: str, route: str, key: str, response: bytes, now: float) -> None:
         self.conn.execute(
-            "UPDATE recovery_idempotency_keys SET response = %s, created_at = %s"
-            " WHERE user_id = %s AND route = %s AND key = %s",
-            (response.decode(), now, user_id, route, key),
+            "UPDATE recovery_idempotency_keys SET response = %s WHERE user_id = %s AND route = %s AND key = %s",
+            (response.decode(), user_id, route, key),
         )
         # Expired keys of this user are the service's own bookkeeping: cleared to keep the table small.
         self.conn.execute(
@@ -994,7 +993,7 @@ class PgWriteUnit(PgReadUnit):
     # -- users (the CLI)
     def add_user(self, user: NewUser, *, if_absent: bool = False) -> bool:
         sql = "INSERT INTO users (id, email, display_name, role) VALUES (%s, %s, %s, %s)"
-        params = (user.id, user.email, user.display_name, user.role or "user")
+        params = (user.id, user.email, user.display_name, user.role)
         if if_absent:
             cursor = self.conn.execute(sql + " ON CONFLICT DO NOTHING", params)
             return cursor.rowcount > 0
