@@ -24,12 +24,12 @@ from psycopg import errors as pg_errors
 
 from service import jsontext
 from service.domain.merge import EntityKey, MergePlan, StoredEntity, SyncWrite
+from service.domain.outcomes import OUTCOMES as _OUTCOMES
 from service.domain.outcomes import Receipt
 from service.domain.owners import EmailMatch, UserRecord, match_email_among
 from service.domain.records import LOGBOOK_ENTRY, LogbookRow
 from service.domain.times import ms_to_iso_z, to_epoch_ms
 from service.store.interface import IDEMPOTENCY_TTL_SECONDS, UserExists
-from service.store.progress import _OUTCOMES, COMPLETE, IN_PROGRESS, NEEDS_REVIEW, NOT_STARTED, state_of
 from service.store.rows import (
     ArchivedConflict,
     ArchiveTotals,
@@ -63,6 +63,20 @@ USER_LOCKS = 0x5253_5955  # "RSYU"
 SEQ_BLOCK_LOCK = 0x5253_5351  # "RSSQ"
 SEQUENCE = "recovery_change_seq"
 _json = msgspec.json.Encoder()
+
+
+NOT_STARTED, IN_PROGRESS, COMPLETE, NEEDS_REVIEW = "not_started", "in_progress", "complete", "needs_review"
+
+
+def state_of(*, waiting: int, uploaded: bool, devices: list[DeviceProgress]) -> str:
+    """STATE_SQL for one user whose figures are already read (the SQLite engine's rule)."""
+    if waiting:
+        return NEEDS_REVIEW
+    if not uploaded:
+        return NOT_STARTED
+    if devices and all(d.declared_complete for d in devices):
+        return COMPLETE
+    return IN_PROGRESS
 
 
 def utc_now_text() -> str:
