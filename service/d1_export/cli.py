@@ -48,11 +48,32 @@ def run(args: argparse.Namespace) -> int:
     """Export; 0 done, 1 done but rows left out (listed in oversize.json), 2 nothing exported."""
     selection = Selection(since=args.since, upload_id=args.upload)
     limits = Limits(args.max_statement_bytes, args.max_file_statements, args.max_file_bytes)
+    url = os.environ.get("RESYNC_DATABASE_URL", "")
+    if args.db is None and url.startswith(("postgresql://", "postgres://")):
+        return _run_from_postgres(args, url, selection, limits)
     args.db = Path(args.db or os.environ.get("RESYNC_DB", DEFAULT_DB_PATH))
     try:
         with open_source(args.db) as source:
             # Hashed inside the read transaction: without a WAL, no writer can change the file meanwhile.
             source_file = describe_file(args.db)
+            if selection.upload_id is not None:
+                source.check_upload(selection.upload_id)
+            prepare_out_dir(args.out, force=args.force)
+            result = export_rows(source, selection, args.out, limits)
+        write_reports(result, source_file, selection, limits)
+    except (SourceError, OutputError) as error:
+        print(f"export-d1: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(summary(result, source_file))
+    return EXIT_ROWS_LEFT_OUT if result.skipped else EXIT_OK
+
+
+def _run_from_postgres(args: argparse.Namespace, url: str, selection: Selection, limits: Limits) -> int:
+    """The same export from a PostgreSQL database (RESYNC_DATABASE_URL), in one read-only snapshot."""
+    from service.store.postgres.d1_source import open_pg_source
+
+    try:
+        with open_pg_source(url) as (source, source_file):
             if selection.upload_id is not None:
                 source.check_upload(selection.upload_id)
             prepare_out_dir(args.out, force=args.force)

@@ -4,9 +4,13 @@ itself, on every app table, while it can read, add and change rows and create it
 
 from __future__ import annotations
 
+import asyncio
+import os
 import secrets
 import shutil
 import subprocess
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -32,6 +36,7 @@ FORBIDDEN = {
     "create_rule": "CREATE RULE recovery_sneaky AS ON UPDATE TO {t} DO INSTEAD NOTHING",
     "disable_trigger": "ALTER TABLE {t} DISABLE TRIGGER ALL",
 }
+ROOT = Path(__file__).resolve().parents[3]
 ID_COLUMN = {"sync_metadata": "user_id"}
 
 
@@ -132,3 +137,33 @@ def test_the_operators_setup_script_gives_a_database_the_service_can_use_and_onl
 def test_the_setup_script_takes_plain_names_only() -> None:
     with pytest.raises(ValueError, match="plain lower-case"):
         setup.grants_sql("resync; DROP TABLE users")
+
+
+def test_the_compose_files_init_sql_is_what_postgres_setup_prints() -> None:
+    committed = (ROOT / "deploy/postgres/init.sql").read_text(encoding="utf-8")
+    assert committed == setup.setup_sql(database="mirubato", owner_role="mirubato_app", service_role="resync"), (
+        "regenerate it: python -m service postgres-setup > deploy/postgres/init.sql"
+    )
+
+
+async def test_the_compose_init_script_sets_up_a_database_the_service_opens(pg_cluster: Cluster) -> None:
+    """deploy/postgres/init.sh as the postgres image runs it (psql as the superuser, PG* variables)."""
+    from service.store.postgres.engine import PostgresStorage
+
+    su = urlsplit(pg_cluster.superuser_url)
+    env = {**os.environ, "PGHOST": su.hostname or "", "PGPORT": str(su.port), "PGPASSWORD": su.password or "",
+           "POSTGRES_USER": su.username or "", "RESYNC_PG_PASSWORD": "compose-pw",
+           "RESYNC_INIT_SQL": str(ROOT / "deploy/postgres/init.sql")}
+    psql_dir = str(Path(shutil.which("psql") or "/usr/bin/psql").parent)
+    env["PATH"] = f"{psql_dir}:{env.get('PATH', '')}"
+    try:
+        await asyncio.to_thread(subprocess.run, ["sh", str(ROOT / "deploy/postgres/init.sh")], env=env, check=True,
+                                capture_output=True)
+        url = with_credentials(pg_cluster.superuser_url, user="resync", password="compose-pw", database="mirubato")
+        storage = await PostgresStorage.open(url)
+        await storage.close()
+    finally:
+        with psycopg.connect(pg_cluster.superuser_url, autocommit=True) as conn:
+            conn.execute("DROP DATABASE IF EXISTS mirubato WITH (FORCE)")
+            conn.execute("DROP ROLE IF EXISTS resync")
+            conn.execute("DROP ROLE IF EXISTS mirubato_app")
