@@ -1,7 +1,8 @@
 """Replay checkpoints: how many units of a file are done, committed with the batch that did them.
 
-A checkpoint is keyed by the file's SHA-256 and the owner option, so a renamed copy of a file is
-recognised, and the same file replayed for another owner is a different replay. It is written from
+A checkpoint is keyed by the file's SHA-256, the owner option and the shard (`--shard i/n`), so a
+renamed copy of a file is recognised, and the same file replayed for another owner (or shard) is a
+different replay. It is written from
 `ingest_batch`'s `in_transaction` hook: a kill -9 leaves either the batch and its checkpoint, or
 neither. Each write also checks the count it started from, so two runs of the same replay at once
 cannot both apply a batch: the second one's transaction is rolled back.
@@ -14,6 +15,7 @@ from collections.abc import Awaitable, Callable
 import msgspec
 
 from service.replay.owners import OwnerOption
+from service.replay.shards import Shard
 from service.store.database import Database, GuardedConnection
 from service.store.uploads import utc_now_text
 
@@ -32,8 +34,10 @@ class CheckpointMoved(Exception):
         )
 
 
-def replay_key(file_sha256: str, option: OwnerOption) -> str:
-    return f"{file_sha256}:{option.key()}"
+def replay_key(file_sha256: str, option: OwnerOption, shard: Shard | None = None) -> str:
+    """A sharded replay keeps one checkpoint per shard: each is a position in the whole file."""
+    key = f"{file_sha256}:{option.key()}"
+    return key if shard is None else f"{key}:{shard.key()}"
 
 
 async def load_checkpoint(db: Database, key: str) -> Checkpoint | None:

@@ -1,4 +1,4 @@
-"""`python -m service replay [--db PATH] [--user ID | --email ADDR] [--device ID] [--dry-run] [--json]
+"""`python -m service replay [--db PATH] [--user ID | --email ADDR] [--device ID] [--dry-run] [--json] [--shard I/N]
 [--batch-size N] PATH...`: replay exported device data through the same pipeline as the HTTP uploads.
 
 Exit status: 0 when every record was processed (quarantined records and bad lines are reported, not
@@ -29,6 +29,7 @@ from service.replay.owners import OwnerOption
 from service.replay.progress import ProgressReporter, progress_for
 from service.replay.report import print_rich, render_json, render_text
 from service.replay.runner import DEFAULT_BATCH_SIZE, Replayer, ReplayOptions
+from service.replay.shards import Shard
 from service.replay.summary import ReplaySummary
 from service.store.database import Database
 from service.workers import close_shared_pool
@@ -73,6 +74,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
     parser.add_argument("--batch-size", metavar="N", type=_positive_int, default=DEFAULT_BATCH_SIZE,
                         help=f"records per transaction and checkpoint (default {DEFAULT_BATCH_SIZE})")
+    parser.add_argument(
+        "--shard", metavar="I/N", type=_shard,
+        help="replay only the records of the users in shard I of N (by a stable hash of the resolved owner; "
+        "records naming no owner and unreadable lines go to shard 1): run N processes, 1/N to N/N, on the same "
+        "inputs to share them by user; each resumes on its own",
+    )
     parser.add_argument("--follow-symlinks", action="store_true",
                         help="follow symbolic links inside directories (by default they are skipped and listed: "
                         "a link can lead out of the tree)")
@@ -92,8 +99,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {error}{hint}", file=sys.stderr)
         return EXIT_UNREADABLE
     options = ReplayOptions(OwnerOption(args.user, args.email), args.device, args.dry_run, args.batch_size,
-                            args.follow_symlinks, args.max_document_mb * 1024 * 1024)
-    summary = ReplaySummary(db_path, args.dry_run)
+                            args.follow_symlinks, args.max_document_mb * 1024 * 1024, args.shard)
+    summary = ReplaySummary(db_path, args.dry_run, shard=args.shard)
     progress = progress_for(sys.stderr)
     with _sigterm_as_ctrl_c():
         stopped = _run(db_path, args, options, summary, progress)
@@ -212,6 +219,13 @@ def _device_id(value: str) -> str:
     if not is_device_id(value):
         raise argparse.ArgumentTypeError("must be 1 to 64 characters of A-Z, a-z, 0-9, _ or -")
     return value
+
+
+def _shard(value: str) -> Shard:
+    try:
+        return Shard.parse(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _positive_int(value: str) -> int:

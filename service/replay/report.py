@@ -72,8 +72,9 @@ def _sections(summary: ReplaySummary) -> list[str]:
     dry = (" (dry run: nothing was written; the run was judged in one transaction, rolled back: these are the "
            "real run's counts)" if summary.dry_run else "")
     stopped = " (interrupted: these are the records done before it stopped)" if summary.interrupted else ""
-    lines = [f"replay into {summary.database}: {len(summary.files)} file(s), {summary.records:,} records{dry}"
-             f"{stopped}"]
+    shard = "" if summary.shard is None else f" (shard {summary.shard}: the users whose records fall in it)"
+    lines = [f"replay into {summary.database}{shard}: {len(summary.files)} file(s), {summary.records:,} records"
+             f"{dry}{stopped}"]
     lines += [f"  cannot read {problem}" for problem in summary.problems]
     for report in summary.files:
         source = report.source

@@ -8,14 +8,14 @@ one transaction together with the checkpoint that covers them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
 import msgspec
 
 from service.pipeline import StagedBatch, apply_staged, commit_batch, ingest_batch, stage_batch
-from service.replay.batching import Batch, cut_batches, skip_units
+from service.replay.batching import Batch, cut_batches, cut_shard_batches, skip_units
 from service.replay.checkpoints import CheckpointMoved, checkpoint_writer, load_checkpoint, replay_key
 from service.replay.documents import parse_export
 from service.replay.grouping import PlannedUpload, plan_uploads
@@ -37,6 +37,7 @@ from service.replay.model import BadLine, Item, RecordGroup, UnreadableInput
 from service.replay.ndjson import read_items
 from service.replay.owners import OwnerOption, OwnerResolver
 from service.replay.progress import ProgressReporter
+from service.replay.shards import Shard, ShardFilter
 from service.replay.sqldump import open_dump
 from service.replay.summary import (
     ALREADY_REPLAYED,
@@ -61,6 +62,7 @@ class ReplayOptions(msgspec.Struct, frozen=True):
     batch_size: int = DEFAULT_BATCH_SIZE
     follow_symlinks: bool = False  # in directories
     max_document_bytes: int = MAX_DOCUMENT_BYTES
+    shard: Shard | None = None  # --shard i/n: only the items of owners in this shard
 
 
 class _Source(msgspec.Struct):
@@ -147,7 +149,7 @@ class Replayer:
         self._progress.message(f"{report.source.location}: error: {error}")
 
     async def _replay_stream(self, source: InputFile, reader: MeteredReader, report: FileReport) -> None:
-        key = replay_key(source.sha256, self._options.owner)
+        key = replay_key(source.sha256, self._options.owner, self._options.shard)
         done = await self._units_done_before(key, source, report)
         if done is None:
             return
@@ -157,7 +159,7 @@ class Replayer:
             # Two batches in flight: while the writer commits one, the next is read and normalised.
             committing: asyncio.Task[None] | None = None
             try:
-                for batch in cut_batches(skip_units(opened.items, done), self._options.batch_size):
+                async for batch in self._batches(skip_units(opened.items, done)):
                     staged = await self._stage_batch(source, report, batch)
                     if committing is not None:
                         await asyncio.shield(committing)  # an interrupt does not cut a commit from its count
@@ -171,12 +173,21 @@ class Replayer:
                     # A batch read before an error in a later one still commits, and an interrupted run
                     # counts the batch whose commit was under way.
                     await asyncio.shield(committing)
-        if done == 0 and report.records == 0:
+        if done == 0:  # the file held no unit (a shard may take none of a file's units: not an error)
             report.status, report.error = NOTHING_TO_REPLAY, "no record in it to replay"
             self._progress.message(f"{source.location}: error: no record in it to replay")
         if batches == 0 and not self._options.dry_run:
             # Nothing (left) to replay: a checkpoint-only transaction records the file as finished.
             await ingest_batch(self._db, [], in_transaction=self._checkpoint(key, source, done, done, finished=True))
+
+    async def _batches(self, items: Iterable[Item]) -> AsyncIterator[Batch]:
+        if self._options.shard is None:
+            for batch in cut_batches(items, self._options.batch_size):
+                yield batch
+            return
+        async for batch in cut_shard_batches(items, self._options.batch_size,
+                                             ShardFilter(self._options.shard, self._owners)):
+            yield batch
 
     async def _units_done_before(self, key: str, source: InputFile, report: FileReport) -> int | None:
         """Where to start in the file, from its checkpoint; None when there is nothing to do."""
@@ -194,7 +205,9 @@ class Replayer:
         done = checkpoint.records_done if checkpoint is not None else 0
         if done:
             report.status, report.resumed_from = RESUMED, done
-            self._progress.message(f"resuming {source.location} after {done:,} records done before")
+            shard = self._options.shard
+            whose = "" if shard is None else f" (counted in the whole file; this is shard {shard})"
+            self._progress.message(f"resuming {source.location} after {done:,} records done before{whose}")
         return done
 
     async def _stage_batch(self, source: InputFile, report: FileReport, batch: Batch) -> _StagedUploads:
@@ -213,7 +226,7 @@ class Replayer:
         else:
             checkpoint = self._checkpoint(key, source, done, done + batch.units, finished=batch.last)
             results = await commit_batch(self._db, staged.batch, in_transaction=checkpoint)
-        report.records += batch.units
+        report.records += batch.taken
         self._summary.add(report, staged.planned, results)
         self._progress.update(opened.position(done + batch.units), report.records)
 

@@ -12,6 +12,7 @@ from service.domain.outcomes import OUTCOMES
 from service.pipeline import UploadResult
 from service.replay.grouping import PlannedUpload
 from service.replay.inputs import InputFile, Skipped
+from service.replay.shards import Shard
 
 REPLAYED = "replayed"
 RESUMED = "resumed"
@@ -88,6 +89,7 @@ class ReplaySummary:
     users: dict[str, dict[str, int]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=zero_counts)
     interrupted: bool = False  # Ctrl-C or SIGTERM: the summary covers what was done before
+    shard: Shard | None = None  # --shard i/n: the counts are this shard's
 
     def add(self, report: FileReport, planned: list[PlannedUpload], results: list[UploadResult]) -> None:
         for plan, result in zip(planned, results, strict=True):
@@ -122,6 +124,7 @@ class ReplaySummary:
         return {
             "database": self.database,
             "dry_run": self.dry_run,
+            "shard": None if self.shard is None else {"index": self.shard.index, "count": self.shard.count},
             "interrupted": self.interrupted,
             "exit_code": self.exit_code,
             "records": self.records,

@@ -9,62 +9,27 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from service.replay.cli import EXIT_INTERRUPTED
-from tests.replay.helpers import app_database, count, ledger_counts, ndjson, progress, query, replay, sync_rows
+from tests.replay.helpers import (
+    USERS,
+    app_database,
+    batch_file,
+    count,
+    ledger_counts,
+    live_logbook,
+    progress,
+    query,
+    replay,
+    sync_rows,
+    versioned_rows,
+)
 
 pytestmark = pytest.mark.slow  # real processes, killed and resumed: CI runs it, `-m "not slow"` skips it
 
 ROOT = Path(__file__).resolve().parents[2]
-USERS = [(f"user_ReplayTestUser{n:07d}", f"user{n}@example.com", "user") for n in range(20)]
-UNKNOWN = "user_NobodyNobodyNobody00"
-LINES = 3000
-RECORDS_PER_LINE = 10
-
-
-def entry(entry_id: str, day: int, notes: str, updated: str = "2025-06-01T18:30:12.345Z") -> dict[str, Any]:
-    return {
-        "id": entry_id, "timestamp": f"2025-{1 + day % 12:02d}-{1 + day % 28:02d}T17:45:00.000Z",
-        "duration": 5 + day % 55, "type": "practice", "instrument": "piano",
-        "pieces": [{"title": f"Etude {day % 40}", "composer": "Czerny"}], "notes": notes,
-        "createdAt": "2025-06-01T18:30:12.345Z", "updatedAt": updated,
-    }
-
-
-def batch_file(path: Path) -> tuple[Path, int]:
-    """Many users and devices, edits re-sent later, deletions, an unknown user and bad lines."""
-    lines: list[Any] = []
-    units = 0
-    for i in range(LINES):
-        user = UNKNOWN if i % 250 == 7 else USERS[i % len(USERS)][0]
-        records = [{"entity_type": "logbook_entry", "data": entry(f"e{i}_{j}", i + j, f"line {i} record {j}")}
-                   for j in range(RECORDS_PER_LINE - 1)]
-        if i >= 40:  # the same user's entry from 40 lines back, edited later
-            records.append({"entity_type": "logbook_entry",
-                            "data": entry(f"e{i - 40}_1", i, f"edit of e{i - 40}_1", "2025-08-01T10:00:00.000Z")})
-        device = f"dev_{i % len(USERS):02d}{i % 7 == 0:014d}"  # a second device now and then
-        line: dict[str, Any] = {"user_id": user, "device_id": device, "records": records}
-        if i % 100 == 50:
-            line["deleted"] = {"logbook_entry": [f"e{i - 20}_2"]}
-        lines.append(line)
-        units += len(records) + (1 if "deleted" in line else 0)
-        if i % 700 == 3:
-            lines.append('{"user_id": "' + USERS[0][0] + '", "records": [')  # cut short
-            units += 1
-    return ndjson(path, *lines), units
-
-
-def versioned_rows(db: str) -> set[tuple[Any, ...]]:
-    return {tuple(r) for r in query(db, "SELECT user_id, entity_type, entity_id, checksum, version,"
-                                        " deleted_at IS NOT NULL FROM sync_data")}
-
-
-def live_logbook(db: str) -> set[tuple[Any, ...]]:
-    return {tuple(r) for r in query(db, "SELECT id, user_id, checksum, sync_version FROM logbook_entries"
-                                        " WHERE deleted_at IS NULL")}
 
 
 @pytest.mark.parametrize(
