@@ -12,8 +12,7 @@ from service.replay.progress import progress_for
 from service.replay.runner import Replayer, ReplayOptions
 from service.replay.summary import UNREADABLE, ReplaySummary
 from service.store.database import Database
-from tests.replay.helpers import app_database, ndjson
-from tests.replay.test_resume import USERS, entry
+from tests.replay.helpers import USERS, app_database, entry, ndjson
 
 LINES = 40
 BATCH = 25  # records per transaction: 16 batches of this file

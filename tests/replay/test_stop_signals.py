@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from service.replay.cli import EXIT_INTERRUPTED
-from tests.replay.helpers import app_database, ledger_counts, query
-from tests.replay.test_resume import USERS, batch_file
+from tests.replay.helpers import USERS, app_database, batch_file, ledger_counts, query
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = [(signal.SIGTERM, delay) for delay in (0.0, 0.02, 0.05, 0.1, 0.2, 0.4)] + [(signal.SIGINT, 0.0),
