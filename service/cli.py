@@ -104,6 +104,7 @@ def _serve(args: argparse.Namespace) -> int:
             RESYNC_DB=settings.db_path,
             RESYNC_JWT_SECRET=settings.jwt_secret,
             RESYNC_MAX_BODY_MB=str(settings.max_body_bytes / (1024 * 1024)),
+            RESYNC_SERVER_PROCESSES=str(args.workers),  # their normalising pools share the cores
         )
         uvicorn.run("service.app:create_app_from_env", factory=True, workers=args.workers,
                     http="service.http_server:LimitedHttpToolsProtocol", **server_options)

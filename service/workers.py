@@ -25,6 +25,7 @@ from service.domain import records as rec
 from service.domain.merge import Repeat
 from service.domain.normalise import normalise
 from service.domain.records import Normalised, Rejection, Tombstone
+from service.memory import tune_garbage_collector
 
 Prepared = Normalised | Tombstone | Rejection | Repeat
 
@@ -88,6 +89,9 @@ def _start_worker() -> None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     with contextlib.suppress(OSError):  # best effort: some sandboxes refuse it
         os.nice(WORKER_NICENESS)
+    # A record allocates dozens of containers, nearly all freed by reference counting: with the default
+    # thresholds the collector ran every few records (a tenth of a worker's time), for nothing.
+    tune_garbage_collector()
     # A worker must not outlive its parent. When the parent is killed (kill -9, an out-of-memory kill, a
     # replay stopped hard) nobody shuts the pool down, and each worker would wait on its job queue forever:
     # every worker holds that queue's write end too, so it never sees end-of-file.
@@ -105,6 +109,69 @@ def run_jobs(jobs: list[NormaliseJob]) -> list[list[Prepared]]:
     return [run_job(job) for job in jobs]
 
 
+class _Packed(msgspec.Struct, array_like=True):
+    """A part's results as they travel back from a worker: one kind letter per result, in order, and the
+    results of each kind. msgpack of these Structs costs both processes a fraction of pickling them
+    (pickle rebuilds every Struct through its constructor), and the parent's share holds its GIL."""
+
+    sizes: list[int]  # results per job
+    kinds: bytes
+    normalised: list[Normalised]
+    tombstones: list[Tombstone]
+    rejections: list[Rejection]
+    repeats: list[Repeat]
+
+
+_KIND_OF: dict[type, int] = {Normalised: ord("n"), Tombstone: ord("t"), Rejection: ord("r"), Repeat: ord("p")}
+_pack = msgspec.msgpack.Encoder()
+_unpack = msgspec.msgpack.Decoder(_Packed)
+
+
+def pack(results: list[list[Prepared]]) -> bytes | list[list[Prepared]]:
+    """The results as msgpack bytes, or themselves (pickled) in the rare case msgpack cannot hold them:
+    a lone surrogate in a document, an integer beyond 64 bits."""
+    by_kind: dict[int, list[Any]] = {kind: [] for kind in _KIND_OF.values()}
+    kinds = bytearray()
+    for outcomes in results:
+        for outcome in outcomes:
+            kind = _KIND_OF[type(outcome)]
+            kinds.append(kind)
+            by_kind[kind].append(outcome)
+    packed = _Packed(
+        [len(outcomes) for outcomes in results],
+        bytes(kinds),
+        *(by_kind[_KIND_OF[t]] for t in (Normalised, Tombstone, Rejection, Repeat)),
+    )
+    try:
+        return _pack.encode(packed)
+    except (UnicodeEncodeError, OverflowError):
+        return results
+
+
+def unpack(data: bytes | list[list[Prepared]]) -> list[list[Prepared]]:
+    if not isinstance(data, bytes):
+        return data
+    packed = _unpack.decode(data)
+    queues: dict[int, Iterator[Prepared]] = {
+        ord("n"): iter(packed.normalised),
+        ord("t"): iter(packed.tombstones),
+        ord("r"): iter(packed.rejections),
+        ord("p"): iter(packed.repeats),
+    }
+    flat: list[Prepared] = [next(queues[kind]) for kind in packed.kinds]
+    results: list[list[Prepared]] = []
+    start = 0
+    for size in packed.sizes:
+        results.append(flat[start : start + size])
+        start += size
+    return results
+
+
+def run_jobs_packed(jobs: list[NormaliseJob]) -> bytes | list[list[Prepared]]:
+    """`run_jobs` in a worker process: its results packed for the way back."""
+    return pack(run_jobs(jobs))
+
+
 def _slice(job: NormaliseJob, start: int, end: int) -> NormaliseJob:
     """Records start..end of a job, to run in a worker process (which decodes the raw bytes itself:
     sending them costs less than sending decoded values)."""
@@ -118,11 +185,28 @@ def _slice(job: NormaliseJob, start: int, end: int) -> NormaliseJob:
     )
 
 
+# Set by `serve --workers N` for its server processes: each has a pool, and they share the machine's cores.
+SERVER_PROCESSES_ENV = "RESYNC_SERVER_PROCESSES"
+
+
+def default_workers() -> int:
+    """Worker processes for this process's pool: the machine's cores shared among the server processes
+    (at least one each), none on a single core, where another process only adds the cost of sending."""
+    cores = os.cpu_count() or 1
+    if cores < 2:
+        return 0
+    try:
+        servers = max(1, int(os.environ.get(SERVER_PROCESSES_ENV, "1")))
+    except ValueError:
+        servers = 1
+    return max(1, cores // servers)
+
+
 class NormalisePool:
-    """A lazily started process pool, one worker per core (none on a single core)."""
+    """A lazily started process pool (`default_workers()` processes; 0 normalises inline)."""
 
     def __init__(self, workers: int | None = None) -> None:
-        self.workers = workers if workers is not None else (os.cpu_count() or 1)
+        self.workers = workers if workers is not None else default_workers()
         self._executor: ProcessPoolExecutor | None = None
 
     def _pool(self) -> ProcessPoolExecutor:
@@ -138,7 +222,7 @@ class NormalisePool:
         """Every job's results, in order. Jobs are cut into one part of about equal size per worker
         (a part may hold several small jobs, and a large job may span parts)."""
         total = sum(len(job.raws) for job in jobs)
-        if self.workers < 2 or total < POOL_THRESHOLD:
+        if self.workers < 1 or total < POOL_THRESHOLD:
             return [run_job(job) for job in jobs]
         share = min(-(-total // self.workers), MAX_PART)
         parts: list[list[tuple[int, NormaliseJob]]] = [[]]
@@ -156,8 +240,12 @@ class NormalisePool:
         loop = asyncio.get_running_loop()
         pool = self._pool()
         with _stop_signals_held():  # submitting may start workers
-            futures = [loop.run_in_executor(pool, run_jobs, [job for _, job in part]) for part in parts]
-        done = await asyncio.gather(*futures)
+            futures = [loop.run_in_executor(pool, run_jobs_packed, [job for _, job in part]) for part in parts]
+
+        async def unpacked(future: asyncio.Future[bytes | list[list[Prepared]]]) -> list[list[Prepared]]:
+            return unpack(await future)  # each part as it arrives: the loop is never held for all of them
+
+        done = await asyncio.gather(*(unpacked(future) for future in futures))
         results: list[list[Prepared]] = [[] for _ in jobs]
         for part, outcomes in zip(parts, done, strict=True):
             for (index, _), outcome in zip(part, outcomes, strict=True):

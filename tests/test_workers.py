@@ -9,8 +9,9 @@ import time
 import msgspec
 import pytest
 
+from service import workers
 from service.domain.records import LOGBOOK_ENTRY
-from service.workers import POOL_THRESHOLD, NormaliseJob, NormalisePool, run_job
+from service.workers import POOL_THRESHOLD, NormaliseJob, NormalisePool, pack, run_job, unpack
 from tests.conftest import ADA
 
 
@@ -42,11 +43,71 @@ async def test_jobs_cut_across_workers_come_back_whole_and_in_order() -> None:
     assert [len(results) for results in pooled] == [3, POOL_THRESHOLD + 17, 0, 40]
 
 
-async def test_a_single_core_normalises_inline() -> None:
+async def test_a_pool_of_no_workers_normalises_inline() -> None:
+    jobs = [_job(0, POOL_THRESHOLD + 1)]
+    pool = NormalisePool(workers=0)
+    assert await pool.run_many(jobs) == [run_job(jobs[0])]
+    assert pool._executor is None
+    pool.close()
+
+
+async def test_one_worker_still_takes_the_work_off_the_event_loop() -> None:
+    """`serve --workers N` on N cores gives each server process one worker: it is used, not skipped."""
     jobs = [_job(0, POOL_THRESHOLD + 1)]
     pool = NormalisePool(workers=1)
-    assert await pool.run_many(jobs) == [run_job(jobs[0])]
-    pool.close()
+    try:
+        assert await pool.run_many(jobs) == [run_job(jobs[0])]
+        assert pool._executor is not None
+    finally:
+        pool.close()
+
+
+@pytest.mark.parametrize(
+    ("cores", "servers", "expected"),
+    [(1, None, 0), (2, None, 2), (8, None, 8), (8, "2", 4), (8, "3", 2), (2, "4", 1), (1, "4", 0), (4, "junk", 4)],
+)
+def test_the_pool_is_sized_once_per_machine(
+    monkeypatch: pytest.MonkeyPatch, cores: int, servers: str | None, expected: int
+) -> None:
+    """N server processes share the machine's cores: each pool gets its share (at least one worker), so
+    `serve --workers N` no longer starts N pools of one worker per core each."""
+    monkeypatch.setattr(workers.os, "cpu_count", lambda: cores)
+    if servers is None:
+        monkeypatch.delenv(workers.SERVER_PROCESSES_ENV, raising=False)
+    else:
+        monkeypatch.setenv(workers.SERVER_PROCESSES_ENV, servers)
+    assert workers.default_workers() == expected
+    assert NormalisePool().workers == expected
+
+
+def test_results_travel_back_packed_and_arrive_identical() -> None:
+    """Every kind of result (stored, tombstone, quarantined, repeat) survives msgpack exactly, in order
+    and per job; floats stay floats, -0.0 stays -0.0, big but 64-bit integers stay exact."""
+    odd = msgspec.json.encode(
+        {"id": "p1", "title": "x", "n": [1.0, -0.0, 2**63, -(2**63), 1e300, None, True], "m": {"k": {"z": []}}}
+    )
+    deleted = msgspec.json.encode({"id": "gone", "deletedAt": "2025-01-01T00:00:00Z"})
+    job = NormaliseJob(ADA[0], 1_800_000_000_000, [LOGBOOK_ENTRY, LOGBOOK_ENTRY, "practice_plan", LOGBOOK_ENTRY],
+                       [_entry(1), b"[]", odd, deleted], None, {0: ("entry_00001", "c" * 64)})
+    results = [run_job(job), run_job(_job(5, 3)), []]
+    assert {type(r).__name__ for r in results[0] + results[1]} == {"Repeat", "Rejection", "Normalised", "Tombstone"}
+    packed = pack(results)
+    assert isinstance(packed, bytes)
+    assert unpack(packed) == results
+    data = unpack(packed)[0][2].data  # type: ignore[union-attr]
+    assert [type(x) for x in data["n"]] == [float, float, int, int, float, type(None), bool]
+    assert str(data["n"][1]) == "-0.0"
+
+
+@pytest.mark.parametrize("value", ["cut \\ud83d", 2**64, -(2**63) - 1])
+def test_results_msgpack_cannot_hold_travel_as_they_are(value: object) -> None:
+    """A lone surrogate or an integer beyond 64 bits in a document: the part goes back pickled, intact."""
+    raw = msgspec.json.encode({"id": "p1", "v": value}).replace(b"\\\\", b"\\")
+    results = [run_job(NormaliseJob(ADA[0], 1_800_000_000_000, ["practice_plan"], [raw], None, {}))]
+    assert type(results[0][0]).__name__ == "Normalised"
+    packed = pack(results)
+    assert not isinstance(packed, bytes)
+    assert unpack(packed) == results
 
 
 _ORPHAN_SCRIPT = """
