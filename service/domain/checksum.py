@@ -22,6 +22,8 @@ import re
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
+import msgspec
+
 # `json`'s C string encoder for ensure_ascii=False: it escapes exactly what JSON.stringify escapes
 # (`"`, `\`, control characters, with the same short forms and lower-case hex), except lone surrogates.
 _quote: Callable[[str], str] = json.encoder.encode_basestring
@@ -42,35 +44,128 @@ _MAX_CACHED_LAYOUTS = 4096
 _MAX_CACHED_KEY_CHARS = 2048
 
 
+# The fast path. For "plain" values msgspec's sorted encoding, in C, is already this canonical JSON:
+# strings (msgspec escapes exactly the characters JSON.stringify escapes, in the same forms: checked over
+# every code point by the tests), booleans, null, integers JavaScript holds exactly, arrays, and objects
+# whose keys are ASCII (so code point order is UTF-16 order) and not all digits (never an array index).
+# Floats (`45.0` is `45` in JavaScript) and lone surrogates (which msgspec refuses) take the general path.
+_sorted_json = msgspec.json.Encoder(order="sorted")
+_plain_key_sets: dict[tuple[str, ...], bool] = {}
+
+
 def canonical_json(value: Any) -> str:
     """`JSON.stringify` of `value` with object keys sorted recursively, as the app computes it.
 
     Raises TypeError for values JSON cannot hold (and RecursionError for absurdly deep nesting).
     """
+    if _is_plain(value) and (plain_json := _plain_json(value)) is not None:
+        return plain_json.decode()
     return _finish(_encode(value))
+
+
+def is_plain(value: Any) -> bool:
+    """True when `canonical_json(value)` is msgspec's sorted encoding of it (a lone surrogate aside,
+    which msgspec refuses to encode): no floats, no integers beyond 2**53, object keys ASCII and not
+    all digits."""
+    return _is_plain(value)
+
+
+def _is_plain(value: Any) -> bool:
+    try:
+        return _plain(value) if type(value) in (dict, list, tuple) else _plain((value,))
+    except RecursionError:
+        return False  # the general path decides what such nesting gets
+
+
+def _plain(container: dict[str, Any] | list[Any] | tuple[Any, ...]) -> bool:
+    if type(container) is dict:
+        shape = tuple(container)
+        keys_plain = _plain_key_sets.get(shape)
+        if not (_plain_keys(shape) if keys_plain is None else keys_plain):
+            return False
+        items: Any = container.values()
+    else:
+        items = container
+    # One loop over the members, scalars checked inline: a call per value would cost more than encoding.
+    for item in items:
+        kind = type(item)
+        if kind is str or item is None or kind is bool:
+            continue
+        if kind is int:
+            if -_MAX_SAFE_INTEGER <= item <= _MAX_SAFE_INTEGER:
+                continue
+            return False
+        if (kind is dict or kind is list or kind is tuple) and _plain(item):
+            continue
+        return False
+    return True
+
+
+def _plain_keys(shape: tuple[str, ...]) -> bool:
+    plain = all(type(key) is str and key.isascii() and not key.isdigit() for key in shape)
+    if sum(map(len, shape)) <= _MAX_CACHED_KEY_CHARS:
+        if len(_plain_key_sets) >= _MAX_CACHED_LAYOUTS:
+            _plain_key_sets.clear()
+        _plain_key_sets[shape] = plain
+    return plain
 
 
 class CanonicalObject:
     """A JSON object encoded member by member, so that parts of it can be reused without re-encoding.
 
     `text()` is `canonical_json` of the whole object, `text(omit=...)` that of the object without some
-    members, and `value_text(key)` the canonical JSON of one member's value.
+    members, and `value_text(key)` the canonical JSON of one member's value; `checksum(omit=...)` is
+    `checksum_of_text(text(omit=...))`. A plain object (see `is_plain`) is encoded by msgspec instead,
+    whole and when a part is asked for.
     """
 
-    __slots__ = ("_layout", "_values")
+    __slots__ = ("_data", "_layout", "_plain_json", "_values")
 
     def __init__(self, obj: Mapping[str, Any]) -> None:
         data = obj if type(obj) is dict else dict(obj)
-        self._layout = _layout_of(data)
-        self._values = {key: _encode(data[key]) for key, _ in self._layout}
+        self._data = data
+        self._plain_json: bytes | None = _plain_json(data) if _is_plain(data) else None
+        if self._plain_json is None:
+            self._layout = _layout_of(data)
+            self._values = {key: _encode(data[key]) for key, _ in self._layout}
+
+    @classmethod
+    def of_plain(cls, obj: dict[str, Any], *, checked: bool = False) -> CanonicalObject | None:
+        """The object encoded by msgspec, or None when it is not plain (`checked`: the caller knows it
+        is, but for lone surrogates, which msgspec refuses to encode)."""
+        plain_json = _plain_json(obj) if checked or _is_plain(obj) else None
+        if plain_json is None:
+            return None
+        encoded = cls.__new__(cls)
+        encoded._data, encoded._plain_json = obj, plain_json
+        return encoded
 
     def text(self, omit: Collection[str] = ()) -> str:
+        if self._plain_json is not None:
+            return (self._plain_json if not omit else self._plain_part(omit)).decode()
         values = self._values
         members = [prefix + values[key] for key, prefix in self._layout if key not in omit]
         return _finish("{" + ",".join(members) + "}")
 
+    def checksum(self, omit: Collection[str] = ()) -> str:
+        if self._plain_json is not None:
+            return hashlib.sha256(self._plain_json if not omit else self._plain_part(omit)).hexdigest()
+        return checksum_of_text(self.text(omit))
+
     def value_text(self, key: str) -> str:
+        if self._plain_json is not None:
+            return _sorted_json.encode(self._data[key]).decode()
         return _finish(self._values[key])
+
+    def _plain_part(self, omit: Collection[str]) -> bytes:
+        return _sorted_json.encode({key: value for key, value in self._data.items() if key not in omit})
+
+
+def _plain_json(data: Any) -> bytes | None:
+    try:
+        return _sorted_json.encode(data)
+    except UnicodeEncodeError:
+        return None  # a lone surrogate: the general path writes it as its escape
 
 
 def js_stringify(value: Any) -> str:

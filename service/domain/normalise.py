@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-from service.domain.checksum import CanonicalObject, canonical_json, checksum_of_text
+from service.domain.checksum import CanonicalObject, canonical_json, checksum_of_text, is_plain
 from service.domain.records import (
     ENTITY_TYPES,
     FUTURE_TIME,
@@ -84,6 +84,7 @@ ROW_TYPES = frozenset({"practice", "performance", "lesson", "rehearsal", "techni
 ROW_INSTRUMENTS = frozenset({"piano", "guitar"})
 ROW_MOODS = frozenset({"frustrated", "neutral", "satisfied", "excited"})
 _SQLITE_INTEGER_MAX = 2**63 - 1
+_MAX_SAFE_INTEGER = 2**53  # integers JavaScript holds exactly
 
 REQUIRED_ENTRY_FIELDS = ("timestamp", "duration", "type", "instrument")
 # Entry times the app stores as epoch ms, and the ones it stores as ISO-Z strings.
@@ -161,8 +162,28 @@ def normalise(entity_type: str, raw: object, user_id: str, *, now_ms: int) -> No
         return Rejection(entity_type, entity_id, quarantine.reason, quarantine.field, quarantine.detail)
 
 
+# A user's pieces recur from session to session: their ids are worked out once, then looked up.
+_MAX_CACHED_SCORE_IDS = 8192
+_score_ids: dict[tuple[str, str | None], str] = {}
+_normal_score_ids: dict[str, str] = {}
+
+
+def _remember(cache: dict[Any, str], key: Any, value: str) -> str:
+    if len(cache) >= _MAX_CACHED_SCORE_IDS:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
 def score_id(title: str, composer: str | None) -> str:
     """The score id the app builds for a piece from its title and composer (`generateNormalizedScoreId`)."""
+    if type(title) is str and (composer is None or type(composer) is str):
+        found = _score_ids.get((title, composer))
+        return found if found is not None else _remember(_score_ids, (title, composer), _score_id(title, composer))
+    return _score_id(title, composer)
+
+
+def _score_id(title: str, composer: str | None) -> str:
     normal_title = _normal_title(title)
     # "Unknown" only for a missing or empty composer: one that normalises to "" (" ... ") stays empty.
     normal_composer = _normal_composer(composer or "Unknown")
@@ -173,6 +194,13 @@ def normalise_score_id(existing: str) -> str:
     """An existing piece id as the app rewrites it (`normalizeExistingScoreId`): canonical Scorebook ids
     are kept; any other id is only lowercased, trimmed, split into title and composer and joined again.
     Quotes, dashes, periods and inner spaces stay as they are."""
+    if type(existing) is str:
+        found = _normal_score_ids.get(existing)
+        return found if found is not None else _remember(_normal_score_ids, existing, _normalise_score_id(existing))
+    return _normalise_score_id(existing)
+
+
+def _normalise_score_id(existing: str) -> str:
     trimmed = _js_trim(existing)
     if not trimmed or _CANONICAL_SCORE_ID.fullmatch(trimmed):
         return trimmed
@@ -285,6 +313,123 @@ def _unstorable(error: Exception) -> _Quarantine:
 
 
 def _normalise_entry(entity_type: str, entity_id: str, raw: dict[str, Any], user_id: str, now_ms: int) -> Normalised:
+    fast = _fast_entry(entity_type, entity_id, raw, user_id, now_ms)
+    return fast if fast is not None else _general_entry(entity_type, entity_id, raw, user_id, now_ms)
+
+
+def _fast_entry(entity_type: str, entity_id: str, raw: dict[str, Any], user_id: str, now_ms: int) -> Normalised | None:
+    """`_general_entry` for the entries devices send nearly always, in one pass: ASCII enums, a number of
+    minutes, valid times, lists and metadata of plain values (see `checksum.is_plain`). None for anything
+    else, which the general path then decides (repairs, quarantines): this path never quarantines.
+
+    Step for step what `_general_entry` does, in its order; tests/domain/test_normalise_fast.py checks the
+    two (and the implementation before this path existed) agree on generated documents."""
+    entry = {key: value for key, value in raw.items() if key in ENTRY_FIELDS}
+    get = entry.get
+    # Required fields and enums (`_check_required_fields`, `_repair_enums`): ASCII, so lower() is JavaScript's.
+    entry_type, instrument, mood, duration = get("type"), get("instrument"), get("mood"), get("duration")
+    if type(entry_type) is not str or type(instrument) is not str or get("timestamp") is None:
+        return None
+    if not (entry_type.isascii() and instrument.isascii() and instrument):
+        return None
+    entry["type"] = entry_type = entry_type.lower()
+    entry["instrument"] = instrument.lower()
+    if entry_type not in ENTRY_TYPES:
+        return None
+    if mood is not None:
+        if type(mood) is not str or not mood.isascii():
+            return None
+        entry["mood"] = mood = mood.lower()
+        if mood not in MOODS:
+            return None
+    # `_repair_duration`
+    if type(duration) is int:
+        if not 0 <= duration <= _MAX_SAFE_INTEGER:
+            return None
+    elif type(duration) is float and 0 <= duration < _MAX_SAFE_INTEGER:  # also false for NaN
+        entry["duration"] = js_round(duration)
+    else:
+        return None
+    # `_repair_entry_times`
+    latest = now_ms + FUTURE_TOLERANCE_MS
+    times: dict[str, int] = {}
+    for field in ENTRY_MS_TIMES:
+        value = get(field)
+        if field == "timestamp" or (value is not None and value != ""):
+            ms = to_epoch_ms(value)
+            if ms is None or ms > latest:
+                return None
+            times[field] = entry[field] = ms
+    for field in ENTRY_ISO_TIMES:
+        value = get(field)
+        if value is not None and value != "":
+            ms = to_epoch_ms(value)
+            if ms is None or ms > latest:
+                return None
+            times[field] = ms
+            if not is_iso_z(value):
+                entry[field] = ms_to_iso_z(ms)
+    # `_check_value_types`
+    for field in ENTRY_LIST_FIELDS:
+        value = get(field)
+        if value is not None and type(value) is not list:
+            return None
+    for field, kind in (("notes", str), ("session_id", str), ("metadata", dict)):
+        value = get(field)
+        if value is not None and type(value) is not kind:
+            return None
+    # `_apply_app_field_rules`
+    if not _js_truthy(get("user_id")):
+        entry["user_id"] = user_id
+    if _js_truthy(get("goalIds")) and not _js_truthy(get("goal_ids")):
+        entry["goal_ids"] = entry.pop("goalIds")
+    for camel, snake in (("createdAt", "created_at"), ("updatedAt", "updated_at")):
+        if _js_truthy(get(camel)) and not _js_truthy(get(snake)):
+            entry[snake] = entry[camel]
+            times[snake] = times[camel]
+    pieces = get("pieces")
+    if pieces is not None:
+        for piece in pieces:
+            if type(piece) is not dict:
+                return None
+        # The pieces step quarantines only what the general path, which got this far too, quarantines.
+        entry["pieces"] = [_normalise_piece(piece) for piece in pieces]
+    # What the steps above wrote is plain (strings, None, integers within 2**53, keys that are ENTRY_FIELDS
+    # names); of what the device sent as it was, only these members can hold anything else.
+    if not is_plain([get(field) for field in _UNCHECKED_ENTRY_FIELDS]):
+        return None
+    encoded = CanonicalObject.of_plain(entry, checked=True)
+    if encoded is None:
+        return None
+    text = encoded.text()
+    if len(text) > MAX_DOCUMENT_BYTES // 4:
+        return None  # maybe too large: the general path measures it
+    row, refusal = _logbook_row(entity_id, entry, encoded, times)
+    return Normalised(
+        entity_type,
+        entity_id,
+        entry,
+        encoded.checksum(),
+        _first(times, VERSION_TIMES, default=None),
+        text,
+        content_key=encoded.checksum(omit=CONTENT_KEY_IGNORED),
+        logbook_row=row,
+        logbook_refusal=refusal,
+    )
+
+
+# Every ENTRY_FIELDS member the fast path does not write or check itself (notes and session_id it checks
+# are strings or None; the times, duration, enums and user_id it writes).
+_UNCHECKED_ENTRY_FIELDS = tuple(
+    sorted(
+        ENTRY_FIELDS
+        - {"user_id", "duration", "type", "instrument", "mood", "notes", "session_id"}
+        - {*ENTRY_MS_TIMES, *ENTRY_ISO_TIMES}
+    )
+)
+
+
+def _general_entry(entity_type: str, entity_id: str, raw: dict[str, Any], user_id: str, now_ms: int) -> Normalised:
     _check_required_fields(raw)
     entry = {key: value for key, value in raw.items() if key in ENTRY_FIELDS}
     # Step 1: what the app itself would refuse, repaired.
@@ -408,40 +553,37 @@ def _logbook_row(
 
     The row's JSON columns reuse the entry's canonical encoding (`encoded`).
     """
-    refused = [
-        f"{field} {_show(entry.get(field))}"
-        for field, allowed in (("type", ROW_TYPES), ("instrument", ROW_INSTRUMENTS), ("mood", ROW_MOODS))
-        if not (entry.get(field) in allowed or (field == "mood" and entry.get(field) is None))
-    ]
-    if refused:
+    entry_type, instrument, mood = entry["type"], entry["instrument"], entry.get("mood")
+    if entry_type not in ROW_TYPES or instrument not in ROW_INSTRUMENTS or not (mood is None or mood in ROW_MOODS):
+        refused = [
+            f"{field} {_show(entry.get(field))}"
+            for field, allowed in (("type", ROW_TYPES), ("instrument", ROW_INSTRUMENTS), ("mood", ROW_MOODS))
+            if not (entry.get(field) in allowed or (field == "mood" and entry.get(field) is None))
+        ]
         return None, "logbook_entries CHECK refuses " + ", ".join(refused)
-    if entry["duration"] > _SQLITE_INTEGER_MAX:
-        return None, f"logbook_entries cannot hold duration {entry['duration']} in an INTEGER column"
+    duration = entry["duration"]
+    if duration > _SQLITE_INTEGER_MAX:
+        return None, f"logbook_entries cannot hold duration {duration} in an INTEGER column"
     timestamp = times["timestamp"]
     created = _first(times, ("created_at", "createdAt"), default=timestamp)
     updated = _first(times, ("updated_at", "updatedAt"), default=created)
-
-    def json_list(field: str) -> str:
-        return encoded.value_text(field) if entry.get(field) else "[]"
-
-    def text_column(field: str) -> str | None:
-        value = entry.get(field)
-        return None if value is None else d1_text(value)
-
+    get, value_text = entry.get, encoded.value_text
+    notes, session_id, metadata = get("notes"), get("session_id"), get("metadata")
     row = LogbookRow(
         id=entity_id,
         timestamp=timestamp,
-        duration=entry["duration"],
-        type=entry["type"],
-        instrument=d1_text(entry["instrument"]),
-        pieces=json_list("pieces"),
-        techniques=json_list("techniques"),
-        goal_ids=json_list("goal_ids"),
-        notes=text_column("notes"),
-        mood=entry.get("mood"),
-        tags=json_list("tags"),
-        session_id=text_column("session_id"),
-        metadata=None if entry.get("metadata") is None else encoded.value_text("metadata"),
+        duration=duration,
+        type=entry_type,
+        instrument=d1_text(instrument),
+        # A list column holds "[]" for an absent, null or empty list.
+        pieces=value_text("pieces") if get("pieces") else "[]",
+        techniques=value_text("techniques") if get("techniques") else "[]",
+        goal_ids=value_text("goal_ids") if get("goal_ids") else "[]",
+        notes=None if notes is None else d1_text(notes),
+        mood=mood,
+        tags=value_text("tags") if get("tags") else "[]",
+        session_id=None if session_id is None else d1_text(session_id),
+        metadata=None if metadata is None else value_text("metadata"),
         created_at=created,
         updated_at=updated,
     )
@@ -520,7 +662,10 @@ def _js_truthy(value: object) -> bool:
 
 def _first(times: Mapping[str, int], fields: Iterable[str], *, default: _T) -> int | _T:
     """The time of the first of `fields` that was given."""
-    return next((times[field] for field in fields if field in times), default)
+    for field in fields:
+        if field in times:
+            return times[field]
+    return default
 
 
 def _js_trim(text: str) -> str:

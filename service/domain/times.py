@@ -48,12 +48,34 @@ def to_epoch_ms(value: object) -> int | None:
         return value if -MAX_TIME_MS <= value <= MAX_TIME_MS else None
     if isinstance(value, float):
         return _float_ms(value)
+    if type(value) is str:
+        # Devices repeat times (createdAt and updatedAt are often one instant; re-uploads send the same
+        # history again): parsing one is many times what looking it up costs.
+        ms = _string_ms.get(value, _UNPARSED)
+        if ms is _UNPARSED:
+            ms = _string_to_epoch_ms(value)
+            if len(value) <= _MAX_CACHED_TIME_CHARS:
+                if len(_string_ms) >= _MAX_CACHED_TIMES:
+                    _string_ms.clear()
+                _string_ms[value] = ms
+        return ms
     if isinstance(value, str):
-        match = _DATE_TIME.fullmatch(value)
-        if match is not None:
-            return _date_time_ms(match)
-        if _NUMERIC.fullmatch(value):
-            return _float_ms(float(value)) if "." in value else to_epoch_ms(int(value))
+        return _string_to_epoch_ms(value)
+    return None
+
+
+_UNPARSED: int | None = -(2**80)  # never a time: a cache miss
+_string_ms: dict[str, int | None] = {}
+_MAX_CACHED_TIMES = 16_384
+_MAX_CACHED_TIME_CHARS = 64
+
+
+def _string_to_epoch_ms(value: str) -> int | None:
+    match = _DATE_TIME.fullmatch(value)
+    if match is not None:
+        return _date_time_ms(match)
+    if _NUMERIC.fullmatch(value):
+        return _float_ms(float(value)) if "." in value else to_epoch_ms(int(value))
     return None
 
 
