@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 from workload import BenchUser
 
-from service.store.schema import APP_SCHEMA
+from service.store.sqlite.schema import APP_SCHEMA
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"

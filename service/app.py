@@ -24,7 +24,7 @@ from service.api.sync import SyncController
 from service.api.user import UserController
 from service.config import Settings
 from service.memory import freeze_startup_objects, tune_garbage_collector
-from service.store.database import Database
+from service.store import open_storage
 from service.web import PAGE_PATHS, support_pages, template_config
 from service.workers import close_shared_pool
 
@@ -45,7 +45,7 @@ def create_app(settings: Settings) -> Litestar:
 
     @asynccontextmanager
     async def open_database(app: Litestar) -> AsyncIterator[None]:
-        db = await Database.open(settings.db_path)
+        db = await open_storage(settings.db_path, url=settings.database_url)
         app.state.db = db
         try:
             yield

@@ -33,10 +33,17 @@ from typing import Any
 import msgspec
 
 from service.config import DEFAULT_DB_PATH, ServerLimits, Settings
-from service.dbfile import INIT_FLAG, DatabaseFileError, check_database_file
 from service.memory import freeze_startup_objects, limit_malloc_arenas, tune_garbage_collector
-from service.store.database import DatabaseUnavailable
-from service.store.interface import NotAnAppDatabase
+from service.store import (
+    DATABASE_URL_ENV,
+    UnsupportedDatabaseUrl,
+    add_database_url_argument,
+    database_url_from_env,
+    open_storage,
+)
+from service.store.interface import NotAnAppDatabase, Storage, StorageUnavailable, UserExists
+from service.store.rows import NewUser
+from service.store.sqlite.dbfile import INIT_FLAG, DatabaseFileError, check_database_file
 from service.tokens import TOKEN_LIFETIME
 
 DEMO_USER_ID = "user_demoDEMOdemoDEMOdemo0"
@@ -58,6 +65,10 @@ SERVE_EPILOG = """environment:
 
 def _db_path(args: argparse.Namespace) -> str:
     return str(getattr(args, "db", None) or os.environ.get("RESYNC_DB", DEFAULT_DB_PATH))
+
+
+async def _open(db_path: str) -> Storage:
+    return await open_storage(db_path, url=database_url_from_env())
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -116,9 +127,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 async def _open_and_close(db_path: str) -> None:
-    from service.store.database import Database
-
-    await (await Database.open(db_path)).close()
+    await (await _open(db_path)).close()
 
 
 def dev_secret_path(db_path: str) -> Path:
@@ -155,17 +164,12 @@ def _no_secret_reason(db_path: str) -> str:
 
 
 async def _create_demo_user(settings: Settings) -> str:
-    from service.store.database import Database
     from service.tokens import issue_token
+    from service.usecases.users import add_user
 
-    db = await Database.open(settings.db_path)
+    db = await _open(settings.db_path)
     try:
-        async with db.write() as conn:
-            await conn.execute(
-                "INSERT INTO users (id, email, display_name, role) VALUES (?, ?, 'Demo', 'admin')"
-                " ON CONFLICT DO NOTHING",
-                (DEMO_USER_ID, DEMO_EMAIL),
-            )
+        await add_user(db, NewUser(DEMO_USER_ID, DEMO_EMAIL, "Demo", "admin"), if_absent=True)
     finally:
         await db.close()
     return issue_token(settings.jwt_secret, DEMO_USER_ID, DEMO_EMAIL)
@@ -173,8 +177,8 @@ async def _create_demo_user(settings: Settings) -> str:
 
 def _create_user(args: argparse.Namespace) -> int:
     """Add a user to the app's users table (as the app would on sign-up) and print a token for it."""
-    from service.store.database import Database
     from service.tokens import issue_token
+    from service.usecases.users import add_user
 
     user_id = args.id or f"user_{secrets.token_urlsafe(16)[:21]}"
     if not re.fullmatch(r"user_[A-Za-z0-9_-]{21}", user_id):
@@ -184,19 +188,15 @@ def _create_user(args: argparse.Namespace) -> int:
     check_database_file(db_path, init_app_schema=args.init_app_schema)
 
     async def insert() -> None:
-        db = await Database.open(db_path)
+        db = await _open(db_path)
         try:
-            async with db.write() as conn:
-                await conn.execute(
-                    "INSERT INTO users (id, email, display_name, role) VALUES (?, ?, ?, ?)",
-                    (user_id, args.email, args.name, args.role),
-                )
+            await add_user(db, NewUser(user_id, args.email, args.name, args.role))
         finally:
             await db.close()
 
     try:
         asyncio.run(insert())
-    except sqlite3.IntegrityError as exc:
+    except UserExists as exc:
         print(f"error: cannot add {args.email}: {exc}", file=sys.stderr)
         return 1
     print(user_id)
@@ -237,7 +237,7 @@ def _duration(text: str) -> timedelta:
 
 
 def _redrive(args: argparse.Namespace) -> int:
-    """`redrive`: the support API's re-drive (`service.redrive.redrive_user`) for one user, or everyone."""
+    """`redrive`: the support API's re-drive (`service.usecases.redrive.redrive_user`) for one user, or everyone."""
     db_path = _db_path(args)
     check_database_file(db_path, must_exist=True, init_app_schema=args.init_app_schema)
     try:
@@ -260,17 +260,14 @@ def _redrive(args: argparse.Namespace) -> int:
 
 
 async def _redrive_users(db_path: str, args: argparse.Namespace) -> list[dict[str, Any]]:
-    from service.redrive import NoSuchUser, RedriveRaced, redrive_user, users_to_redrive
-    from service.store.database import Database
-    from service.store.uploads import find_email_match
-
-    db = await Database.open(db_path)
+    from service.usecases.redrive import NoSuchUser, RedriveRaced, redrive_user, users_to_redrive
+    db = await _open(db_path)
     try:
         if args.all:
             user_ids = await users_to_redrive(db)
         elif args.email is not None:
-            async with db.read() as conn:
-                match = await find_email_match(conn, args.email)
+            email = args.email
+            match = await db.read(lambda unit: unit.match_email(email))
             if match.user is None:
                 several = f" (several users have it in different cases: {', '.join(match.ambiguous)}; give --user)"
                 raise LookupError(f"no user has the email {args.email}{several if match.ambiguous else ''}")
@@ -333,6 +330,7 @@ def _export_d1(args: argparse.Namespace) -> int:
 def add_db_arguments(parser: argparse.ArgumentParser) -> None:
     """--db (default RESYNC_DB) and the flag that allows adding the app schema to another SQLite file."""
     parser.add_argument("--db", metavar="PATH", help=f"app database file (env RESYNC_DB, default {DEFAULT_DB_PATH})")
+    add_database_url_argument(parser)
     parser.add_argument(INIT_FLAG, action="store_true",
                         help="add the app's tables to a SQLite file that holds other tables but not the app's "
                         "(refused without it)")
@@ -440,9 +438,12 @@ def main(argv: list[str] | None = None) -> int:
     limit_malloc_arenas()  # before any thread starts
     tune_garbage_collector()
     args = build_parser().parse_args(argv)
+    if getattr(args, "database_url", None):
+        # Every command (and every server worker process) opens the engine the URL names.
+        os.environ[DATABASE_URL_ENV] = args.database_url
     try:
         result: int = args.run(args)
-    except (DatabaseFileError, NotAnAppDatabase, DatabaseUnavailable) as error:
+    except (DatabaseFileError, NotAnAppDatabase, StorageUnavailable, UnsupportedDatabaseUrl) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except sqlite3.Error as error:

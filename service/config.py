@@ -51,6 +51,8 @@ class ServerLimits(msgspec.Struct, frozen=True):
 
 class Settings(msgspec.Struct, frozen=True):
     db_path: str = DEFAULT_DB_PATH
+    # A `postgresql://` URL (RESYNC_DATABASE_URL): the engine it names instead of the SQLite file.
+    database_url: str | None = None
     jwt_secret: str = ""
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     # Origins whose browsers may call the sync endpoints with credentials (the app's own origin).
@@ -64,6 +66,7 @@ class Settings(msgspec.Struct, frozen=True):
         max_body_mb = os.environ.get("RESYNC_MAX_BODY_MB")
         return cls(
             db_path=os.environ.get("RESYNC_DB", DEFAULT_DB_PATH),
+            database_url=os.environ.get("RESYNC_DATABASE_URL") or None,
             jwt_secret=os.environ.get("RESYNC_JWT_SECRET", ""),
             max_body_bytes=int(float(max_body_mb) * 1024 * 1024) if max_body_mb else DEFAULT_MAX_BODY_BYTES,
             cors_origins=origins,

@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 import msgspec
@@ -24,9 +24,7 @@ from service.domain.outcomes import Receipt
 from service.domain.owners import UserRecord
 from service.domain.records import Normalised, Rejection, Tombstone
 from service.domain.times import ms_to_iso_z
-from service.store import uploads as store
-from service.store.database import Database, GuardedConnection, SyncConnection
-from service.store.reads import current_seq
+from service.store.interface import ReadUnit, Storage, WriteTransaction, WriteUnit
 from service.store.rows import QuarantineRow, RawRecordRow
 from service.workers import POOL_THRESHOLD, NormaliseJob, run_job, shared_pool
 
@@ -226,22 +224,22 @@ def _confirm_repeats(
 class _StoreLookups:
     """`MergeLookups` from the database, inside the upload's write transaction."""
 
-    def __init__(self, conn: SyncConnection, user_id: str, now_ms: int, logbook_ids: set[str]) -> None:
-        self._conn, self._user_id, self._now_ms = conn, user_id, now_ms
+    def __init__(self, unit: WriteUnit, user_id: str, now_ms: int, logbook_ids: set[str]) -> None:
+        self._unit, self._user_id, self._now_ms = unit, user_id, now_ms
         self._batch_ids = logbook_ids
         self._duplicates: dict[str, set[EntityKey]] | None = None
 
     def duplicates_of(self, entity_id: str) -> dict[EntityKey, StoredEntity]:
         if self._duplicates is None:
             # Asked for one holder, loaded for every logbook key of the batch in one query.
-            self._duplicates = store.duplicate_keys_of(self._conn, self._user_id, self._batch_ids)
+            self._duplicates = self._unit.duplicate_keys_of(self._user_id, self._batch_ids)
         keys = self._duplicates.get(entity_id)
         if keys is None and entity_id not in self._batch_ids:
-            keys = store.duplicate_keys_of(self._conn, self._user_id, [entity_id]).get(entity_id)
-        return store.load_state(self._conn, self._user_id, keys) if keys else {}
+            keys = self._unit.duplicate_keys_of(self._user_id, [entity_id]).get(entity_id)
+        return self._unit.load_state(self._user_id, keys) if keys else {}
 
     def duplicate_version(self, key: EntityKey, content_key: str, updated_ms: int | None) -> Normalised | None:
-        raws = store.raw_versions(self._conn, self._user_id, key)
+        raws = self._unit.raw_versions(self._user_id, key)
         versions = [
             n for n in run_job(NormaliseJob(self._user_id, self._now_ms, [key[0]] * len(raws), raws, None, {}))
             if isinstance(n, Normalised) and n.entity_id == key[1] and n.content_key == content_key
@@ -252,11 +250,11 @@ class _StoreLookups:
         return None
 
     def logbook_ids_held_elsewhere(self, entity_ids: Collection[str]) -> set[str]:
-        return store.logbook_ids_of_other_users(self._conn, self._user_id, entity_ids)
+        return self._unit.logbook_ids_of_other_users(self._user_id, entity_ids)
 
 
 def _apply(
-    conn: SyncConnection,
+    unit: WriteUnit,
     prepared: PreparedUpload,
     records: list[Prepared],
     upload_id: str,
@@ -268,8 +266,10 @@ def _apply(
     if user_id is None:
         plan = plan_merge(records, {}, {})
     else:
+        # Read-then-write below: this transaction holds the user until it ends (a no-op on SQLite).
+        unit.lock_user(user_id)
         keys = {(r.entity_type, r.entity_id) for r in records if not isinstance(r, Rejection)}
-        stored = store.load_state(conn, user_id, keys)
+        stored = unit.load_state(user_id, keys)
         records = _confirm_repeats(records, stored, user_id, now_ms)
         # The contents the batch can touch: its records', and those its keys hold now (a holder that is
         # deleted or edited hands its content to a duplicate, unless another live entry holds it too).
@@ -277,29 +277,25 @@ def _apply(
         content_keys.update(
             s.content_key for k, s in stored.items() if k[0] == rec.LOGBOOK_ENTRY and s.content_key is not None
         )
-        live_content = store.load_live_content(conn, user_id, content_keys)
-        lookups = _StoreLookups(conn, user_id, now_ms, {k[1] for k in keys if k[0] == rec.LOGBOOK_ENTRY})
+        live_content = unit.load_live_content(user_id, content_keys)
+        lookups = _StoreLookups(unit, user_id, now_ms, {k[1] for k in keys if k[0] == rec.LOGBOOK_ENTRY})
         plan = plan_merge(records, stored, live_content, lookups)
-        store.apply_plan(conn, plan, user_id=user_id, device_id=upload.device_id, upload_id=upload_id)
+        unit.apply_plan(plan, user_id=user_id, device_id=upload.device_id, upload_id=upload_id)
         kept = [
             RawRecordRow(r.entity_type, r.entity_id, raw.decode("utf-8", "replace"), sha,
                          r.checksum if isinstance(r, Normalised) else None)
             for r, raw, sha in zip(records, raws, prepared.shas, strict=True)
             if isinstance(r, Normalised | Tombstone)
         ]
-        store.keep_raw_records(conn, kept, user_id=user_id, device_id=upload.device_id, upload_id=upload_id)
+        unit.keep_raw_records(kept, user_id=user_id, device_id=upload.device_id, upload_id=upload_id)
         # A device's completeness counts every distinct record it sent, quarantined ones included.
-        store.count_device_records(
-            conn,
-            [(r.entity_type, r.entity_id) for r in records if r.entity_id is not None],
+        unit.count_device_records([(r.entity_type, r.entity_id) for r in records if r.entity_id is not None],
             user_id=user_id,
             device_id=upload.device_id,
         )
         if upload.alias_from is not None and upload.user is not None and upload.email is not None:
-            store.record_alias(conn, upload.alias_from, upload.user, upload.email)
-    store.quarantine(
-        conn,
-        [
+            unit.record_alias(upload.alias_from, upload.user, upload.email)
+    unit.quarantine([
             QuarantineRow(q.rejection.entity_type, q.rejection.entity_id, raws[q.index].decode("utf-8", "replace"),
                           q.rejection.reason, q.rejection.field, q.rejection.detail)
             for q in plan.quarantined
@@ -311,9 +307,7 @@ def _apply(
     )
     receipt = Receipt(plan.results)
     payload_sha = upload.payload_sha256 or sha256_hex(b"\n".join(raws))
-    store.record_upload(
-        conn,
-        receipt,
+    unit.record_upload(receipt,
         upload_id=upload_id,
         user_id=user_id or upload.owner,
         device_id=upload.device_id,
@@ -332,18 +326,20 @@ async def _off_loop(size: int, work: Callable[..., T], *args: Any) -> T:
     return await asyncio.to_thread(work, *args)
 
 
-async def _known_repeats(db: Database, prepared: list[PreparedUpload]) -> list[dict[RepeatKey, str]]:
+async def _known_repeats(db: Storage, prepared: list[PreparedUpload]) -> list[dict[RepeatKey, str]]:
     """Look up, before queueing for the writer, which records are byte-identical re-uploads."""
-    found: list[dict[RepeatKey, str]] = []
-    async with db.read() as conn:
+
+    def lookup(unit: ReadUnit) -> list[dict[RepeatKey, str]]:
+        found: list[dict[RepeatKey, str]] = []
         for p in prepared:
             user = p.upload.user
             candidates = repeat_candidates(p) if user is not None else []
-            if user is None or not candidates:
-                found.append({})
-            else:
-                found.append(await store.known_checksums(conn, user.id, candidates))
-    return found
+            found.append(unit.known_checksums(user.id, candidates) if user is not None and candidates else {})
+        return found
+
+    if not any(p.upload.user is not None and p.single_keys for p in prepared):
+        return [{} for _ in prepared]
+    return await db.read(lookup)
 
 
 class StagedBatch(msgspec.Struct):
@@ -355,7 +351,7 @@ class StagedBatch(msgspec.Struct):
     started: float  # perf_counter at staging, for the upload duration metric
 
 
-async def stage_batch(db: Database, uploads: list[Upload], *, now_ms: int | None = None) -> StagedBatch:
+async def stage_batch(db: Storage, uploads: list[Upload], *, now_ms: int | None = None) -> StagedBatch:
     """The first half of `ingest_batch`. It writes nothing, so the next batch of a replay is staged
     while the writer commits the one before."""
     started = time.perf_counter()
@@ -371,7 +367,7 @@ def _prepare_all(uploads: list[Upload]) -> list[PreparedUpload]:
 
 
 async def ingest(
-    db: Database,
+    db: Storage,
     upload: Upload,
     *,
     dry_run: bool = False,
@@ -381,28 +377,32 @@ async def ingest(
 ) -> UploadResult | Replayed:
     """Take one upload through the pipeline in one transaction.
 
-    With `idempotency`, the rendered answer is stored with the key, and a repeat of the same key and
-    body gets that answer back with nothing written. A dry run does everything, then rolls back.
+    With `idempotency` (and the `render` of the answer), the key is claimed in the same transaction and
+    the rendered answer stored with it; a repeat of the same key and body gets that answer back with
+    nothing written. A dry run does everything, then rolls back.
     """
     now = time.time()
     staged = await stage_batch(db, [upload], now_ms=now_ms if now_ms is not None else int(now * 1000))
+    if idempotency is not None and render is None:
+        raise ValueError("an idempotent upload needs the render of its answer")
 
-    def write_upload(conn: SyncConnection) -> UploadResult | Replayed:
+    def write_upload(unit: WriteUnit) -> UploadResult | Replayed:
+        claimed = idempotency is not None and upload.user is not None
         if idempotency is not None and upload.user is not None:
-            previous = store.find_idempotent_response(conn, upload.user.id, idempotency.route, idempotency.key, now)
+            unit.lock_user(upload.user.id)
+            previous = unit.claim_idempotency(upload.user.id, idempotency.route, idempotency.key,
+                                              idempotency.request_sha256, now)
             if previous is not None:
                 if previous.request_sha256 != idempotency.request_sha256:
                     raise IdempotencyConflict(idempotency.key)
                 return Replayed(previous.response)
-        result = _ingest_in_transaction(conn, staged.prepared[0], staged.normalised[0], staged.now_ms)
-        if upload.user is not None and idempotency is not None and render is not None:
-            store.remember_response(conn, upload.user.id, idempotency.route, idempotency.key,
-                                    idempotency.request_sha256, render(result), now)
+        result = _ingest_in_transaction(unit, staged.prepared[0], staged.normalised[0], staged.now_ms)
+        if claimed and idempotency is not None and upload.user is not None and render is not None:
+            unit.remember_response(upload.user.id, idempotency.route, idempotency.key, render(result), now)
         return result
 
     if dry_run:
-        async with db.write(commit=False) as conn:
-            return await conn.run(write_upload)  # the whole transaction's work in one hop to the writer
+        return await db.write(write_upload, commit=False)
     # Concurrent uploads share a transaction and its fsync; each is answered once it is durable.
     answer = await db.write_shared(write_upload, weight=len(staged.normalised[0]))
     if isinstance(answer, UploadResult):
@@ -410,32 +410,33 @@ async def ingest(
     return answer
 
 
+InTransaction = Callable[[WriteUnit], None]
+
+
 async def ingest_batch(
-    db: Database,
+    db: Storage,
     uploads: list[Upload],
     *,
     dry_run: bool = False,
-    in_transaction: Callable[[GuardedConnection], Awaitable[None]] | None = None,
+    in_transaction: InTransaction | None = None,
     now_ms: int | None = None,
 ) -> list[UploadResult]:
-    """Several uploads (of one or more users) in one transaction; `in_transaction` runs inside it too,
-    so a replay's checkpoint commits with the batch it covers."""
+    """Several uploads (of one or more users) in one transaction; `in_transaction` runs inside it too, in
+    the same hop, so a replay's checkpoint commits with the batch it covers."""
     staged = await stage_batch(db, uploads, now_ms=now_ms)
     return await commit_batch(db, staged, dry_run=dry_run, in_transaction=in_transaction)
 
 
 async def commit_batch(
-    db: Database,
+    db: Storage,
     staged: StagedBatch,
     *,
     dry_run: bool = False,
-    in_transaction: Callable[[GuardedConnection], Awaitable[None]] | None = None,
+    in_transaction: InTransaction | None = None,
 ) -> list[UploadResult]:
     """The second half of `ingest_batch`: merge and write a staged batch in one transaction."""
-    async with db.write(commit=not dry_run) as conn:
-        results = await apply_staged(conn, staged)
-        if in_transaction is not None:
-            await in_transaction(conn)
+    async with db.transaction(commit=not dry_run) as transaction:
+        results = await apply_staged(transaction, staged, in_transaction=in_transaction)
     if not dry_run and results:
         elapsed = time.perf_counter() - staged.started
         for prepared, result in zip(staged.prepared, results, strict=True):
@@ -443,24 +444,31 @@ async def commit_batch(
     return results
 
 
-async def apply_staged(conn: GuardedConnection, staged: StagedBatch) -> list[UploadResult]:
+async def apply_staged(
+    transaction: WriteTransaction, staged: StagedBatch, *, in_transaction: InTransaction | None = None
+) -> list[UploadResult]:
     """Merge and write a staged batch in the caller's open write transaction (a replay's dry run holds one
     transaction for all its batches, so each is judged as the real run would judge it)."""
-    return await conn.run(
-        lambda sync: [
-            _ingest_in_transaction(sync, prepared, records, staged.now_ms)
+
+    def work(unit: WriteUnit) -> list[UploadResult]:
+        results = [
+            _ingest_in_transaction(unit, prepared, records, staged.now_ms)
             for prepared, records in zip(staged.prepared, staged.normalised, strict=True)
         ]
-    )
+        if in_transaction is not None:
+            in_transaction(unit)
+        return results
+
+    return await transaction.run(work)
 
 
 def _ingest_in_transaction(
-    conn: SyncConnection, prepared: PreparedUpload, records: list[Prepared], now_ms: int
+    unit: WriteUnit, prepared: PreparedUpload, records: list[Prepared], now_ms: int
 ) -> UploadResult:
     upload = prepared.upload
     upload_id = upload.upload_id or f"upl_{uuid.uuid4().hex}"
-    receipt = _apply(conn, prepared, records, upload_id, now_ms)
-    sync_token = str(current_seq(conn))
+    receipt = _apply(unit, prepared, records, upload_id, now_ms)
+    sync_token = str(unit.current_seq())
     if upload.user is not None:
-        store.touch_sync_metadata(conn, upload.user.id, upload.device_id, sync_token)
+        unit.touch_sync_metadata(upload.user.id, upload.device_id, sync_token)
     return UploadResult(upload_id, receipt, sync_token)

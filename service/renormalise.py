@@ -37,14 +37,15 @@ import msgspec
 
 from service import jsontext
 from service.config import DEFAULT_DB_PATH
-from service.dbfile import DatabaseFileError, check_database_file
 from service.domain.checksum import js_stringify
 from service.domain.merge import ArchivedVersion, MergePlan, StateWrite, StoredEntity, SyncWrite, plan_merge
 from service.domain.normalise import normalise
 from service.domain.records import ENTITY_TYPES, LOGBOOK_ENTRY, Normalised, Tombstone
 from service.domain.times import ms_to_iso_z, to_epoch_ms
-from service.store import uploads as store
-from service.store.database import Database, SyncConnection
+from service.store import add_database_url_argument, database_url_from_env, open_storage
+from service.store.interface import Storage, WriteUnit
+from service.store.rows import EntityStateRow, StoredSyncRow
+from service.store.sqlite.dbfile import DatabaseFileError, check_database_file
 
 ARCHIVE_REASON = "renormalised: stored under earlier rules"
 
@@ -99,46 +100,30 @@ class _Work:
 
 
 async def renormalise(
-    db: Database, *, user_id: str | None = None, dry_run: bool = False, now_ms: int | None = None
+    db: Storage, *, user_id: str | None = None, dry_run: bool = False, now_ms: int | None = None
 ) -> RenormaliseReport:
     """Re-normalise every stored row of every user (or of `user_id`) from its kept raw record."""
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
-    report = RenormaliseReport(db.path, dry_run, by_entity_type={t: TypeCounts() for t in ENTITY_TYPES})
-    async with db.read() as conn:
-        rows = await conn.fetchall(
-            "SELECT DISTINCT user_id FROM sync_data WHERE (? IS NULL OR user_id = ?) ORDER BY user_id",
-            (user_id, user_id),
-        )
+    report = RenormaliseReport(db.location, dry_run, by_entity_type={t: TypeCounts() for t in ENTITY_TYPES})
+    users = await db.read(lambda unit: unit.users_with_stored_rows(user_id))
     run_id = f"ren_{uuid.uuid4().hex}"
-    for row in rows:
-        user = str(row["user_id"])
+    for user in users:
 
-        def work(conn: SyncConnection, user: str = user) -> None:
-            _renormalise_user(conn, user, now_ms, run_id, report)
+        def work(unit: WriteUnit, user: str = user) -> None:
+            unit.lock_user(user)
+            _renormalise_user(unit, user, now_ms, run_id, report)
 
-        async with db.write(commit=not dry_run) as writer:
-            await writer.run(work)
+        await db.write(work, commit=not dry_run)
         report.users += 1
     return report
 
 
-def _renormalise_user(conn: SyncConnection, user_id: str, now_ms: int, run_id: str, report: RenormaliseReport) -> None:
-    stored = conn.fetchall(
-        "SELECT id, entity_type, entity_id, data, checksum, version, deleted_at, device_id FROM sync_data"
-        " WHERE user_id = ? ORDER BY seq",
-        (user_id,),
-    )
-    states = {
-        (r["entity_type"], r["entity_id"]): r
-        for r in conn.fetchall("SELECT * FROM recovery_entity_state WHERE user_id = ?", (user_id,))
-    }
+def _renormalise_user(unit: WriteUnit, user_id: str, now_ms: int, run_id: str, report: RenormaliseReport) -> None:
+    stored = unit.stored_rows(user_id)
+    states = unit.entity_states(user_id)
     raws: dict[tuple[str, str], list[_Raw]] = defaultdict(list)
-    for r in conn.fetchall(
-        "SELECT id, entity_type, entity_id, raw, checksum FROM recovery_raw_records"
-        " WHERE user_id = ? AND checksum IS NOT NULL ORDER BY id",
-        (user_id,),
-    ):
-        raws[(r["entity_type"], r["entity_id"])].append(_Raw(r["id"], r["raw"], r["checksum"]))
+    for r in unit.kept_raw_records(user_id):
+        raws[(r.entity_type, r.entity_id)].append(_Raw(r.id, r.raw, r.checksum))
     cache: dict[int, Any] = {}
 
     def again(entity_type: str, raw: _Raw) -> Any:
@@ -151,19 +136,19 @@ def _renormalise_user(conn: SyncConnection, user_id: str, now_ms: int, run_id: s
         return cache[raw.row_id]
 
     work = _Work()
-    moves: dict[str | None, list[tuple[Any, Normalised, Any]]] = defaultdict(list)
-    rows_with_data = {(r["entity_type"], r["entity_id"]) for r in stored}
+    moves: dict[str | None, list[tuple[StoredSyncRow, Normalised, EntityStateRow | None]]] = defaultdict(list)
+    rows_with_data = {(r.entity_type, r.entity_id) for r in stored}
     for row in stored:
-        key = (row["entity_type"], row["entity_id"])
+        key = (row.entity_type, row.entity_id)
         counts = report.counts(key[0])
         counts.examined += 1
         state = states.get(key)
-        sources = [raw for raw in raws.get(key, []) if raw.checksum == row["checksum"]]
+        sources = [raw for raw in raws.get(key, []) if raw.checksum == row.checksum]
         result = again(key[0], sources[0]) if sources else None
         if isinstance(result, Normalised) and result.entity_id != key[1]:
-            if state is None or state["duplicate_of"] != result.entity_id:  # not moved by an earlier run
+            if state is None or state.duplicate_of != result.entity_id:  # not moved by an earlier run
                 counts.moved += 1
-                moves[row["device_id"]].append((row, result, state))
+                moves[row.device_id].append((row, result, state))
             continue
         if result is not None and not isinstance(result, Normalised):
             counts.refused += 1
@@ -176,32 +161,34 @@ def _renormalise_user(conn: SyncConnection, user_id: str, now_ms: int, run_id: s
                 fresh = again(key[0], raw)
                 if isinstance(fresh, Normalised) and fresh.checksum != raw.checksum:
                     work.raw_checksums[raw.row_id] = fresh.checksum
-    _apply(conn, user_id, run_id, work, report)
+    _apply(unit, user_id, run_id, work, report)
     # Moves and splits go through the merge rules against the rows as they are now, one device at a time.
     for device, moving in moves.items():
-        _apply(conn, user_id, run_id, _move(conn, user_id, device, moving, now_ms), report)
-    splits: dict[str | None, list[tuple[Any, Normalised]]] = defaultdict(list)
+        _apply(unit, user_id, run_id, _move(unit, user_id, device, moving, now_ms), report)
+    splits: dict[str | None, list[tuple[EntityStateRow, Normalised]]] = defaultdict(list)
     for key, state in states.items():
-        if key[0] != LOGBOOK_ENTRY or state["duplicate_of"] is None or key in rows_with_data or not raws.get(key):
+        if key[0] != LOGBOOK_ENTRY or state.duplicate_of is None or key in rows_with_data or not raws.get(key):
             continue
         result = again(key[0], raws[key][-1])
-        if isinstance(result, Normalised) and _no_longer_duplicate(conn, user_id, state, result):
-            splits[_last_device(conn, user_id, key)].append((state, result))
+        if isinstance(result, Normalised) and _no_longer_duplicate(unit, user_id, state, result):
+            splits[unit.last_device_of(user_id, key)].append((state, result))
     for device, splitting in splits.items():
-        _apply(conn, user_id, run_id, _split(conn, user_id, device, splitting, report.counts(LOGBOOK_ENTRY)), report)
+        _apply(unit, user_id, run_id, _split(unit, user_id, device, splitting, report.counts(LOGBOOK_ENTRY)), report)
 
 
-def _update(row: Any, result: Normalised | None, state: Any, work: _Work, counts: TypeCounts) -> None:
+def _update(
+    row: StoredSyncRow, result: Normalised | None, state: EntityStateRow | None, work: _Work, counts: TypeCounts
+) -> None:
     """Rewrite a row in place when its document or its deleted_at's form changed."""
-    deleted = row["deleted_at"] is not None
+    deleted = row.deleted_at is not None
     deleted_ms = None
     if deleted:
-        deleted_ms = state["deleted_ms"] if state is not None and state["deleted_ms"] is not None else None
+        deleted_ms = state.deleted_ms if state is not None and state.deleted_ms is not None else None
         if deleted_ms is None and result is not None:
-            deleted_ms = to_epoch_ms(row["deleted_at"])  # deleted by the service before it kept the time
-    fix_deleted_at = deleted_ms is not None and row["deleted_at"] != ms_to_iso_z(deleted_ms)
+            deleted_ms = to_epoch_ms(row.deleted_at)  # deleted by the service before it kept the time
+    fix_deleted_at = deleted_ms is not None and row.deleted_at != ms_to_iso_z(deleted_ms)
     # Key order is free: a text that holds the same document, spelled as JSON.stringify spells it, stays.
-    changed = result is not None and (result.checksum != row["checksum"] or not _spelled_as_the_app(row["data"]))
+    changed = result is not None and (result.checksum != row.checksum or not _spelled_as_the_app(row.data))
     if not (changed or fix_deleted_at):
         return
     counts.changed += changed
@@ -209,34 +196,34 @@ def _update(row: Any, result: Normalised | None, state: Any, work: _Work, counts
     if result is not None and changed:
         data, checksum = result.text, result.checksum
     else:
-        data, checksum = row["data"], row["checksum"]
+        data, checksum = row.data, row.checksum
     write = SyncWrite(
-        entity_type=row["entity_type"],
-        entity_id=row["entity_id"],
-        row_id=row["id"],
+        entity_type=row.entity_type,
+        entity_id=row.entity_id,
+        row_id=row.id,
         data=data,
         checksum=checksum,
-        version=int(row["version"] or 1) + 1,
+        version=int(row.version or 1) + 1,
         deleted_ms=deleted_ms if deleted else None,
         logbook_row=result.logbook_row if result is not None else None,
     )
     plan = MergePlan([], [write], [], [], [])
     if changed and result is not None:
-        updated_ms = state["updated_ms"] if state is not None else result.updated_ms
+        updated_ms = state.updated_ms if state is not None else result.updated_ms
         plan.archived.append(ArchivedVersion(
-            row["entity_type"], row["entity_id"], row["data"], row["checksum"], updated_ms, ARCHIVE_REASON
+            row.entity_type, row.entity_id, row.data, row.checksum, updated_ms, ARCHIVE_REASON
         ))
         plan.state_writes.append(
             StateWrite(
-                row["entity_type"],
-                row["entity_id"],
+                row.entity_type,
+                row.entity_id,
                 updated_ms,
-                state["deleted_ms"] if state is not None else deleted_ms,
+                state.deleted_ms if state is not None else deleted_ms,
                 result.content_key,
-                state["duplicate_of"] if state is not None else None,
+                state.duplicate_of if state is not None else None,
             )
         )
-    work.add(row["device_id"], plan)
+    work.add(row.device_id, plan)
 
 
 def _spelled_as_the_app(text: str) -> bool:
@@ -247,81 +234,67 @@ def _spelled_as_the_app(text: str) -> bool:
 
 
 def _move(
-    conn: SyncConnection, user_id: str, device: str | None, moving: list[tuple[Any, Normalised, Any]], now_ms: int
+    unit: WriteUnit,
+    user_id: str,
+    device: str | None,
+    moving: list[tuple[StoredSyncRow, Normalised, EntityStateRow | None]],
+    now_ms: int,
 ) -> _Work:
     """Repertoire items whose key is now `result.entity_id`: each document goes there by the merge rules;
     the old key is soft-deleted (or, already deleted, hands its deletion on) and records where it went."""
     records: list[Normalised | Tombstone] = []
     work = _Work()
     for row, result, state in moving:
-        entity_type, old_id, new_id = row["entity_type"], row["entity_id"], result.entity_id
+        entity_type, old_id, new_id = row.entity_type, row.entity_id, result.entity_id
         records.append(result)
-        if row["deleted_at"] is None:
+        if row.deleted_at is None:
             records.append(Tombstone(entity_type, old_id, ms_to_iso_z(now_ms), now_ms))
         else:
-            kept = state["deleted_ms"] if state is not None else None
-            deleted_ms = kept if kept is not None else to_epoch_ms(row["deleted_at"]) or now_ms
+            kept = state.deleted_ms if state is not None else None
+            deleted_ms = kept if kept is not None else to_epoch_ms(row.deleted_at) or now_ms
             records.append(Tombstone(entity_type, new_id, ms_to_iso_z(deleted_ms), deleted_ms))
         work.moved_to.append((entity_type, old_id, new_id))
     keys = {(r.entity_type, r.entity_id) for r in records}
-    work.add(device, plan_merge(records, store.load_state(conn, user_id, keys), {}))
+    work.add(device, plan_merge(records, unit.load_state(user_id, keys), {}))
     return work
 
 
-def _no_longer_duplicate(conn: SyncConnection, user_id: str, state: Any, result: Normalised) -> bool:
+def _no_longer_duplicate(unit: WriteUnit, user_id: str, state: EntityStateRow, result: Normalised) -> bool:
     """A content duplicate whose content no longer matches the entry it pointed at."""
-    target = conn.fetchone(
-        "SELECT content_key FROM recovery_entity_state WHERE user_id = ? AND entity_type = ? AND entity_id = ?",
-        (user_id, LOGBOOK_ENTRY, state["duplicate_of"]),
-    )
-    return target is None or target["content_key"] != result.content_key
-
-
-def _last_device(conn: SyncConnection, user_id: str, key: tuple[str, str]) -> str | None:
-    row = conn.fetchone(
-        "SELECT device_id FROM recovery_raw_records WHERE user_id = ? AND entity_type = ? AND entity_id = ?"
-        " ORDER BY id DESC LIMIT 1",
-        (user_id, *key),
-    )
-    return row["device_id"] if row is not None else None
+    assert state.duplicate_of is not None
+    return unit.content_key_of(user_id, (LOGBOOK_ENTRY, state.duplicate_of)) != result.content_key
 
 
 def _split(
-    conn: SyncConnection, user_id: str, device: str | None, splitting: list[tuple[Any, Normalised]], counts: TypeCounts
+    unit: WriteUnit, user_id: str, device: str | None, splitting: list[tuple[EntityStateRow, Normalised]],
+    counts: TypeCounts
 ) -> _Work:
     """Content duplicates that no longer match go through the merge rules again: an entry of their own,
     or a content duplicate of another entry that has their content now."""
     stored = {
-        (LOGBOOK_ENTRY, state["entity_id"]): StoredEntity(
-            updated_ms=state["updated_ms"], deleted_ms=state["deleted_ms"], content_key=state["content_key"],
-            duplicate_of=state["duplicate_of"],
+        (LOGBOOK_ENTRY, state.entity_id): StoredEntity(
+            updated_ms=state.updated_ms, deleted_ms=state.deleted_ms, content_key=state.content_key,
+            duplicate_of=state.duplicate_of,
         )
         for state, _ in splitting
     }  # fmt: skip
     content_keys = {result.content_key for _, result in splitting if result.content_key}
-    plan = plan_merge([result for _, result in splitting], stored, store.load_live_content(conn, user_id, content_keys))
+    plan = plan_merge([result for _, result in splitting], stored, unit.load_live_content(user_id, content_keys))
     counts.split += len(splitting)
     work = _Work()
     work.add(device, plan)
     return work
 
 
-def _apply(conn: SyncConnection, user_id: str, run_id: str, work: _Work, report: RenormaliseReport) -> None:
+def _apply(unit: WriteUnit, user_id: str, run_id: str, work: _Work, report: RenormaliseReport) -> None:
     for device, plan in work.by_device.items():
         if plan.sync_writes or plan.state_writes or plan.archived:
-            store.apply_plan(conn, plan, user_id=user_id, device_id=device, upload_id=run_id)
+            unit.apply_plan(plan, user_id=user_id, device_id=device, upload_id=run_id)
             report.rows_written += len(plan.sync_writes)
     if work.moved_to:
-        conn.executemany(
-            "INSERT INTO recovery_entity_state (user_id, entity_type, entity_id, duplicate_of) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (user_id, entity_type, entity_id) DO UPDATE SET duplicate_of = excluded.duplicate_of",
-            [(user_id, entity_type, old_id, new_id) for entity_type, old_id, new_id in work.moved_to],
-        )
+        unit.record_moves(user_id, work.moved_to)
     if work.raw_checksums:
-        conn.executemany(
-            "UPDATE recovery_raw_records SET checksum = ? WHERE id = ?",
-            [(checksum, row_id) for row_id, checksum in work.raw_checksums.items()],
-        )
+        unit.update_raw_checksums(work.raw_checksums)
         report.raw_checksums_updated += len(work.raw_checksums)
 
 
@@ -330,6 +303,7 @@ def _apply(conn: SyncConnection, user_id: str, run_id: str, work: _Work, report:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", help=f"app database file (env RESYNC_DB, default {DEFAULT_DB_PATH})")
+    add_database_url_argument(parser)
     parser.add_argument("--dry-run", action="store_true", help="report what would change, write nothing")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--user", help="only this user id")
@@ -345,7 +319,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     async def main() -> RenormaliseReport:
-        db = await Database.open(db_path)
+        db = await open_storage(db_path, url=database_url_from_env())
         try:
             return await renormalise(db, user_id=args.user, dry_run=args.dry_run)
         finally:

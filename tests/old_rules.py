@@ -17,7 +17,7 @@ import pytest
 
 from service.domain import normalise as current
 from service.domain.records import Normalised
-from service.store import uploads
+from service.store.sqlite import units
 
 _JS_SPACE = current._JS_SPACE
 _SPACE_RUN = re.compile(f"[{_JS_SPACE}]+")
@@ -72,5 +72,5 @@ def old_rules(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         patch.setattr(current, "_repertoire_score_id", lambda raw: raw.get("scoreId"))
         patch.setattr(current, "_stored", old_stored)
         patch.setattr(current, "_normalise_document", old_document)
-        patch.setattr(uploads, "ms_to_iso_z", _old_timestamp_text)
+        patch.setattr(units, "ms_to_iso_z", _old_timestamp_text)
         yield

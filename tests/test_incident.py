@@ -16,7 +16,7 @@ from service.config import Settings
 from service.domain.merge import encode_document
 from service.domain.normalise import normalise
 from service.domain.records import Normalised
-from service.store.schema import APP_SCHEMA
+from service.store.sqlite.schema import APP_SCHEMA
 from tests.conftest import ADA, BEN, SECRET, auth, load_fixture, query
 
 NOW_MS = 1_800_000_000_000

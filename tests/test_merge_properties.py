@@ -17,7 +17,7 @@ from service.domain.merge import round_trip_form
 from service.domain.owners import UserRecord
 from service.domain.records import LOGBOOK_ENTRY
 from service.pipeline import IncomingRecord, Upload, ingest
-from service.store.database import Database
+from service.store.sqlite.engine import SqliteStorage
 from tests.conftest import ADA, add_users, query
 from tests.domain import merge_model as model
 
@@ -59,7 +59,7 @@ uploads = st.lists(
 
 
 async def push_all(db_file: Path, batches: list[tuple[str | None, list[dict[str, Any]]]]) -> list[tuple[Any, ...]]:
-    db = await Database.open(db_file)
+    db = await SqliteStorage.open(db_file)
     try:
         add_users(str(db_file), ADA)
         for device, batch in batches:
@@ -123,7 +123,7 @@ shared_records = st.one_of(
 
 
 async def push_uploads(db_file: Path, batches: list[list[dict[str, Any]]]) -> dict[str, model.Final]:
-    db = await Database.open(db_file)
+    db = await SqliteStorage.open(db_file)
     try:
         add_users(str(db_file), ADA)
         for batch in batches:

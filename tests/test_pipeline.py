@@ -11,7 +11,7 @@ import msgspec
 
 from service.domain.owners import UserRecord
 from service.pipeline import IncomingRecord, Upload, UploadResult, ingest
-from service.store.database import Database
+from service.store.sqlite.engine import SqliteStorage
 from tests.conftest import ADA, BEN, add_users, auth, load_fixture, query
 from tests.domain import merge_model as model
 
@@ -21,7 +21,7 @@ V1 = {"id": "e1", "timestamp": 1748799900000, "duration": 15, "type": "practice"
 V2 = {**V1, "duration": 20, "updatedAt": "2025-06-02T18:30:12.345Z"}
 
 
-async def push(db: Database, *records: dict[str, Any], deleted: list[str] | None = None) -> list[str]:
+async def push(db: SqliteStorage, *records: dict[str, Any], deleted: list[str] | None = None) -> list[str]:
     upload = Upload(owner=USER.id, user=USER, device_id="dev_aaaaaaaaaaaaaaaa", source="push",
                     records=[IncomingRecord("logbook_entry", msgspec.json.encode(r)) for r in records],
                     deleted={"logbook_entry": deleted} if deleted else {})
@@ -31,7 +31,7 @@ async def push(db: Database, *records: dict[str, Any], deleted: list[str] | None
 
 
 async def test_identical_bytes_are_a_duplicate_only_while_the_stored_row_is_that_version(tmp_path: Path) -> None:
-    db = await Database.open(tmp_path / "app.db")
+    db = await SqliteStorage.open(tmp_path / "app.db")
     try:
         add_users(db.path, ADA)
         assert await push(db, V1) == ["inserted"]
@@ -53,7 +53,7 @@ async def test_identical_bytes_are_a_duplicate_only_while_the_stored_row_is_that
 async def test_a_pulled_entry_pushed_back_is_a_duplicate(tmp_path: Path) -> None:
     """Pulled documents carry created_at as an ISO string, which the app's rules turn into epoch ms on
     the way in: same content and edit time, different checksum, still the same version."""
-    db = await Database.open(tmp_path / "app.db")
+    db = await SqliteStorage.open(tmp_path / "app.db")
     try:
         add_users(db.path, ADA)
         entry = {**V1, "createdAt": "2025-06-01T18:00:00.000Z"}
@@ -68,7 +68,7 @@ async def test_a_pulled_entry_pushed_back_is_a_duplicate(tmp_path: Path) -> None
 
 async def test_new_rows_get_ids_led_by_their_seq_with_a_random_part_of_their_own(tmp_path: Path) -> None:
     """`sync_` + the seq in 12 hex digits (so new rows append to the key's B-tree) + 8 random hex digits."""
-    db = await Database.open(tmp_path / "app.db")
+    db = await SqliteStorage.open(tmp_path / "app.db")
     try:
         add_users(db.path, ADA)
         await push(db, *({**V1, "id": f"e{n}", "duration": 10 + n} for n in range(50)))
@@ -86,7 +86,7 @@ async def test_new_rows_get_ids_led_by_their_seq_with_a_random_part_of_their_own
 BEN_USER = UserRecord(BEN[0], BEN[1], "user")
 
 
-async def push_as(db: Database, user: UserRecord, *records: dict[str, Any]) -> UploadResult:
+async def push_as(db: SqliteStorage, user: UserRecord, *records: dict[str, Any]) -> UploadResult:
     upload = Upload(owner=user.id, user=user, device_id="dev_aaaaaaaaaaaaaaaa", source="push",
                     records=[IncomingRecord("logbook_entry", msgspec.json.encode(r)) for r in records])
     result = await ingest(db, upload)
@@ -95,7 +95,7 @@ async def push_as(db: Database, user: UserRecord, *records: dict[str, Any]) -> U
 
 
 async def test_a_deleted_entry_brought_back_archives_the_version_it_held(tmp_path: Path) -> None:
-    db = await Database.open(tmp_path / "app.db")
+    db = await SqliteStorage.open(tmp_path / "app.db")
     try:
         add_users(db.path, ADA)
         await push(db, V1)
@@ -111,7 +111,7 @@ async def test_a_deleted_entry_brought_back_archives_the_version_it_held(tmp_pat
 
 async def test_logbook_entries_follows_a_soft_deleted_row_that_gets_a_newer_version(tmp_path: Path) -> None:
     """The deleted row keeps the newest version older than the deletion; its relational copy too."""
-    db = await Database.open(tmp_path / "app.db")
+    db = await SqliteStorage.open(tmp_path / "app.db")
     try:
         add_users(db.path, ADA)
         await push(db, V1)
@@ -127,7 +127,7 @@ async def test_logbook_entries_follows_a_soft_deleted_row_that_gets_a_newer_vers
 
 async def test_an_entry_id_another_user_holds_in_logbook_entries_is_reported(tmp_path: Path) -> None:
     """logbook_entries.id is global: Ada's entry with Ben's id stays in sync_data only, and says so."""
-    db = await Database.open(tmp_path / "app.db")
+    db = await SqliteStorage.open(tmp_path / "app.db")
     try:
         add_users(db.path, ADA, BEN)
         await push_as(db, BEN_USER, V1)

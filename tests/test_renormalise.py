@@ -18,7 +18,7 @@ from service.domain.checksum import canonical_json, js_stringify
 from service.domain.owners import UserRecord
 from service.pipeline import IncomingRecord, Upload, UploadResult, ingest
 from service.renormalise import ARCHIVE_REASON, RenormaliseReport, renormalise
-from service.store.database import Database
+from service.store.sqlite.engine import SqliteStorage
 from tests.conftest import ADA, BEN, add_users, query
 from tests.old_rules import old_rules
 
@@ -63,7 +63,7 @@ TABLES = ("sync_data", "logbook_entries", "recovery_entity_state", "recovery_arc
           "recovery_ledger", "recovery_quarantine", "sync_sequence")  # fmt: skip
 
 
-async def recover(db: Database) -> None:
+async def recover(db: SqliteStorage) -> None:
     for user, device, entity_type, record in UPLOADS + DELETIONS:
         upload = Upload(owner=user.id, user=user, device_id=device, source="push",
                         records=[IncomingRecord(entity_type, json.dumps(record).encode())])
@@ -72,7 +72,7 @@ async def recover(db: Database) -> None:
 
 async def database(path: Path, monkeypatch: pytest.MonkeyPatch | None) -> str:
     """A recovered database: by the earlier rules when `monkeypatch` is given, else by the current ones."""
-    db = await Database.open(path)
+    db = await SqliteStorage.open(path)
     try:
         add_users(db.path, ADA, BEN)
         if monkeypatch is None:
@@ -86,7 +86,7 @@ async def database(path: Path, monkeypatch: pytest.MonkeyPatch | None) -> str:
 
 
 async def run(path: str, **options: Any) -> RenormaliseReport:
-    db = await Database.open(path)
+    db = await SqliteStorage.open(path)
     try:
         return await renormalise(db, now_ms=NOW_MS + 1000, **options)
     finally:
@@ -204,7 +204,7 @@ async def test_a_dry_run_reports_the_same_and_writes_nothing(old_db: str) -> Non
 async def test_after_renormalising_a_device_re_pushing_its_history_writes_nothing(old_db: str) -> None:
     await run(old_db)
     before = snapshot(old_db)
-    db = await Database.open(old_db)
+    db = await SqliteStorage.open(old_db)
     try:
         for user, device, entity_type, record in UPLOADS:
             upload = Upload(owner=user.id, user=user, device_id=device, source="push",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from service.domain.owners import UserRecord
 from service.pipeline import IncomingRecord, Upload, UploadResult, ingest
-from service.store.database import Database
+from service.store.sqlite.engine import SqliteStorage
 from tests.conftest import ADA, add_users, query
 
 USER = UserRecord(ADA[0], ADA[1], "user")
@@ -31,7 +31,9 @@ EXPECTED_METADATA = (
 )
 
 
-async def _ingest(db: Database, records: list[IncomingRecord], deleted: dict[str, list[str]] | None = None) -> None:
+async def _ingest(
+    db: SqliteStorage, records: list[IncomingRecord], deleted: dict[str, list[str]] | None = None
+) -> None:
     upload = Upload(owner=USER.id, user=USER, device_id="dev_aaaaaaaaaaaaaaaa", source="push", records=records,
                     deleted=deleted or {})
     result = await ingest(db, upload, now_ms=NOW_MS)
@@ -39,7 +41,7 @@ async def _ingest(db: Database, records: list[IncomingRecord], deleted: dict[str
 
 
 async def test_stored_data_text_spells_numbers_as_javascript(tmp_path: Path) -> None:
-    db = await Database.open(tmp_path / "app.db")
+    db = await SqliteStorage.open(tmp_path / "app.db")
     try:
         add_users(db.path, ADA)
         await _ingest(db, [IncomingRecord("logbook_entry", ENTRY_BYTES)])
@@ -61,7 +63,7 @@ async def test_deleted_at_is_iso_z_with_milliseconds_in_both_tables(tmp_path: Pa
     """A tombstone's `deletedAt` (any accepted form) and an id of a device's deleted list (the upload time)."""
     live = {"timestamp": 1748799900000, "type": "practice", "instrument": "piano",
             "updatedAt": "2025-06-01T18:30:12.345Z"}
-    db = await Database.open(tmp_path / "app.db")
+    db = await SqliteStorage.open(tmp_path / "app.db")
     try:
         add_users(db.path, ADA)
         records = [  # different durations: the same content under two ids would be a content duplicate
@@ -87,7 +89,7 @@ async def test_deleted_at_is_iso_z_with_milliseconds_in_both_tables(tmp_path: Pa
 
 
 async def test_a_goal_without_status_is_stored(tmp_path: Path) -> None:
-    db = await Database.open(tmp_path / "app.db")
+    db = await SqliteStorage.open(tmp_path / "app.db")
     try:
         add_users(db.path, ADA)
         await _ingest(db, [IncomingRecord("goal", b'{"id":"g1","title":"Scales","progress":0}')])

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from service.store import progress
-from service.store.database import Database
-from service.support import Difference, OverviewFigures, declaration_differences
+from service.store.sqlite.engine import SqliteStorage as Database
+from service.store.sqlite.units import SqliteReadUnit
+from service.usecases.support import Difference, OverviewFigures, declaration_differences
 from tests.conftest import add_users
 
 
@@ -25,13 +25,13 @@ def test_a_declaration_differs_where_a_count_differs_and_a_missing_type_counts_z
 
 async def _counting(monkeypatch: pytest.MonkeyPatch, name: str) -> list[tuple[Any, ...]]:
     calls: list[tuple[Any, ...]] = []
-    real = getattr(progress, name)
+    real = getattr(SqliteReadUnit, name)
 
     def counted(*args: Any) -> Any:
         calls.append(args[1:])
         return real(*args)
 
-    monkeypatch.setattr(progress, name, counted)
+    monkeypatch.setattr(SqliteReadUnit, name, counted)  # a method: args[0] is the unit
     return calls
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import msgspec
@@ -47,8 +48,10 @@ from service.pipeline import (
     ingest,
     sha256_hex,
 )
-from service.store import reads
-from service.store.database import Database
+from service.store.interface import ReadUnit, Storage
+from service.store.rows import StoredDocument, SyncRow
+
+DocumentRow = StoredDocument | SyncRow  # a stored document and its row times
 
 SOURCE = "repertoire"
 _encode = msgspec.json.Encoder().encode
@@ -67,9 +70,9 @@ def _seconds(*values: object) -> int | None:
     return None
 
 
-def _decode(row: Any) -> dict[str, Any]:
+def _decode(row: DocumentRow) -> dict[str, Any]:
     try:
-        document = jsontext.decode(row["data"])
+        document = jsontext.decode(row.data)
     except (msgspec.DecodeError, RecursionError):
         return {}
     return document if isinstance(document, dict) else {}
@@ -82,9 +85,8 @@ def _pick(document: dict[str, Any], *keys: str) -> Any:
     return None
 
 
-async def _live(db: Database, user_id: str, entity_type: str) -> list[tuple[Any, dict[str, Any]]]:
-    async with db.read() as conn:
-        rows = await reads.live_documents_of_type(conn, user_id, entity_type)
+async def _live(db: Storage, user_id: str, entity_type: str) -> list[tuple[DocumentRow, dict[str, Any]]]:
+    rows = await db.read(lambda unit: unit.live_documents_of_type(user_id, entity_type))
     return [(row, _decode(row)) for row in rows]
 
 
@@ -92,7 +94,7 @@ async def _live(db: Database, user_id: str, entity_type: str) -> list[tuple[Any,
 
 
 def _goal_item(row: Any, goal: dict[str, Any], entries: list[dict[str, Any]]) -> GoalItem:
-    goal_id = str(goal["id"]) if isinstance(goal.get("id"), str) else str(row["entity_id"])
+    goal_id = str(goal["id"]) if isinstance(goal.get("id"), str) else str(row.entity_id)
     related = sum(
         1 for e in entries
         if any(isinstance(ids, list) and goal_id in ids for ids in (e.get("goal_ids"), e.get("goalIds")))
@@ -111,8 +113,8 @@ def _goal_item(row: Any, goal: dict[str, Any], entries: list[dict[str, Any]]) ->
         practicePlan=_pick(goal, "practice_plan", "practicePlan"),
         milestones=goal.get("milestones"),
         relatedSessions=related,
-        createdAt=_seconds(goal.get("created_at"), goal.get("createdAt"), row["created_at"]),
-        updatedAt=_seconds(goal.get("updated_at"), goal.get("updatedAt"), row["updated_at"]),
+        createdAt=_seconds(goal.get("created_at"), goal.get("createdAt"), row.created_at),
+        updatedAt=_seconds(goal.get("updated_at"), goal.get("updatedAt"), row.updated_at),
     )
 
 
@@ -132,7 +134,7 @@ class GoalsController(Controller):
         principal = request.user
         if principal.user is None:
             return GoalList(goals=[])
-        db: Database = request.app.state.db
+        db: Storage = request.app.state.db
         goals = await _live(db, principal.user.id, GOAL)
         entries = [doc for _, doc in await _live(db, principal.user.id, LOGBOOK_ENTRY)]
         items = [_goal_item(row, doc, entries) for row, doc in goals]
@@ -150,14 +152,14 @@ class GoalsController(Controller):
 def _core(row: Any, item: dict[str, Any]) -> RepertoireCore:
     links = item.get("referenceLinks")
     return RepertoireCore(
-        id=item["id"] if isinstance(item.get("id"), str) else row["entity_id"],
-        scoreId=row["entity_id"],
+        id=item["id"] if isinstance(item.get("id"), str) else row.entity_id,
+        scoreId=row.entity_id,
         status=item.get("status"),
         difficultyRating=_pick(item, "difficultyRating", "difficulty_rating"),
         personalNotes=_pick(item, "personalNotes", "personal_notes"),
         referenceLinks=links if isinstance(links, list) else [],
-        createdAt=_seconds(item.get("createdAt"), item.get("created_at"), row["created_at"]),
-        updatedAt=_seconds(item.get("updatedAt"), item.get("updated_at"), row["updated_at"]),
+        createdAt=_seconds(item.get("createdAt"), item.get("created_at"), row.created_at),
+        updatedAt=_seconds(item.get("updatedAt"), item.get("updated_at"), row.updated_at),
     )
 
 
@@ -235,7 +237,7 @@ class RepertoireController(Controller):
         principal = request.user
         if principal.user is None:
             return RepertoireList(items=[])
-        db: Database = request.app.state.db
+        db: Storage = request.app.state.db
         entries = [doc for _, doc in await _live(db, principal.user.id, LOGBOOK_ENTRY)]
         items = await _live(db, principal.user.id, REPERTOIRE_ITEM)
         return RepertoireList(items=[_view(row, doc, entries) for row, doc in items])
@@ -243,11 +245,11 @@ class RepertoireController(Controller):
     @get("/{score_id:str}/stats", summary="Practice statistics of one piece", responses=problem_responses(401, 404))
     async def stats(self, request: Request[Principal, Any, Any], score_id: ScoreIdPath) -> RepertoireStats:
         principal = request.user
-        db: Database = request.app.state.db
+        db: Storage = request.app.state.db
         row, item = await self._required_item(db, principal, score_id)
         assert principal.user is not None
         entries = [doc for _, doc in await _live(db, principal.user.id, LOGBOOK_ENTRY)]
-        sessions = _sessions(entries, {row["entity_id"]})
+        sessions = _sessions(entries, {row.entity_id})
         times = [s["timestamp"] for s in sessions if isinstance(s.get("timestamp"), int | float)]
         durations = [_number(s.get("duration")) for s in sessions]
         recent = sorted(sessions, key=lambda s: _number(s.get("timestamp")), reverse=True)[:50]
@@ -274,7 +276,7 @@ class RepertoireController(Controller):
     ) -> Response[Any]:
         """As the app: an existing piece is updated in place (its id and creation time kept)."""
         principal = request.user
-        db: Database = request.app.state.db
+        db: Storage = request.app.state.db
         score_id = normalise_score_id(data.scoreId)
         now_ms = int(time.time() * 1000)
         existing = await self._live_item(db, principal, [score_id])
@@ -312,7 +314,7 @@ class RepertoireController(Controller):
         """As the app: given fields replace the stored ones, and a status change is appended to the
         personal notes as `[STATUS_CHANGE:<time>:<old>:<new>]`."""
         principal = request.user
-        db: Database = request.app.state.db
+        db: Storage = request.app.state.db
         row, item = await self._required_item(db, principal, score_id)
         fields = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not None}
         if data.difficultyRating is not None:
@@ -325,7 +327,7 @@ class RepertoireController(Controller):
             current = item.get("personalNotes") or ""
             mark = ("\n" if current else "") + f"[STATUS_CHANGE:{ms_to_iso_z(now_ms)}:{old_status}:{data.status}]"
             fields["personalNotes"] = (data.personalNotes if data.personalNotes is not None else current) + mark
-        document = {**item, **fields, "scoreId": row["entity_id"]}
+        document = {**item, **fields, "scoreId": row.entity_id}
         document["updatedAt"] = ms_to_iso_z(now_ms)
         return await upload_documents(request, REPERTOIRE_ITEM, [document], {}, device_id, idempotency_key,
                                       Message("Repertoire updated successfully"), 200)
@@ -335,7 +337,7 @@ class RepertoireController(Controller):
     async def remove(self, request: Request[Principal, Any, Any], score_id: ScoreIdPath) -> Response[Any]:
         """A tombstone for the piece (and its old `-unknown` form), at the time of the request."""
         principal = request.user
-        db: Database = request.app.state.db
+        db: Storage = request.app.state.db
         ids = await self._live_ids(db, principal, _candidates(score_id))
         if not ids:
             raise _no_such_piece()
@@ -349,7 +351,7 @@ class RepertoireController(Controller):
         composer instead of its `scoreId`, in one upload. The entries' `updatedAt` is set to now, so the
         change wins over the copies devices still hold."""
         principal = request.user
-        db: Database = request.app.state.db
+        db: Storage = request.app.state.db
         candidates = _candidates(score_id)
         ids = await self._live_ids(db, principal, candidates)
         if not ids or principal.user is None:
@@ -379,30 +381,32 @@ class RepertoireController(Controller):
     # ---- helpers ----------------------------------------------------------------------------------
 
     async def _live_item(
-        self, db: Database, principal: Principal, ids: list[str]
-    ) -> tuple[Any, dict[str, Any]] | None:
+        self, db: Storage, principal: Principal, ids: list[str]
+    ) -> tuple[DocumentRow, dict[str, Any]] | None:
         if principal.user is None:
             return None
-        async with db.read() as conn:
-            rows = await reads.rows_of(conn, principal.user.id, REPERTOIRE_ITEM, ids)
-        live = [row for row in rows if row["deleted_at"] is None]
+        rows = await db.read(_rows_of(principal.user.id, ids))
+        live = [row for row in rows if row.deleted_at is None]
         return (live[0], _decode(live[0])) if live else None
 
     async def _required_item(
-        self, db: Database, principal: Principal, score_id: str
-    ) -> tuple[Any, dict[str, Any]]:
+        self, db: Storage, principal: Principal, score_id: str
+    ) -> tuple[DocumentRow, dict[str, Any]]:
         """The live piece a route names by its (normalised) score id; 404 when there is none."""
         found = await self._live_item(db, principal, [normalise_score_id(score_id)])
         if found is None:
             raise _no_such_piece()
         return found
 
-    async def _live_ids(self, db: Database, principal: Principal, ids: list[str]) -> list[str]:
+    async def _live_ids(self, db: Storage, principal: Principal, ids: list[str]) -> list[str]:
         if principal.user is None:
             return []
-        async with db.read() as conn:
-            rows = await reads.rows_of(conn, principal.user.id, REPERTOIRE_ITEM, ids)
-        return [row["entity_id"] for row in rows if row["deleted_at"] is None]
+        rows = await db.read(_rows_of(principal.user.id, ids))
+        return [row.entity_id for row in rows if row.deleted_at is None]
+
+
+def _rows_of(user_id: str, ids: list[str]) -> Callable[[ReadUnit], list[SyncRow]]:
+    return lambda unit: unit.rows_of(user_id, REPERTOIRE_ITEM, ids)
 
 
 def _no_such_piece() -> FieldError:

@@ -22,8 +22,7 @@ from litestar.security.jwt import JWTCookieAuth, JWTCookieAuthenticationMiddlewa
 from service.api.errors import FieldError
 from service.domain.owners import UserRecord
 from service.domain.records import AMBIGUOUS_EMAIL, UNKNOWN_USER
-from service.store.database import Database, SyncConnection
-from service.store.uploads import match_email, user_by_id
+from service.store.interface import ReadUnit, Storage
 
 AUTH_COOKIE = "auth-token"
 
@@ -126,16 +125,16 @@ async def resolve_principal(token: Token, connection: ASGIConnection[Any, Any, A
     return await principal_for(connection.app.state.db, token.sub, email if isinstance(email, str) and email else None)
 
 
-async def principal_for(db: Database, sub: str, email: str | None) -> Principal:
+async def principal_for(db: Storage, sub: str, email: str | None) -> Principal:
     """Who a verified token's `sub` and `email` are (also for the live-sync socket, which has no header)."""
-    return await db.read_run(lambda conn: _principal(conn, sub, email))
+    return await db.read(lambda unit: _principal(unit, sub, email))
 
 
-def _principal(conn: SyncConnection, sub: str, email: str | None) -> Principal:
-    user = user_by_id(conn, sub)
+def _principal(unit: ReadUnit, sub: str, email: str | None) -> Principal:
+    user = unit.user_by_id(sub)
     if user is not None or email is None:
         return Principal(sub, email, user)
-    match = match_email(conn, email)
+    match = unit.match_email(email)
     if match.user is not None:
         return Principal(sub, email, match.user, alias_from=sub)
     if match.ambiguous:

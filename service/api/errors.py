@@ -13,8 +13,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException, ProblemDetailsPlugin
 
-from service.store.database import DatabaseUnavailable, fault_of
-from service.store.interface import FAULT_DESCRIPTIONS, Fault
+from service.store.interface import FAULT_DESCRIPTIONS, Fault, StorageUnavailable
 
 log = logging.getLogger("service.api")
 
@@ -122,7 +121,8 @@ def unavailable(fault: Fault) -> ProblemDetailsException:
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    fault = exc.fault if isinstance(exc, DatabaseUnavailable) else fault_of(exc)
+    db = getattr(request.app.state, "db", None)
+    fault = exc.fault if isinstance(exc, StorageUnavailable) else db.fault_of(exc) if db is not None else None
     if fault is not None:
         log.error("storage fault on %s %s: %s: %s", request.method, request.url.path, fault.value, exc)
         return unavailable(fault).to_response(request)

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 import msgspec
@@ -34,8 +34,8 @@ from service.domain.outcomes import RecordResult
 from service.domain.records import LOGBOOK_ENTRY, PLAN_OCCURRENCE, PRACTICE_PLAN, REPERTOIRE_ITEM
 from service.domain.times import ms_to_iso_z
 from service.pipeline import IncomingRecord, Upload, UploadResult, ingest, sha256_hex
-from service.store import reads
-from service.store.database import Database
+from service.store.interface import ReadUnit, Storage
+from service.store.rows import SyncRow
 
 log = logging.getLogger("service.live")
 
@@ -206,27 +206,33 @@ def last_seq_of(event: InboundEvent) -> int:
 # ---- messages out ---------------------------------------------------------------------------------
 
 
-def _document(entity_type: str, row: Any) -> dict[str, Any] | None:
+def _document(entity_type: str, row: SyncRow) -> dict[str, Any] | None:
     try:
-        document = jsontext.decode(row["data"])
+        document = jsontext.decode(row.data)
     except (msgspec.DecodeError, RecursionError):
         return None
     if not isinstance(document, dict):
         return None
     if entity_type == REPERTOIRE_ITEM and not document.get("scoreId"):
-        document["scoreId"] = row["entity_id"]  # the client keys its pieces by scoreId
+        document["scoreId"] = row.entity_id  # the client keys its pieces by scoreId
     return lowercase_enums(entity_type, document)
 
 
-def row_event(entity_type: str, row: Any, *, created: bool, removal: str = "PIECE_REMOVED") -> dict[str, Any] | None:
+def _changes_after(user_id: str, entity_type: str, after_seq: int) -> Callable[[ReadUnit], list[SyncRow]]:
+    return lambda unit: unit.changes_after(user_id, entity_type, after_seq, SYNC_CHUNK)
+
+
+def row_event(
+    entity_type: str, row: SyncRow, *, created: bool, removal: str = "PIECE_REMOVED"
+) -> dict[str, Any] | None:
     """The message that tells a client about one stored row (None for types the socket does not carry)."""
-    seq = row["seq"]
+    seq = row.seq
     now = _now_iso()
-    if row["deleted_at"] is not None:
+    if row.deleted_at is not None:
         if entity_type == LOGBOOK_ENTRY:
-            return {"type": "ENTRY_DELETED", "entryId": row["entity_id"], "timestamp": now, "seq": seq}
+            return {"type": "ENTRY_DELETED", "entryId": row.entity_id, "timestamp": now, "seq": seq}
         if entity_type == REPERTOIRE_ITEM:
-            return {"type": removal, "scoreId": row["entity_id"], "timestamp": now, "seq": seq}
+            return {"type": removal, "scoreId": row.entity_id, "timestamp": now, "seq": seq}
     document = _document(entity_type, row)
     if document is None:
         return None
@@ -237,13 +243,13 @@ def row_event(entity_type: str, row: Any, *, created: bool, removal: str = "PIEC
         return {"type": "PIECE_ADDED" if created else "PIECE_UPDATED", "piece": document, "timestamp": now,
                 "seq": seq}
     if entity_type == PRACTICE_PLAN:
-        if row["deleted_at"] is not None:
-            document["deletedAt"] = row["deleted_at"]
+        if row.deleted_at is not None:
+            document["deletedAt"] = row.deleted_at
         return {"type": "PLAN_CREATED" if created else "PLAN_UPDATED", "plan": document, "timestamp": now,
                 "seq": seq}
     if entity_type == PLAN_OCCURRENCE:
-        if row["deleted_at"] is not None:
-            document["deletedAt"] = row["deleted_at"]
+        if row.deleted_at is not None:
+            document["deletedAt"] = row.deleted_at
         return {"type": "PLAN_OCCURRENCE_COMPLETED", "occurrence": document, "timestamp": now, "seq": seq}
     return None
 
@@ -340,7 +346,7 @@ async def refuse(socket: WebSocket[Any, Any, Any], status: int, error: str) -> N
 class LiveSession:
     """One open socket: answers its messages, through the pipeline for changes."""
 
-    def __init__(self, db: Database, hub: LiveHub, peer: Peer, principal: Principal) -> None:
+    def __init__(self, db: Storage, hub: LiveHub, peer: Peer, principal: Principal) -> None:
         self.db = db
         self.hub = hub
         self.peer = peer
@@ -370,8 +376,7 @@ class LiveSession:
             await self.peer.send({"type": "SYNC_RESPONSE", "message": "No new data to sync",
                                   "timestamp": _now_iso(), "lastSeq": last_seq})
             return
-        async with self.db.read() as conn:
-            current = await conn.run(reads.current_seq)
+        current = await self.db.read(lambda unit: unit.current_seq())
         # A counter beyond this database's own sequence was given by another server (the app's, before
         # the loss): none of the recovered rows would be newer than it, so the device gets everything.
         if last_seq > current:
@@ -384,12 +389,11 @@ class LiveSession:
         ):
             cursor = last_seq
             while True:
-                async with self.db.read() as conn:
-                    rows = await reads.changes_after(conn, user.id, entity_type, cursor, SYNC_CHUNK)
+                rows = await self.db.read(_changes_after(user.id, entity_type, cursor))
                 payload: list[dict[str, Any]] = []
                 payload_seq = cursor
                 for row in rows:
-                    if row["deleted_at"] is not None:
+                    if row.deleted_at is not None:
                         # Sent in seq order: what came before the deletion goes first.
                         if payload:
                             await self.peer.send({"type": bulk, key: payload, "timestamp": _now_iso(),
@@ -397,18 +401,18 @@ class LiveSession:
                             payload = []
                         deletion = row_event(entity_type, row, created=False, removal=removal)
                         if deletion is not None:
-                            await self.peer.send({**deletion, "lastSeq": row["seq"]})
+                            await self.peer.send({**deletion, "lastSeq": row.seq})
                             sent += 1
                     else:
                         document = _document(entity_type, row)
                         if document is not None:
                             payload.append(document)
                             sent += 1
-                    payload_seq = row["seq"]
+                    payload_seq = row.seq or payload_seq  # changes_after returns rows with a seq only
                 if payload:
                     await self.peer.send({"type": bulk, key: payload, "timestamp": _now_iso(), "lastSeq": payload_seq})
                 if rows:
-                    cursor = rows[-1]["seq"]
+                    cursor = rows[-1].seq or cursor
                     highest = max(highest, cursor)
                 if len(rows) < SYNC_CHUNK:
                     break
@@ -451,17 +455,19 @@ class LiveSession:
         by_type: dict[str, list[str]] = {}
         for r in wanted:
             by_type.setdefault(r.entity_type, []).append(cast(str, r.entity_id))
-        rows: dict[tuple[str, str], Any] = {}
-        async with self.db.read() as conn:
-            for entity_type, ids in by_type.items():
-                for found in await reads.rows_of(conn, user.id, entity_type, sorted(set(ids))):
-                    rows[(entity_type, found["entity_id"])] = found
+        user_id = user.id
+
+        def changed_rows(unit: ReadUnit) -> dict[tuple[str, str], SyncRow]:
+            return {(entity_type, found.entity_id): found for entity_type, ids in by_type.items()
+                    for found in unit.rows_of(user_id, entity_type, sorted(set(ids)))}
+
+        rows = await self.db.read(changed_rows)
         removal = "PIECE_DISSOCIATED" if kind == "PIECE_DISSOCIATED" else "PIECE_REMOVED"
         to_others: list[dict[str, Any]] = []
         to_sender: list[dict[str, Any]] = []
         for r in wanted:
             row = rows.get((r.entity_type, cast(str, r.entity_id)))
-            if row is None or row["seq"] is None:
+            if row is None or row.seq is None:
                 continue
             message = row_event(r.entity_type, row, created=r.outcome == oc.INSERTED, removal=removal)
             if message is not None:
@@ -483,7 +489,7 @@ def live_sync_handler(secret: str, hub: LiveHub) -> WebsocketRouteHandler:
         if isinstance(checked, Refusal):
             await refuse(socket, checked.status, checked.error)
             return
-        db: Database = socket.app.state.db
+        db: Storage = socket.app.state.db
         principal = await principal_for(db, checked.sub, checked.email)
         # The client names the user it was told by `/api/user/me`: the token's own, or the one its email
         # resolved to.

@@ -16,12 +16,12 @@ from service.api.errors import FieldError, problem, problem_responses
 from service.api.rendering import answer_upload, recovery_response
 from service.api.schemas import RawRecoveryUploadRequest, RecoveryUploadRequest, RecoveryUploadResponse
 from service.api.sync import DeviceHeader, IdempotencyHeader, header_token, require_json_body
+from service.domain.progress import RecoveryState
 from service.domain.records import ENTITY_TYPES
 from service.pipeline import IncomingRecord, Upload, sha256_hex
-from service.store import progress
-from service.store.database import Database
+from service.store.interface import Storage
 from service.store.rows import UserProgress
-from service.support import declaration_differences
+from service.usecases.devices import declare_device
 
 UPLOAD_ROUTE = "POST /v1/recovery/uploads"  # the scope of its idempotency keys
 
@@ -43,7 +43,7 @@ class DeviceCompletion(msgspec.Struct):
 def empty_progress(principal: Principal) -> UserProgress:
     return UserProgress(
         user_id=principal.owner, email=principal.email, exists=principal.user is not None,
-        state=progress.NOT_STARTED, first_upload_at=None, last_upload_at=None, counts={},
+        state=RecoveryState.NOT_STARTED, first_upload_at=None, last_upload_at=None, counts={},
         counts_by_entity_type={}, quarantined_waiting=0, archived_waiting=0, devices=[],
     )
 
@@ -122,14 +122,9 @@ class RecoveryController(Controller):
         unknown = sorted(set(data.expected) - set(ENTITY_TYPES))
         if unknown:
             raise FieldError(422, f"expected.{unknown[0]}", "not an entity type this service knows")
-        db: Database = request.app.state.db
-        async with db.write() as conn:
-            received = await progress.device_received(conn, principal.user.id, device_id)
-            differences = {
-                t: msgspec.structs.asdict(d) for t, d in declaration_differences(data.expected, received).items()
-            }
-            await progress.declare_device(conn, principal.user.id, device_id, dict(data.expected), not differences)
-            state = await progress.user_state(conn, principal.user.id)
+        db: Storage = request.app.state.db
+        outcome = await declare_device(db, principal.user.id, device_id, data.expected)
+        differences = {t: msgspec.structs.asdict(d) for t, d in outcome.differences.items()}
         if differences:
             raise problem(
                 409,
@@ -138,13 +133,13 @@ class RecoveryController(Controller):
                  for t, d in differences.items()],
                 differences=differences,
             )
-        return DeviceCompletion(device_id, True, dict(data.expected), received, state)
+        return DeviceCompletion(device_id, True, dict(data.expected), outcome.received, outcome.state)
 
     @get("/me", summary="The caller's own recovery progress", responses=problem_responses(401))
     async def me(self, request: Request[Principal, Any, Any]) -> UserProgress:
         principal = request.user
-        db: Database = request.app.state.db
-        found = await db.read_run(lambda conn: progress.user_progress(conn, principal.owner))
+        db: Storage = request.app.state.db
+        found = await db.read(lambda unit: unit.user_progress(principal.owner))
         return found or empty_progress(principal)
 
 

@@ -12,7 +12,7 @@ from service import jsontext
 from service.api.errors import FieldError
 from service.api.schemas import RecoveryUploadResponse
 from service.pipeline import Idempotency, IdempotencyConflict, Replayed, Upload, UploadResult, ingest, sha256_hex
-from service.store.database import Database
+from service.store.interface import Storage
 
 _encode = jsontext.encode  # an id holding a lone surrogate is written as JSON.stringify does
 
@@ -45,7 +45,7 @@ def json_response(body: bytes) -> Response[Any]:
 
 
 async def answer_upload(
-    db: Database,
+    db: Storage,
     upload: Upload,
     *,
     body: bytes,

@@ -16,11 +16,12 @@ from service.api.auth import Principal, requires_admin
 from service.api.errors import FieldError, problem_responses
 from service.api.rendering import recovery_response
 from service.api.schemas import RecoveryUploadResponse
-from service.redrive import NoSuchUser, RedriveRaced, redrive_user
-from service.store import progress
-from service.store.database import Database, GuardedConnection
+from service.domain.progress import STATES
+from service.store.interface import ReadUnit, Storage
 from service.store.rows import LedgerEntry, QuarantinedRecord, UserListItem, UserProgress
-from service.support import review_user
+from service.usecases.cursors import decode_cursor, encode_cursor
+from service.usecases.redrive import NoSuchUser, RedriveRaced, redrive_user
+from service.usecases.support import review_user
 
 _PROBLEMS = problem_responses(400, 401, 403, 404)
 UserIdPath = Annotated[str, PathParameter(description="users.id of the user")]
@@ -70,7 +71,7 @@ def _cursor_value(cursor: str | None, kind: type) -> Any:
     if cursor is None:
         return None
     try:
-        value = progress.decode_cursor(cursor)
+        value = decode_cursor(cursor)
     except ValueError as exc:
         raise FieldError(400, "cursor", str(exc)) from exc
     except RecursionError:  # nested past the decoder's depth: not a cursor either
@@ -79,10 +80,6 @@ def _cursor_value(cursor: str | None, kind: type) -> Any:
     if not isinstance(value, kind) or isinstance(value, bool) or out_of_range:
         raise FieldError(400, "cursor", "not a cursor this service issued")
     return value
-
-
-async def _progress_or_404(conn: GuardedConnection, user_id: str) -> UserProgress:
-    return _found_or_404(await conn.run(lambda sync: progress.user_progress(sync, user_id)), user_id)
 
 
 def _found_or_404(found: UserProgress | None, user_id: str) -> UserProgress:
@@ -102,11 +99,9 @@ class SupportController(Controller):
         responses=_PROBLEMS,
     )
     async def user(self, request: Request[Principal, Any, Any], user_id: UserIdPath) -> UserDetail:
-        db: Database = request.app.state.db
+        db: Storage = request.app.state.db
         # One hop to a reader for the whole page: it stays quick while large uploads are written.
-        found, latest = await db.read_run(
-            lambda conn: (progress.user_progress(conn, user_id), progress.latest_ledger(conn, user_id))
-        )
+        found, latest = await db.read(lambda unit: (unit.user_progress(user_id), unit.latest_ledger(user_id)))
         return UserDetail(_found_or_404(found, user_id), latest)
 
     @get("/users", summary="Search and list users with their recovery state", responses=_PROBLEMS)
@@ -115,27 +110,26 @@ class SupportController(Controller):
         request: Request[Principal, Any, Any],
         email: Annotated[str | None, QueryParameter(description="part of the email, any case")] = None,
         recovery_state: Annotated[
-            str | None, QueryParameter(name="state", description=" | ".join(progress.STATES))
+            str | None, QueryParameter(name="state", description=" | ".join(STATES))
         ] = None,
         cursor: Cursor = None,
         limit: Limit = 50,
     ) -> UserPage:
-        if recovery_state is not None and recovery_state not in progress.STATES:
-            raise FieldError(400, "state", f"must be one of {', '.join(progress.STATES)}")
+        if recovery_state is not None and recovery_state not in STATES:
+            raise FieldError(400, "state", f"must be one of {', '.join(STATES)}")
         after = _cursor_value(cursor, str)
-        db: Database = request.app.state.db
-        async with db.read() as conn:
-            items = await progress.list_users(
-                conn, email=email, state=recovery_state, after=after, limit=limit + 1
-            )
-        next_cursor = progress.encode_cursor(items[limit - 1].user_id) if len(items) > limit else None
+        db: Storage = request.app.state.db
+        items = await db.read(
+            lambda unit: unit.list_users(email=email, state=recovery_state, after=after, limit=limit + 1)
+        )
+        next_cursor = encode_cursor(items[limit - 1].user_id) if len(items) > limit else None
         return UserPage(items[:limit], next_cursor)
 
     @get("/summary", summary="Users per state, records per outcome, recent uploads", responses=_PROBLEMS)
     async def summary(self, request: Request[Principal, Any, Any]) -> Summary:
-        db: Database = request.app.state.db
-        async with db.read() as conn:
-            return msgspec.convert(await progress.summary(conn), Summary)
+        db: Storage = request.app.state.db
+        figures = await db.read(lambda unit: unit.summary_figures())
+        return msgspec.convert(msgspec.structs.asdict(figures), Summary)
 
     @get(
         "/users/{user_id:str}/quarantine",
@@ -151,13 +145,17 @@ class SupportController(Controller):
         include_resolved: Annotated[bool, QueryParameter(description="also list re-driven records")] = False,
     ) -> QuarantinePage:
         after = _cursor_value(cursor, int)
-        db: Database = request.app.state.db
-        async with db.read() as conn:
-            await _progress_or_404(conn, user_id)
-            items = await progress.quarantine_page(
-                conn, user_id, after=after, limit=limit + 1, include_resolved=include_resolved
-            )
-        next_cursor = progress.encode_cursor(items[limit - 1].id) if len(items) > limit else None
+        db: Storage = request.app.state.db
+
+        def page(unit: ReadUnit) -> tuple[UserProgress | None, list[QuarantinedRecord]]:
+            found = unit.user_progress(user_id)
+            if found is None:
+                return None, []
+            return found, unit.quarantine_page(user_id, after=after, limit=limit + 1, include_resolved=include_resolved)
+
+        found, items = await db.read(page)
+        _found_or_404(found, user_id)
+        next_cursor = encode_cursor(items[limit - 1].id) if len(items) > limit else None
         return QuarantinePage(items[:limit], next_cursor)
 
     @post(

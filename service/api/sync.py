@@ -34,8 +34,7 @@ from service.pipeline import (
     UploadResult,
     sha256_hex,
 )
-from service.store import reads
-from service.store.database import Database
+from service.store.interface import Storage
 
 PUSH_ROUTE = "POST /api/sync/push"  # the scope of its idempotency keys
 _TOKEN_CHARS = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -192,18 +191,19 @@ class SyncController(Controller):
     )
     async def pull(self, request: Request[Principal, Any, Any]) -> PullResponse:
         principal = request.user
-        db: Database = request.app.state.db
+        db: Storage = request.app.state.db
         groups: dict[str, list[dict[str, Any]]] = {group: [] for group in PUSH_GROUPS}
-        async with db.read() as conn:
-            rows = await reads.live_documents(conn, principal.user.id) if principal.user else []
-            seq = await conn.run(reads.current_seq)
+        user = principal.user
+        rows, seq = await db.read(
+            lambda unit: (unit.live_documents(user.id) if user is not None else [], unit.current_seq())
+        )
         for row in rows:
-            group = _GROUP_OF_TYPE.get(row["entity_type"])
+            group = _GROUP_OF_TYPE.get(row.entity_type)
             if group is None:
                 continue
-            document = jsontext.decode(row["data"])
+            document = jsontext.decode(row.data)
             if isinstance(document, dict):
-                groups[group].append(jsontext.writable(lowercase_enums(row["entity_type"], document), row["data"]))
+                groups[group].append(jsontext.writable(lowercase_enums(row.entity_type, document), row.data))
         return PullResponse(
             entries=groups["entries"],
             goals=groups["goals"],
@@ -219,16 +219,16 @@ class SyncController(Controller):
         """The shape the app's client declares (`lastSyncTime, syncToken, pendingChanges, deviceCount,
         entityCount`), then the service's own fields (`lastSyncToken`, counts per type, `userResolved`)."""
         principal = request.user
-        db: Database = request.app.state.db
+        db: Storage = request.app.state.db
         if principal.user is None:
             return SyncStatus(None, None, 0, 0, 0, None, {}, userResolved=False)
-        async with db.read() as conn:
-            meta = await reads.sync_metadata(conn, principal.user.id)
-            counts = await reads.live_counts(conn, principal.user.id)
-            devices = await reads.device_count(conn, principal.user.id)
-        token = meta["last_sync_token"] if meta else None
+        user_id = principal.user.id
+        meta, counts, devices = await db.read(
+            lambda unit: (unit.sync_metadata(user_id), unit.live_counts(user_id), unit.device_count(user_id))
+        )
+        token = meta.last_sync_token if meta else None
         return SyncStatus(
-            lastSyncTime=meta["last_sync_time"] if meta else None,
+            lastSyncTime=meta.last_sync_time if meta else None,
             syncToken=token,
             # Every upload is applied in the request that carries it: the service never holds changes back.
             pendingChanges=0,

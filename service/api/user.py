@@ -21,8 +21,7 @@ from service.api.schemas import PreferencesSaved, PreferencesUpdate, UserProfile
 from service.api.sync import DeviceHeader, IdempotencyHeader, require_json_body
 from service.domain.records import USER_PREFERENCES
 from service.domain.times import ms_to_iso_z
-from service.store import reads
-from service.store.database import Database
+from service.store.interface import Storage
 
 
 class UserController(Controller):
@@ -34,20 +33,20 @@ class UserController(Controller):
         """`{id, email, displayName, authProvider, role, createdAt}` from `users`. A token whose subject is
         not in `users` but whose email is answers with that user (the one its uploads go to)."""
         principal = request.user
-        db: Database = request.app.state.db
+        db: Storage = request.app.state.db
         row = None
         if principal.user is not None:
-            async with db.read() as conn:
-                row = await reads.user_profile(conn, principal.user.id)
+            user_id = principal.user.id
+            row = await db.read(lambda unit: unit.user_profile(user_id))
         if row is None:
             raise FieldError(404, "sub", "no user with this id or email exists", detail="User not found")
         return UserProfile(
-            id=row["id"],
-            email=row["email"],
-            displayName=row["display_name"],
-            authProvider=row["auth_provider"],
-            role=row["role"] or "user",
-            createdAt=row["created_at"],
+            id=row.id,
+            email=row.email,
+            displayName=row.display_name,
+            authProvider=row.auth_provider,
+            role=row.role or "user",
+            createdAt=row.created_at,
         )
 
     @get("/preferences", summary="The caller's preferences (the app's shape)", responses=problem_responses(401))
@@ -56,13 +55,13 @@ class UserController(Controller):
         principal = request.user
         if principal.user is None:
             return {}
-        db: Database = request.app.state.db
-        async with db.read() as conn:
-            rows = await reads.rows_of(conn, principal.user.id, USER_PREFERENCES, [principal.user.id])
-        live = [r for r in rows if r["deleted_at"] is None]
+        db: Storage = request.app.state.db
+        user_id = principal.user.id
+        rows = await db.read(lambda unit: unit.rows_of(user_id, USER_PREFERENCES, [user_id]))
+        live = [r for r in rows if r.deleted_at is None]
         if not live:
             return {}
-        document = jsontext.decode(live[0]["data"])  # lone surrogate escapes included
+        document = jsontext.decode(live[0].data)  # lone surrogate escapes included
         return document if isinstance(document, dict) else {}
 
     @put("/preferences", summary="Replace the caller's preferences (the app's shape)", before_request=require_json_body,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import UTC, datetime
 
 MS_PER_DAY = 86_400_000
 
@@ -162,3 +163,13 @@ def _civil_from_days(days: int) -> tuple[int, int, int]:
     day = day_of_year - (153 * month_index + 2) // 5 + 1
     month = month_index + 3 if month_index < 10 else month_index - 9
     return year_of_era + era * 400 + (month <= 2), month, day
+
+
+# ---- the app's TIMESTAMP text (added for the storage engines; the forms above are the devices') ------
+
+APP_TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"  # SQLite's CURRENT_TIMESTAMP form, UTC: the service's own times
+
+
+def app_timestamp(moment: datetime | None = None) -> str:
+    """`moment` (now by default) in the app's TIMESTAMP form, `YYYY-MM-DD HH:MM:SS` in UTC."""
+    return (moment if moment is not None else datetime.now(UTC)).astimezone(UTC).strftime(APP_TIMESTAMP_FORMAT)

@@ -10,19 +10,14 @@ cannot both apply a batch: the second one's transaction is rolled back.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
-import msgspec
+from collections.abc import Callable
 
 from service.replay.owners import OwnerOption
 from service.replay.shards import Shard
-from service.store.database import Database, GuardedConnection
-from service.store.uploads import utc_now_text
+from service.store.interface import Storage, WriteUnit
+from service.store.rows import Checkpoint
 
-
-class Checkpoint(msgspec.Struct, frozen=True):
-    records_done: int
-    finished: bool
+__all__ = ["Checkpoint", "CheckpointMoved", "checkpoint_writer", "load_checkpoint", "replay_key"]
 
 
 class CheckpointMoved(Exception):
@@ -40,35 +35,21 @@ def replay_key(file_sha256: str, option: OwnerOption, shard: Shard | None = None
     return key if shard is None else f"{key}:{shard.key()}"
 
 
-async def load_checkpoint(db: Database, key: str) -> Checkpoint | None:
-    async with db.read() as conn:
-        row = await conn.fetchone(
-            "SELECT records_done, finished FROM recovery_replay_checkpoints WHERE replay_key = ?", (key,)
-        )
-    return None if row is None else Checkpoint(int(row["records_done"]), bool(row["finished"]))
+async def load_checkpoint(db: Storage, key: str) -> Checkpoint | None:
+    return await db.read(lambda unit: unit.checkpoint(key))
 
 
 def checkpoint_writer(
     key: str, *, file_name: str, file_sha256: str, done_before: int, done_after: int, finished: bool
-) -> Callable[[GuardedConnection], Awaitable[None]]:
+) -> Callable[[WriteUnit], None]:
     """The `in_transaction` hook that moves the checkpoint from `done_before` to `done_after` units."""
 
-    async def write(conn: GuardedConnection) -> None:
-        row = await conn.fetchone(
-            "SELECT records_done FROM recovery_replay_checkpoints WHERE replay_key = ?", (key,)
-        )
-        found = int(row["records_done"]) if row is not None else 0
-        if found != done_before:
-            raise CheckpointMoved(done_before, found)
-        # An upsert, never REPLACE: the guarded connection refuses REPLACE outright.
-        await conn.execute(
-            """INSERT INTO recovery_replay_checkpoints
-                 (replay_key, file_name, file_sha256, records_done, finished, updated_at)
-               VALUES (?, ?, ?, ?, ?, ?)
-               ON CONFLICT (replay_key) DO UPDATE SET file_name = excluded.file_name,
-                 records_done = excluded.records_done, finished = excluded.finished,
-                 updated_at = excluded.updated_at""",
-            (key, file_name, file_sha256, done_after, int(finished), utc_now_text()),
-        )
+    def write(unit: WriteUnit) -> None:
+        found = unit.checkpoint(key)
+        done = found.records_done if found is not None else 0
+        if done != done_before:
+            raise CheckpointMoved(done_before, done)
+        unit.save_checkpoint(key, file_name=file_name, file_sha256=file_sha256, records_done=done_after,
+                             finished=finished)
 
     return write

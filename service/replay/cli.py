@@ -22,7 +22,6 @@ from pathlib import Path
 from rich.console import Console
 
 from service.config import DEFAULT_DB_PATH
-from service.dbfile import INIT_FLAG, DatabaseFileError, check_database_file
 from service.replay.inputs import MAX_DOCUMENT_BYTES, InputFile, survey
 from service.replay.model import is_device_id
 from service.replay.owners import OwnerOption
@@ -31,7 +30,8 @@ from service.replay.report import print_rich, render_json, render_text
 from service.replay.runner import DEFAULT_BATCH_SIZE, Replayer, ReplayOptions
 from service.replay.shards import Shard
 from service.replay.summary import ReplaySummary
-from service.store.database import Database
+from service.store import add_database_url_argument, database_url_from_env, open_storage
+from service.store.sqlite.dbfile import INIT_FLAG, DatabaseFileError, check_database_file
 from service.workers import close_shared_pool
 
 EXIT_UNREADABLE = 2
@@ -55,6 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "batch files (.ndjson, .jsonl), SQL dumps (.sql); or directories, .zip or .tar.gz archives of them",
     )
     parser.add_argument("--db", metavar="PATH", help=f"app database file (env RESYNC_DB, default {DEFAULT_DB_PATH})")
+    add_database_url_argument(parser)
     parser.add_argument(INIT_FLAG, action="store_true",
                         help="add the app's tables to a SQLite file that holds other tables but not the app's "
                         "(refused without it)")
@@ -181,7 +182,7 @@ async def _replay(
     *,
     announce_skips: bool,
 ) -> None:
-    db = await Database.open(db_path)
+    db = await open_storage(db_path, url=database_url_from_env())
     try:
         await Replayer(db, options, progress, summary, announce_skips=announce_skips).replay(paths, files)
     finally:

@@ -9,11 +9,10 @@ from collections import OrderedDict
 
 import msgspec
 
-from service.domain.owners import UserRecord
+from service.domain.owners import EmailMatch, UserRecord
 from service.domain.records import AMBIGUOUS_EMAIL, UNKNOWN_USER, USER_MISMATCH
 from service.replay.model import OwnerClaim
-from service.store.database import Database
-from service.store.uploads import find_email_match, find_user, find_user_by_email
+from service.store.interface import ReadUnit, Storage
 
 # The quarantine owner of records nothing names an owner for.
 NO_OWNER = "unknown"
@@ -61,7 +60,7 @@ class Owner(msgspec.Struct, frozen=True):
 class OwnerResolver:
     """Resolves claims against `users` (read connections; users are not changed by a replay)."""
 
-    def __init__(self, db: Database, option: OwnerOption) -> None:
+    def __init__(self, db: Storage, option: OwnerOption) -> None:
         self._db = db
         self._option = option
         self._given: Owner | None = None
@@ -97,12 +96,13 @@ class OwnerResolver:
     async def _resolve_option(self) -> Owner:
         if self._given is None:
             option = self._option
-            async with self._db.read() as conn:
-                if option.user_id is not None:
-                    user = await find_user(conn, option.user_id)
-                else:
-                    assert option.email is not None
-                    user = await find_user_by_email(conn, option.email)
+            if option.user_id is not None:
+                user_id = option.user_id
+                user = await self._db.read(lambda unit: unit.user_by_id(user_id))
+            else:
+                email = option.email
+                assert email is not None
+                user = await self._db.read(lambda unit: unit.match_email(email).user)
             name = option.user_id or option.email or NO_OWNER
             self._given = (
                 Owner(user.id, user, email=option.email)
@@ -115,13 +115,18 @@ class OwnerResolver:
     async def _resolve_claim(self, claim: OwnerClaim) -> Owner:
         """By id first (the source of truth), then by email, as the app's tokens are resolved."""
         ambiguous = False
-        async with self._db.read() as conn:
-            user = await find_user(conn, claim.user_id) if claim.user_id is not None else None
-            if user is None and claim.email is not None:
-                match = await find_email_match(conn, claim.email)
-                if match.user is not None:
-                    return Owner(match.user.id, match.user, email=claim.email, alias_from=claim.user_id)
-                ambiguous = bool(match.ambiguous)  # several users differ only in case: never a guess
+
+        def lookup(unit: ReadUnit) -> tuple[UserRecord | None, EmailMatch | None]:
+            found = unit.user_by_id(claim.user_id) if claim.user_id is not None else None
+            if found is None and claim.email is not None:
+                return None, unit.match_email(claim.email)
+            return found, None
+
+        user, match = await self._db.read(lookup)
+        if match is not None:
+            if match.user is not None:
+                return Owner(match.user.id, match.user, email=claim.email, alias_from=claim.user_id)
+            ambiguous = bool(match.ambiguous)  # several users differ only in case: never a guess
         if user is not None:
             return Owner(user.id, user, email=claim.email)
         return Owner(

@@ -8,7 +8,7 @@ one transaction together with the checkpoint that covers them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
@@ -49,7 +49,7 @@ from service.replay.summary import (
     FileReport,
     ReplaySummary,
 )
-from service.store.database import Database, GuardedConnection
+from service.store.interface import Storage, WriteTransaction, WriteUnit
 
 DEFAULT_BATCH_SIZE = 1000
 _BAD_LINES_SHOWN_PER_FILE = 20
@@ -80,7 +80,7 @@ class _StagedUploads(msgspec.Struct):
 
 class Replayer:
     def __init__(
-        self, db: Database, options: ReplayOptions, progress: ProgressReporter, summary: ReplaySummary, *,
+        self, db: Storage, options: ReplayOptions, progress: ProgressReporter, summary: ReplaySummary, *,
         announce_skips: bool = True,
     ) -> None:
         self._announce_skips = announce_skips  # False when the summary printed after says it anyway
@@ -90,7 +90,7 @@ class Replayer:
         self._summary = summary
         self._owners = OwnerResolver(db, options.owner)
         self._seen: dict[str, str] = {}  # replay key -> the file replayed under it in this run
-        self._dry_run_transaction: GuardedConnection | None = None
+        self._dry_run_transaction: WriteTransaction | None = None
 
     async def replay(self, paths: list[Path], files: list[InputFile]) -> None:
         """Replay the surveyed `files`, opening `paths` again in the order the survey found them. A dry run
@@ -99,8 +99,8 @@ class Replayer:
         if not self._options.dry_run:
             await self._replay_files(paths, files)
             return
-        async with self._db.write(commit=False) as conn:
-            self._dry_run_transaction = conn
+        async with self._db.transaction(commit=False) as transaction:
+            self._dry_run_transaction = transaction
             try:
                 await self._replay_files(paths, files)
             finally:
@@ -233,7 +233,7 @@ class Replayer:
     @staticmethod
     def _checkpoint(
         key: str, source: InputFile, before: int, after: int, *, finished: bool
-    ) -> Callable[[GuardedConnection], Awaitable[None]]:
+    ) -> Callable[[WriteUnit], None]:
         return checkpoint_writer(key, file_name=source.file_name, file_sha256=source.sha256,
                                  done_before=before, done_after=after, finished=finished)
 

@@ -234,7 +234,7 @@ class StoredSyncRow(msgspec.Struct):
     entity_type: str
     entity_id: str
     data: str
-    checksum: str | None
+    checksum: str
     version: int | None
     deleted_at: str | None
     device_id: str | None

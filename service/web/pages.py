@@ -20,11 +20,11 @@ from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
 
 from service.api.auth import OWN_CSRF_CHECK
-from service.redrive import NoSuchUser, RedriveRaced, redrive_user
-from service.store import progress
+from service.domain.progress import STATES
 from service.store.rows import UserListItem
-from service.store.uploads import find_user
-from service.support import OverviewFigures, review_user
+from service.usecases.cursors import decode_cursor, encode_cursor
+from service.usecases.redrive import NoSuchUser, RedriveRaced, redrive_user
+from service.usecases.support import OverviewFigures, review_user
 from service.web import views
 from service.web.session import (
     CSRF_FIELD,
@@ -97,16 +97,15 @@ def _page_start(value: str | None) -> int:
 async def _user_context(request: Request[Any, Any, Any], user_id: str, *, quarantine_after: int = 0,
                         conflicts_after: int = 0) -> dict[str, Any] | None:
     db = request.app.state.db
-    found, timeline, conflicts, declarations = await db.read_run(lambda conn: (
-        progress.user_progress(conn, user_id), progress.latest_ledger(conn, user_id, TIMELINE),
-        progress.waiting_conflicts(conn, user_id, PAGE_SIZE + 1, after=conflicts_after),
-        progress.latest_declarations(conn, user_id),
+    found, timeline, conflicts, declarations = await db.read(lambda unit: (
+        unit.user_progress(user_id), unit.latest_ledger(user_id, TIMELINE),
+        unit.waiting_conflicts(user_id, PAGE_SIZE + 1, after=conflicts_after),
+        unit.latest_declarations(user_id),
     ))
     if found is None:
         return None
-    async with db.read() as conn:
-        quarantined = await progress.quarantine_page(conn, user_id, after=quarantine_after, limit=PAGE_SIZE + 1,
-                                                     include_resolved=False)
+    quarantined = await db.read(lambda unit: unit.quarantine_page(
+        user_id, after=quarantine_after, limit=PAGE_SIZE + 1, include_resolved=False))
     # One row past the page says whether there is a next one; its link starts after the page's last row.
     return {"p": found, "timeline": timeline, "declarations": declarations,
             "quarantined": quarantined[:PAGE_SIZE], "conflicts": conflicts[:PAGE_SIZE],
@@ -146,26 +145,27 @@ class SupportPages(Controller):
     ) -> Template:
         admin = await current_admin(request, page_secret)
         q = (q or "").strip() or None
-        state = state_filter if state_filter in progress.STATES else None
+        state = state_filter if state_filter in STATES else None
         after: str | None = None
         problem = None
         if cursor:
             try:
-                value = progress.decode_cursor(cursor)
+                value = decode_cursor(cursor)
             except (ValueError, RecursionError):
                 value = None
             if isinstance(value, str):
                 after = value
             else:
                 problem = "That page link is not one this page made; showing the first page."
-        async with request.app.state.db.read() as conn:
-            items = await progress.list_users(conn, email=q, state=state, after=after, limit=PAGE_SIZE + 1)
-            by_id = await find_user(conn, q) if q and after is None else None
-        next_cursor = progress.encode_cursor(items[PAGE_SIZE - 1].user_id) if len(items) > PAGE_SIZE else None
+        items, by_id = await request.app.state.db.read(lambda unit: (
+            unit.list_users(email=q, state=state, after=after, limit=PAGE_SIZE + 1),
+            unit.user_by_id(q) if q and after is None else None,
+        ))
+        next_cursor = encode_cursor(items[PAGE_SIZE - 1].user_id) if len(items) > PAGE_SIZE else None
         items = items[:PAGE_SIZE]
         exact = None  # the user whose id is exactly `q`, when the email search did not list them
         if by_id is not None and all(i.user_id != by_id.id for i in items):
-            found = await request.app.state.db.read_run(lambda conn: progress.user_progress(conn, by_id.id))
+            found = await request.app.state.db.read(lambda unit: unit.user_progress(by_id.id))
             if found is not None and state in (None, found.state):
                 exact = UserListItem(by_id.id, by_id.email, by_id.role, found.state, found.last_upload_at)
         return _page(request, admin, page_secret, "users.html", items=items, exact=exact, q=q or "",

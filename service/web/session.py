@@ -20,7 +20,7 @@ from litestar.exceptions import NotAuthorizedException
 from litestar.security.jwt import Token
 
 from service.api.auth import AUTH_COOKIE, Principal, principal_for
-from service.store.database import Database
+from service.store.interface import Storage
 
 SESSION_COOKIE = "support-session"
 SIGN_IN_COOKIE = "support-sign-in"  # the sign-in form's own CSRF value, before there is a session
@@ -62,7 +62,7 @@ def verify_token(token: str, secret: str) -> Token:
     return Token.decode(token.strip(), secret, "HS256", require_claims=["exp", "sub"])
 
 
-async def admin_of_token(db: Database, token: Token) -> Principal:
+async def admin_of_token(db: Storage, token: Token) -> Principal:
     """The token's `sub` must be a user whose `users.role` is admin, read now. The email claim is not
     used: an email alias never carries a role."""
     principal = await principal_for(db, token.sub, None)

@@ -1,5 +1,5 @@
 """What the support page shows, in words a support person reads: labels, sentences and the chart's
-geometry. Presentation only: every figure comes from the store's and `service.support`'s functions."""
+geometry. Presentation only: every figure comes from the store's and `service.usecases.support`'s functions."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 
 from service.store.rows import ArchivedConflict, Declaration, HourlyActivity, UserProgress
-from service.support import declaration_differences
+from service.usecases.support import declaration_differences
 
 STATE_LABELS = {
     "not_started": "Not started",

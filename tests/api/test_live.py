@@ -21,6 +21,7 @@ from service.api.live import (
     mutation_of,
     row_event,
 )
+from service.store.rows import SyncRow
 from tests.conftest import ADA, SECRET, token_for
 
 
@@ -76,9 +77,8 @@ def test_change_messages_become_records_with_their_exact_bytes() -> None:
     assert [r.raw for r in bulk.records] == [b'{"scoreId": "a-b"}', b"5"]  # the pipeline judges content
 
 
-def row(entity_id: str, seq: int, data: object = None, deleted_at: str | None = None) -> dict[str, object]:
-    return {"entity_id": entity_id, "seq": seq, "data": msgspec.json.encode(data or {"id": entity_id}).decode(),
-            "deleted_at": deleted_at}
+def row(entity_id: str, seq: int, data: object = None, deleted_at: str | None = None) -> SyncRow:
+    return SyncRow(entity_id, msgspec.json.encode(data or {"id": entity_id}).decode(), seq, deleted_at)
 
 
 def test_rows_become_the_workers_messages() -> None:

@@ -13,9 +13,9 @@ import msgspec
 
 from service.domain.owners import UserRecord
 from service.pipeline import IncomingRecord, Upload, UploadResult, ingest
-from service.store import guard
-from service.store.database import Database
-from service.store.schema import APP_SCHEMA
+from service.store.sqlite import guard
+from service.store.sqlite.engine import SqliteStorage
+from service.store.sqlite.schema import APP_SCHEMA
 
 # The columns of logbook_entries, in the order app_state() lists them.
 LOGBOOK_COLUMNS = (
@@ -93,7 +93,7 @@ async def recover(path: Path, uploads: list[tuple[tuple[str, str, str], str, lis
                                             dict[str, list[Any]]]]) -> list[str]:
     """Take uploads (user, device, [(entity_type, record)], deleted lists) through the service's pipeline;
     the upload ids, in order."""
-    db = await Database.open(path)
+    db = await SqliteStorage.open(path)
     try:
         ids = []
         for user, device, records, deleted in uploads:

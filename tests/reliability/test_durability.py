@@ -11,7 +11,7 @@ from litestar.testing import AsyncTestClient
 
 from service.app import create_app
 from service.config import Settings
-from service.store.database import Database
+from service.store.sqlite.engine import SqliteStorage
 from tests.conftest import ADA, SECRET, add_users, auth, load_fixture, query
 
 SYNCHRONOUS_FULL = 2
@@ -32,7 +32,7 @@ async def test_the_commit_of_an_acknowledged_upload_runs_with_synchronous_full_i
     app = create_app(Settings(db_path=db_path, jwt_secret=SECRET))
     async with AsyncTestClient(app=app) as client:
         add_users(db_path, ADA)
-        db: Database = app.state.db
+        db: SqliteStorage = app.state.db
         writer = db.writer
         commits: list[tuple[int, str]] = []
         commit = writer.commit

@@ -20,6 +20,7 @@ from service import jsontext
 from service.api.live import _encode as live_encode
 from service.api.live import decode_message, mutation_of, row_event
 from service.replay.cli import main
+from service.store.rows import SyncRow
 from tests.conftest import ADA, auth, query
 from tests.replay.helpers import app_database
 
@@ -150,7 +151,7 @@ def test_the_live_sync_socket_takes_and_sends_lone_surrogates() -> None:
     message = b'{"type":"ENTRY_CREATED","entry":' + CUT + b',"timestamp":"2025-06-01T18:30:12.345Z"}'
     mutation = mutation_of(decode_message(message))
     assert [record.raw for record in mutation.records] == [CUT]
-    row = {"entity_id": "cut", "seq": 7, "deleted_at": None, "data": '{"id":"cut","notes":"scales \\ud83d"}'}
+    row = SyncRow("cut", '{"id":"cut","notes":"scales \\ud83d"}', 7, None)
     event = row_event("logbook_entry", row, created=True)
     assert event is not None and event["entry"]["notes"] == "scales \ud83d"
     assert b'"notes":"scales \\ud83d"' in live_encode(event)

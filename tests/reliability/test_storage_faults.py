@@ -20,8 +20,10 @@ from litestar.testing import AsyncTestClient
 
 from service.app import create_app
 from service.config import Settings
-from service.store import database
-from service.store import uploads as store
+from service.store.sqlite import connection
+from service.store.sqlite.connection import GuardedConnection
+from service.store.sqlite.engine import SqliteStorage
+from service.store.sqlite.units import SqliteWriteUnit
 from tests.conftest import ADA, ADMIN, SECRET, add_users, auth, query
 from tests.reliability.liveserver import ROOT
 from tests.reliability.test_abuse import assert_problem, entry
@@ -32,15 +34,15 @@ Client = AsyncTestClient[Litestar]
 @pytest.fixture
 async def client(db_path: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Client]:
     """The app with a 200 ms busy timeout, so a held lock is a fault in a test's time."""
-    monkeypatch.setattr(database, "BUSY_TIMEOUT_MS", 200)
+    monkeypatch.setattr(connection, "BUSY_TIMEOUT_MS", 200)
     app = create_app(Settings(db_path=db_path, jwt_secret=SECRET))
     async with AsyncTestClient(app=app) as client:
         add_users(db_path, ADA, ADMIN)
         yield client
 
 
-def writer(client: Client) -> database.GuardedConnection:
-    db: database.Database = client.app.state.db
+def writer(client: Client) -> GuardedConnection:
+    db: SqliteStorage = client.app.state.db
     return db.writer
 
 
@@ -105,19 +107,19 @@ async def test_a_read_only_database_is_503(client: Client) -> None:
 
 
 async def test_an_io_error_is_503(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = store.record_upload
+    real = SqliteWriteUnit.record_upload
 
     def failing(*args: Any, **kwargs: Any) -> None:
         error = sqlite3.OperationalError("disk I/O error")
         error.sqlite_errorcode = 10  # SQLITE_IOERR, as the storage reports it
         raise error
 
-    monkeypatch.setattr(store, "record_upload", failing)
+    monkeypatch.setattr(SqliteWriteUnit, "record_upload", failing)
     response = await push(client, "io")
     assert_problem(response, 503, "database")
     assert response.json()["errors"][0]["reason"] == "io_error"
     assert (await client.get("/health")).json()["database"] == "io_error"
-    monkeypatch.setattr(store, "record_upload", real)
+    monkeypatch.setattr(SqliteWriteUnit, "record_upload", real)
     await assert_recovered(client)
 
 

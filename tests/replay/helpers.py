@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from service.replay.cli import main
-from service.store.schema import APP_SCHEMA, SERVICE_SCHEMA
+from service.store.sqlite.schema import APP_SCHEMA, SERVICE_SCHEMA
 from tests.conftest import FIXTURES, add_users, query
 
 EXPORTS = FIXTURES / "exports"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,8 @@ from service.pipeline import IncomingRecord, Upload, ingest_batch
 from service.replay.checkpoints import Checkpoint, CheckpointMoved, checkpoint_writer, load_checkpoint, replay_key
 from service.replay.owners import OwnerOption
 from service.replay.progress import BarProgress, LineProgress, progress_for
-from service.store.database import Database, GuardedConnection
+from service.store.interface import WriteUnit
+from service.store.sqlite.engine import SqliteStorage
 from tests.conftest import ADA
 from tests.replay.helpers import app_database, count
 
@@ -28,11 +29,11 @@ def test_checkpoint_keys_name_the_file_and_the_owner_option() -> None:
 
 
 async def test_a_batch_is_rolled_back_when_another_run_moved_the_checkpoint(tmp_path: Path) -> None:
-    db = await Database.open(app_database(tmp_path / "app.db", ADA))
+    db = await SqliteStorage.open(app_database(tmp_path / "app.db", ADA))
     try:
         key = replay_key(SHA, OwnerOption())
 
-        def move(before: int, after: int, finished: bool = False) -> Callable[[GuardedConnection], Awaitable[None]]:
+        def move(before: int, after: int, finished: bool = False) -> Callable[[WriteUnit], None]:
             return checkpoint_writer(key, file_name="f.ndjson", file_sha256=SHA, done_before=before,
                                      done_after=after, finished=finished)
 

@@ -11,7 +11,7 @@ from service.replay.inputs import survey
 from service.replay.progress import progress_for
 from service.replay.runner import Replayer, ReplayOptions
 from service.replay.summary import UNREADABLE, ReplaySummary
-from service.store.database import Database
+from service.store.sqlite.engine import SqliteStorage
 from tests.replay.helpers import USERS, app_database, entry, ndjson
 
 LINES = 40
@@ -30,7 +30,7 @@ async def test_a_file_changed_during_the_replay_keeps_the_batches_before_the_che
     path.write_bytes(path.read_bytes().replace(b'"notes"', b'"NOTES"'))  # same size, other content
 
     summary = ReplaySummary(db_path, dry_run=False)
-    db = await Database.open(db_path)
+    db = await SqliteStorage.open(db_path)
     try:
         options = ReplayOptions(batch_size=BATCH)
         await Replayer(db, options, progress_for(io.StringIO()), summary).replay([path], found.files)

@@ -11,7 +11,7 @@ import pytest
 from service.domain.merge import encode_document
 from service.domain.normalise import normalise
 from service.domain.records import Normalised
-from service.store.schema import APP_SCHEMA
+from service.store.sqlite.schema import APP_SCHEMA
 from tests.conftest import ADA, BEN, load_fixture
 from tests.replay.helpers import app_database, count, query, replay
 

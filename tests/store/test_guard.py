@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from service.store.database import Database
-from service.store.guard import GuardViolation
+from service.store.sqlite.engine import SqliteStorage
+from service.store.sqlite.guard import GuardViolation
 from tests.conftest import ADA, add_users, query
 
 DESTRUCTIVE = [
@@ -30,18 +30,18 @@ DESTRUCTIVE = [
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> Database:
+async def db(tmp_path: Path) -> SqliteStorage:
     path = tmp_path / "app.db"
-    database = await Database.open(path)
+    database = await SqliteStorage.open(path)
     add_users(str(path), ADA)
     return database
 
 
 @pytest.mark.parametrize("statement", DESTRUCTIVE)
-async def test_destructive_statements_are_refused(db: Database, statement: str) -> None:
+async def test_destructive_statements_are_refused(db: SqliteStorage, statement: str) -> None:
     try:
         with pytest.raises(sqlite3.DatabaseError):
-            async with db.write() as conn:
+            async with db.sql_write() as conn:
                 await conn.execute(statement)
                 # A trigger body is authorised when a statement fires it.
                 await conn.execute(
@@ -55,10 +55,10 @@ async def test_destructive_statements_are_refused(db: Database, statement: str) 
     assert query(db.path, "SELECT COUNT(*) AS n FROM sync_data")[0]["n"] == 0
 
 
-async def test_the_rebuild_of_the_incident_is_refused(db: Database) -> None:
+async def test_the_rebuild_of_the_incident_is_refused(db: SqliteStorage) -> None:
     try:
         with pytest.raises(sqlite3.DatabaseError):
-            async with db.write() as conn:
+            async with db.sql_write() as conn:
                 await conn.execute("CREATE TABLE users_new AS SELECT * FROM users")
                 await conn.execute("DROP TABLE users")
     finally:
@@ -66,18 +66,18 @@ async def test_the_rebuild_of_the_incident_is_refused(db: Database) -> None:
     assert query(db.path, "SELECT name FROM sqlite_master WHERE name = 'users_new'") == []
 
 
-async def test_replace_is_refused_before_sqlite_sees_it(db: Database) -> None:
+async def test_replace_is_refused_before_sqlite_sees_it(db: SqliteStorage) -> None:
     try:
         with pytest.raises(GuardViolation):
-            async with db.write() as conn:
+            async with db.sql_write() as conn:
                 await conn.execute("INSERT OR REPLACE INTO recovery_users VALUES ('u', 'a', 'b')")
     finally:
         await db.close()
 
 
-async def test_service_tables_and_ordinary_writes_are_allowed(db: Database) -> None:
+async def test_service_tables_and_ordinary_writes_are_allowed(db: SqliteStorage) -> None:
     try:
-        async with db.write() as conn:
+        async with db.sql_write() as conn:
             await conn.execute(
                 "INSERT INTO sync_data (id, user_id, entity_type, entity_id, data, checksum)"
                 " VALUES ('s1', ?, 'goal', 'g', '{}', 'c')",
@@ -90,9 +90,9 @@ async def test_service_tables_and_ordinary_writes_are_allowed(db: Database) -> N
     assert query(db.path, "SELECT version FROM sync_data")[0]["version"] == 2
 
 
-async def test_connections_run_with_the_required_pragmas(db: Database) -> None:
+async def test_connections_run_with_the_required_pragmas(db: SqliteStorage) -> None:
     try:
-        async with db.write() as conn:
+        async with db.sql_write() as conn:
             fk = await conn.fetchone("PRAGMA foreign_keys")
             sync = await conn.fetchone("PRAGMA synchronous")
             journal = await conn.fetchone("PRAGMA journal_mode")
@@ -124,7 +124,7 @@ async def test_an_existing_app_database_keeps_its_app_schema(tmp_path: Path) -> 
             """
         )
     before = query(str(path), "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'recovery_%'")
-    database = await Database.open(path)
+    database = await SqliteStorage.open(path)
     await database.close()
     after = query(str(path), "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'recovery_%'"
                   " AND tbl_name NOT LIKE 'recovery_%'")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from service.redrive import redrive_user, users_to_redrive
-from service.store import uploads
-from service.store.database import Database
+from service.store.interface import WriteUnit
+from service.store.rows import StoredResponse
+from service.store.sqlite.engine import SqliteStorage
+from service.usecases.redrive import redrive_user, users_to_redrive
 from tests.conftest import ADA, BEN, add_users, query
 
 PREVIOUS = Path(__file__).parent / "fixtures" / "previous_version.sql"
@@ -29,22 +31,23 @@ async def test_a_previous_version_database_opens_and_is_migrated(tmp_path: Path)
     has `success`), and opening it again changes nothing more."""
     path = previous_version_db(tmp_path)
     for _ in range(2):
-        db = await Database.open(path)
+        db = await SqliteStorage.open(path)
         try:
             rows = query(path, "SELECT owner, email, owner_known FROM recovery_quarantine ORDER BY id")
             assert [tuple(r) for r in rows] == [(ADA[0], BEN[1], 1), ("user_UnknownSubjectUnknown", CARLA[1], 0)]
             keys = query(path, "SELECT user_id, route, key FROM recovery_idempotency_keys")
             assert [tuple(k) for k in keys] == [(ADA[0], "POST /api/sync/push", "legacy_key_1")]
 
-            def lookup(route: str) -> uploads.StoredResponse | None:
-                def run(conn: uploads.SyncConnection) -> uploads.StoredResponse | None:
-                    return uploads.find_idempotent_response(conn, ADA[0], route, "legacy_key_1", time.time())
+            def lookup(route: str) -> Callable[[WriteUnit], StoredResponse | None]:
+                def run(unit: WriteUnit) -> StoredResponse | None:
+                    return unit.claim_idempotency(ADA[0], route, "legacy_key_1", "sha", time.time())
 
-                return run  # type: ignore[return-value]
+                return run
 
-            found = await db.read_run(lookup("POST /api/sync/push"))  # type: ignore[arg-type]
+            # A claim answers with the stored response when there is one (rolled back: nothing claimed).
+            found = await db.write(lookup("POST /api/sync/push"), commit=False)
             assert found is not None and b'"success":true' in found.response
-            assert await db.read_run(lookup("POST /v1/recovery/uploads")) is None  # type: ignore[arg-type]
+            assert await db.write(lookup("POST /v1/recovery/uploads"), commit=False) is None
         finally:
             await db.close()
 
@@ -53,7 +56,7 @@ async def test_re_drive_on_a_previous_version_database_keeps_records_with_their_
     """Ada's quarantined row carries Ben's email: re-driving Ben takes nothing. The unknown subject's row
     goes to the user its email names once that user exists."""
     path = previous_version_db(tmp_path)
-    db = await Database.open(path)
+    db = await SqliteStorage.open(path)
     try:
         assert await users_to_redrive(db) == [ADA[0]]  # her own row (Ben's email in it changes nothing)
         add_users(path, CARLA)

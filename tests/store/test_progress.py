@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import random
 import sqlite3
+from collections import Counter
 from pathlib import Path
 
-from service.store import progress
-from service.store.database import Database
+from service.domain.progress import STATES
+from service.store.sqlite.engine import SqliteStorage
 from tests.web.page_speed import seed, user_id
 
 
 async def test_users_by_state_counted_by_sets_equals_the_state_rule_per_user(tmp_path: Path) -> None:
-    """The overview's set-based counts give exactly what STATE_SQL gives user by user, including records
-    kept for subjects that are no user, progress of a user no longer in `users`, and devices without uploads."""
+    """The overview's set-based counts give exactly what the state rule (`state_of`) gives user by user,
+    including records kept for subjects that are no user, progress of a user no longer in `users`, and
+    devices without uploads."""
     db_path = str(tmp_path / "app.db")
-    await (await Database.open(db_path)).close()
+    await (await SqliteStorage.open(db_path)).close()
     seed(db_path, 3000, rng=random.Random(7))
     rng = random.Random(8)
     with sqlite3.connect(db_path) as conn:
@@ -29,15 +31,12 @@ async def test_users_by_state_counted_by_sets_equals_the_state_rule_per_user(tmp
         for i in rng.sample(range(3000), 100):
             conn.execute("UPDATE recovery_quarantine SET resolved_at = '2026-01-02' WHERE owner = ?", (user_id(i),))
             conn.execute("UPDATE recovery_archive SET reviewed_at = '2026-01-02' WHERE user_id = ?", (user_id(i),))
-    db = await Database.open(db_path)
+    db = await SqliteStorage.open(db_path)
     try:
-        async with db.read() as conn:
-            per_user = {s: 0 for s in progress.STATES}
-            for r in await conn.fetchall(
-                f"SELECT {progress.STATE_SQL} AS state, COUNT(*) AS n FROM users u GROUP BY state"  # noqa: S608
-            ):
-                per_user[r["state"]] = r["n"]
-            by_sets = await conn.run(progress.users_by_state_counts)
+        listed, by_sets = await db.read(lambda unit: (
+            unit.list_users(email=None, state=None, after=None, limit=10_000), unit.users_by_state_counts()
+        ))
+        per_user = {s: 0 for s in STATES} | Counter(item.state for item in listed)
     finally:
         await db.close()
     assert by_sets == per_user

@@ -26,8 +26,9 @@ from typing import Any
 
 import httpx
 
-from service.store import progress
-from service.store.database import Database
+from service.store.sqlite.engine import SqliteStorage
+from service.store.sqlite.units import STATE_FIGURES_SQL
+from service.usecases.cursors import encode_cursor
 from tests.conftest import ADMIN, token_for
 from tests.reliability.liveserver import live_server
 
@@ -109,7 +110,7 @@ def seed(db_path: str, users: int, *, rng: random.Random | None = None) -> dict[
 
 
 async def _create(db_path: str) -> None:
-    db = await Database.open(db_path)
+    db = await SqliteStorage.open(db_path)
     await db.close()
 
 
@@ -170,7 +171,7 @@ def pages(examples: dict[str, str], users: int) -> dict[str, str]:
         "users, by id": f"/support/users?q={user_id(users // 2)}",
         "users, state needs_review": "/support/users?state=needs_review",
         "users, state complete, page 2": "/support/users?state=complete&cursor="
-                                         + progress.encode_cursor(user_id(users // 3)),
+                                         + encode_cursor(user_id(users // 3)),
         "user, needs review": f"/support/users/{examples['needs_review']}",
         "user, complete": f"/support/users/{examples['complete']}",
         "user, in progress": f"/support/users/{examples['in_progress']}",
@@ -204,10 +205,11 @@ def explain(db_path: str) -> list[str]:
     conn = sqlite3.connect(db_path)
     out = []
     for label, (email, state) in {"email part": ("son.4242@", None), "state": (None, "needs_review")}.items():
-        sql = (f"SELECT * FROM (SELECT u.id, {progress.STATE_SQL} AS state FROM users u"  # noqa: S608
-               " WHERE (? IS NULL OR u.id > ?) AND (? IS NULL OR instr(LOWER(u.email), LOWER(?)) > 0))"
-               " WHERE (? IS NULL OR state = ?) ORDER BY id LIMIT 51")
-        params = (None, None, email, email, state, state)
+        # The page of users the list reads (the state of each is then decided by `state_of`).
+        sql = (f"SELECT u.id, {STATE_FIGURES_SQL} FROM users u"  # noqa: S608
+               " WHERE (? IS NULL OR u.id > ?) AND (? IS NULL OR instr(LOWER(u.email), LOWER(?)) > 0)"
+               " ORDER BY u.id LIMIT ?")
+        params = (None, None, email, email, 51 if state is None else 200)
         plan = conn.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
         start = time.perf_counter()
         conn.execute(sql, params).fetchall()

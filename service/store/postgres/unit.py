@@ -407,14 +407,14 @@ class PgReadUnit:
         )
         return [HourlyActivity(r["hour"], int(r["uploads"]), int(r["records"] or 0)) for r in rows]
 
-    def waiting_conflicts(self, user_id: str, limit: int) -> list[ArchivedConflict]:
+    def waiting_conflicts(self, user_id: str, limit: int, *, after: int = 0) -> list[ArchivedConflict]:
         rows = self._all(
             "SELECT a.id, a.entity_type, a.entity_id, a.reason, a.archived_at, a.data AS archived_data,"
             " s.data AS kept_data, s.deleted_at AS kept_deleted_at"
             " FROM recovery_archive a LEFT JOIN sync_data s"
             "   ON s.user_id = a.user_id AND s.entity_type = a.entity_type AND s.entity_id = a.entity_id"
-            " WHERE a.user_id = %s AND a.reviewed_at IS NULL ORDER BY a.id LIMIT %s",
-            (user_id, limit),
+            " WHERE a.user_id = %s AND a.reviewed_at IS NULL AND a.id > %s ORDER BY a.id LIMIT %s",
+            (user_id, after, limit),
         )
         return [
             ArchivedConflict(r["id"], r["entity_type"], r["entity_id"], r["reason"], r["archived_at"],

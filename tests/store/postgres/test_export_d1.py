@@ -62,7 +62,7 @@ async def _postgres_source(db: PgDatabase) -> None:
 
 
 def _sqlite_source(path: Path) -> None:
-    from service.store.schema import SERVICE_SCHEMA
+    from service.store.sqlite.schema import SERVICE_SCHEMA
 
     create_app_database(path, ADA, BEN, sequence=20)
     with closing(sqlite3.connect(path)) as conn:

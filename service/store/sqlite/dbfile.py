@@ -8,7 +8,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from service.store.database import REQUIRED_APP_TABLES
+from service.store.sqlite.migrations import REQUIRED_APP_TABLES
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
 INIT_FLAG = "--init-app-schema"
@@ -23,7 +23,10 @@ def check_database_file(path: str, *, must_exist: bool = False, init_app_schema:
     """Raise DatabaseFileError when `path` is not an app database (nor a place to create one).
 
     A missing or empty file is where a new app database is created (unless `must_exist`); an existing
-    SQLite file without the app's `users` table is refused unless `init_app_schema`."""
+    SQLite file without the app's `users` table is refused unless `init_app_schema`. Nothing to check
+    when a database URL (RESYNC_DATABASE_URL, `--database-url`) names a server instead of the file."""
+    if os.environ.get("RESYNC_DATABASE_URL"):
+        return
     file = Path(path)
     if file.is_dir():
         raise DatabaseFileError(f"{path} is a directory, not a database file")

@@ -1,5 +1,5 @@
 """Support use cases shared by every front end (the JSON support API and the support page): the rules
-live here, in `service.redrive` or in the store, never in a controller or a template."""
+live here, in `service.usecases` or in the store, never in a controller or a template."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from typing import Any
 
 import msgspec
 
-from service.store import progress
-from service.store.database import Database, SyncConnection
+from service.store.interface import ReadUnit, Storage, WriteUnit
 from service.store.rows import HourlyActivity
 
 
@@ -36,15 +35,18 @@ class ReviewOutcome(msgspec.Struct):
     state: str
 
 
-async def review_user(db: Database, user_id: str) -> ReviewOutcome | None:
+async def review_user(db: Storage, user_id: str) -> ReviewOutcome | None:
     """Marks the user's archived conflicts reviewed (they stay kept); None when the service knows nothing
     of the user."""
-    async with db.write() as conn:
-        if await conn.run(lambda sync: progress.user_progress(sync, user_id)) is None:
+
+    def review(unit: WriteUnit) -> ReviewOutcome | None:
+        if unit.user_progress(user_id) is None:
             return None
-        reviewed = await progress.mark_archive_reviewed(conn, user_id)
-        state = await progress.user_state(conn, user_id)
-    return ReviewOutcome(reviewed, state)
+        unit.lock_user(user_id)
+        reviewed = unit.mark_archive_reviewed(user_id)
+        return ReviewOutcome(reviewed, unit.user_state(user_id))
+
+    return await db.write(review)
 
 
 class Overview(msgspec.Struct):
@@ -82,30 +84,30 @@ class OverviewFigures:
         self._fresh_until = 0.0
         self._closed: tuple[str, list[HourlyActivity]] | None = None  # (current hour, closed hours)
 
-    async def read(self, db: Database) -> Overview:
+    async def read(self, db: Storage) -> Overview:
         if self._latest is not None and time.monotonic() < self._fresh_until:
             return self._latest
         async with self._lock:  # one computation at a time; those who waited take its result
             if self._latest is not None and time.monotonic() < self._fresh_until:
                 return self._latest
             started = time.monotonic()
-            self._latest = await db.read_run(self._compute)
+            self._latest = await db.read(self._compute)
             cost = time.monotonic() - started
             self._fresh_until = time.monotonic() + max(self._min_age_s, 10 * cost)
             return self._latest
 
-    def _compute(self, conn: SyncConnection) -> Overview:
+    def _compute(self, unit: ReadUnit) -> Overview:
         now = datetime.now(UTC)
         current = _hour_text(now)
         if self._closed is None or self._closed[0] != current:
             start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=self._hours - 1)
-            closed = [a for a in progress.ledger_per_hour(conn, f"{_hour_text(start)}:00:00") if a.hour < current]
+            closed = [a for a in unit.ledger_per_hour(f"{_hour_text(start)}:00:00") if a.hour < current]
             settled = (now - now.replace(minute=0, second=0, microsecond=0)).total_seconds() >= self.SETTLE_S
             self._closed = (current, closed) if settled else None
         else:
             closed = self._closed[1]
-        live = progress.ledger_per_hour(conn, f"{current}:00:00")
+        live = unit.ledger_per_hour(f"{current}:00:00")
         return Overview(
-            summary=progress.summary_figures(conn), activity=[*closed, *live],
-            archive=progress.archive_totals(conn), last_upload_at=progress.last_upload_at(conn), as_of=now,
+            summary=msgspec.structs.asdict(unit.summary_figures()), activity=[*closed, *live],
+            archive=msgspec.structs.asdict(unit.archive_totals()), last_upload_at=unit.last_upload_at(), as_of=now,
         )

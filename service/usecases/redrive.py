@@ -1,6 +1,6 @@
 """Re-driving a user's quarantined records: the one function the support API and the CLI both call.
 
-Which records may go into which account is `store.uploads.redrivable_quarantine`: only those kept under
+Which records may go into which account is `ReadUnit.redrivable_quarantine`: only those kept under
 the user's id, or kept for an unknown owner whose email names this user; never a record of a known
 owner by the email it carried.
 """
@@ -14,8 +14,8 @@ import msgspec
 
 from service.domain.owners import UserRecord
 from service.pipeline import IncomingRecord, Upload, UploadResult, ingest_batch
-from service.store import uploads as store
-from service.store.database import Database, GuardedConnection, SyncConnection
+from service.store.interface import ReadUnit, Storage, WriteUnit
+from service.store.rows import RedrivableRecord
 
 
 class NoSuchUser(LookupError):
@@ -34,54 +34,49 @@ class RedriveOutcome(msgspec.Struct):
     results: list[UploadResult]
 
 
-def _redrive_record(row: Any) -> tuple[str, IncomingRecord | Any]:
+def _redrive_record(row: RedrivableRecord) -> tuple[str, IncomingRecord | Any]:
     """A kept deletion-list entry goes back to the deleted list; any other record as it came."""
-    raw: bytes = row["raw"].encode()
+    raw: bytes = row.raw.encode()
     try:
         value = msgspec.json.decode(raw)
     except msgspec.DecodeError:
-        return "record", IncomingRecord(row["entity_type"], raw)
+        return "record", IncomingRecord(row.entity_type, raw)
     if isinstance(value, dict) and set(value) == {"entity_type", "id", "deleted"} and value["deleted"] is True:
         return "deleted", value["id"]
-    return "record", IncomingRecord(row["entity_type"], raw, value)
+    return "record", IncomingRecord(row.entity_type, raw, value)
 
 
-async def redrive_user(db: Database, user_id: str) -> RedriveOutcome:
+async def redrive_user(db: Storage, user_id: str) -> RedriveOutcome:
     """Take every quarantined record that belongs to `user_id` through the pipeline again, in one
     transaction that also marks the old rows resolved (never deleted). Raises `NoSuchUser`, and
     `RedriveRaced` when a concurrent re-drive took some of the same rows first (nothing is written)."""
 
-    def select(conn: SyncConnection) -> tuple[UserRecord | None, list[Any]]:
-        user = store.user_by_id(conn, user_id)
-        return user, store.redrivable_quarantine(conn, user) if user is not None else []
+    def select(unit: ReadUnit) -> tuple[UserRecord | None, list[RedrivableRecord]]:
+        user = unit.user_by_id(user_id)
+        return user, unit.redrivable_quarantine(user) if user is not None else []
 
-    user, waiting = await db.read_run(select)
+    user, waiting = await db.read(select)
     if user is None:
         raise NoSuchUser(user_id)
     by_device: dict[str | None, Upload] = {}
     redriven_ids: dict[str, list[int]] = {}
     for row in waiting:
-        upload = by_device.get(row["device_id"])
+        upload = by_device.get(row.device_id)
         if upload is None:
-            upload = Upload(owner=user.id, user=user, device_id=row["device_id"], source="redrive", records=[],
+            upload = Upload(owner=user.id, user=user, device_id=row.device_id, source="redrive", records=[],
                             email=user.email, upload_id=f"upl_{uuid.uuid4().hex}")
-            by_device[row["device_id"]] = upload
+            by_device[row.device_id] = upload
         kind, item = _redrive_record(row)
         if kind == "deleted":
-            upload.deleted.setdefault(row["entity_type"], []).append(item)
+            upload.deleted.setdefault(row.entity_type, []).append(item)
         else:
             upload.records.append(item)
         assert upload.upload_id is not None
-        redriven_ids.setdefault(upload.upload_id, []).append(row["id"])
+        redriven_ids.setdefault(upload.upload_id, []).append(row.id)
 
-    def resolve_all(conn: SyncConnection) -> bool:
-        return all(
-            store.resolve_redriven(conn, ids, upload_id) == len(ids) for upload_id, ids in redriven_ids.items()
-        )
-
-    async def mark_resolved(conn: GuardedConnection) -> None:
-        if not await conn.run(resolve_all):  # rolls the whole transaction back: each record is re-driven once
-            raise RedriveRaced(user.id)
+    def mark_resolved(unit: WriteUnit) -> None:
+        if not all(unit.resolve_redriven(ids, upload_id) == len(ids) for upload_id, ids in redriven_ids.items()):
+            raise RedriveRaced(user.id)  # rolls the whole transaction back: each record is re-driven once
 
     uploads = list(by_device.values())
     results = await ingest_batch(db, uploads, in_transaction=mark_resolved) if uploads else []
@@ -89,9 +84,9 @@ async def redrive_user(db: Database, user_id: str) -> RedriveOutcome:
     return RedriveOutcome(user.id, len(waiting), len(waiting) - still, still, results)
 
 
-async def users_to_redrive(db: Database) -> list[str]:
+async def users_to_redrive(db: Storage) -> list[str]:
     """The users `redrive_user` would take records for now (`redrive --all`: call it for each)."""
-    return await db.read_run(store.users_with_redrivable_quarantine)
+    return await db.read(lambda unit: unit.users_with_redrivable_quarantine())
 
 
 __all__ = ["NoSuchUser", "RedriveOutcome", "RedriveRaced", "redrive_user", "users_to_redrive"]
