@@ -38,10 +38,9 @@ async def open_storage(db_path: str | os.PathLike[str] | None = None, *, url: st
     """The engine `url` names (a `postgresql://` server, or `sqlite:///path`), else the SQLite file at
     `db_path`."""
     if url is not None and is_postgres_url(url):
-        raise UnsupportedDatabaseUrl(
-            f"{url.split('@')[-1] if '@' in url else url}: the PostgreSQL engine is not in this build yet;"
-            " use --db PATH (SQLite)"
-        )
+        from service.store.postgres import PostgresStorage
+
+        return await PostgresStorage.open(url)
     if url is not None:
         if not url.startswith("sqlite:///"):
             raise UnsupportedDatabaseUrl(f"{url}: a database URL is postgresql://... or sqlite:///PATH")
