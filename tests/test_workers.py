@@ -11,7 +11,7 @@ import pytest
 
 from service import workers
 from service.domain.records import LOGBOOK_ENTRY
-from service.workers import POOL_THRESHOLD, NormaliseJob, NormalisePool, pack, run_job, unpack
+from service.workers import POOL_THRESHOLD, NormaliseJob, NormalisePool, run_job
 from tests.conftest import ADA
 
 
@@ -78,36 +78,6 @@ def test_the_pool_is_sized_once_per_machine(
         monkeypatch.setenv(workers.SERVER_PROCESSES_ENV, servers)
     assert workers.default_workers() == expected
     assert NormalisePool().workers == expected
-
-
-def test_results_travel_back_packed_and_arrive_identical() -> None:
-    """Every kind of result (stored, tombstone, quarantined, repeat) survives msgpack exactly, in order
-    and per job; floats stay floats, -0.0 stays -0.0, big but 64-bit integers stay exact."""
-    odd = msgspec.json.encode(
-        {"id": "p1", "title": "x", "n": [1.0, -0.0, 2**63, -(2**63), 1e300, None, True], "m": {"k": {"z": []}}}
-    )
-    deleted = msgspec.json.encode({"id": "gone", "deletedAt": "2025-01-01T00:00:00Z"})
-    job = NormaliseJob(ADA[0], 1_800_000_000_000, [LOGBOOK_ENTRY, LOGBOOK_ENTRY, "practice_plan", LOGBOOK_ENTRY],
-                       [_entry(1), b"[]", odd, deleted], None, {0: ("entry_00001", "c" * 64)})
-    results = [run_job(job), run_job(_job(5, 3)), []]
-    assert {type(r).__name__ for r in results[0] + results[1]} == {"Repeat", "Rejection", "Normalised", "Tombstone"}
-    packed = pack(results)
-    assert isinstance(packed, bytes)
-    assert unpack(packed) == results
-    data = unpack(packed)[0][2].data  # type: ignore[union-attr]
-    assert [type(x) for x in data["n"]] == [float, float, int, int, float, type(None), bool]
-    assert str(data["n"][1]) == "-0.0"
-
-
-@pytest.mark.parametrize("value", ["cut \\ud83d", 2**64, -(2**63) - 1])
-def test_results_msgpack_cannot_hold_travel_as_they_are(value: object) -> None:
-    """A lone surrogate or an integer beyond 64 bits in a document: the part goes back pickled, intact."""
-    raw = msgspec.json.encode({"id": "p1", "v": value}).replace(b"\\\\", b"\\")
-    results = [run_job(NormaliseJob(ADA[0], 1_800_000_000_000, ["practice_plan"], [raw], None, {}))]
-    assert type(results[0][0]).__name__ == "Normalised"
-    packed = pack(results)
-    assert not isinstance(packed, bytes)
-    assert unpack(packed) == results
 
 
 _ORPHAN_SCRIPT = """
