@@ -11,6 +11,7 @@ from litestar.config.cors import CORSConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
+from service import changefeed
 from service.api.app_data import GoalsController, RepertoireController
 from service.api.auth import make_jwt_auth, refuse_cross_site_cookie_writes
 from service.api.errors import problem_details_plugin, unexpected_error_handlers
@@ -47,10 +48,17 @@ def create_app(settings: Settings) -> Litestar:
     async def open_database(app: Litestar) -> AsyncIterator[None]:
         db = await open_storage(settings.db_path, url=settings.database_url)
         app.state.db = db
+        feed = await changefeed.open_feed(db)  # every committed change reaches the user's sockets
+        assert feed is not None
+        changefeed.attach(db, feed)
+        stop_listening = hub.listen(db, feed)
         try:
             yield
         finally:
             try:
+                stop_listening()
+                changefeed.detach(db)
+                await feed.close()
                 await db.close()
             finally:
                 close_shared_pool()

@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from service import jsontext, metrics
+from service import changefeed, jsontext, metrics
+from service.domain import outcomes as oc
 from service.domain import records as rec
 from service.domain.merge import EntityKey, Repeat, StoredEntity, plan_merge
 from service.domain.normalise import d1_text, entity_id_of
@@ -407,6 +408,7 @@ async def ingest(
     answer = await db.write_shared(write_upload, weight=len(staged.normalised[0]))
     if isinstance(answer, UploadResult):
         metrics.observe_upload(upload.source, answer.receipt, time.perf_counter() - staged.started)
+        changefeed.announce(db, _changes([upload], [answer]))
     return answer
 
 
@@ -438,10 +440,20 @@ async def commit_batch(
     async with db.transaction(commit=not dry_run) as transaction:
         results = await apply_staged(transaction, staged, in_transaction=in_transaction)
     if not dry_run and results:
+        changefeed.announce(db, _changes([p.upload for p in staged.prepared], results))
         elapsed = time.perf_counter() - staged.started
         for prepared, result in zip(staged.prepared, results, strict=True):
             metrics.observe_upload(prepared.upload.source, result.receipt, elapsed / len(results))
     return results
+
+
+_WRITES_ROWS = frozenset({oc.INSERTED, oc.UPDATED, oc.DELETED, oc.CONTENT_DUPLICATE})
+
+
+def _changes(uploads: list[Upload], results: list[UploadResult]) -> list[tuple[str, int]]:
+    """The (user, seq) notices of committed uploads that changed stored rows, for live sockets."""
+    return [(upload.user.id, int(result.sync_token)) for upload, result in zip(uploads, results, strict=True)
+            if upload.user is not None and any(r.outcome in _WRITES_ROWS for r in result.receipt.results)]
 
 
 async def apply_staged(

@@ -7,7 +7,9 @@ pipeline as every HTTP upload (source `socket`), then sent to the user's other o
 stored rows say, the way the app's worker sends it.
 
 This module is an adapter: it authenticates, translates messages to an `Upload` and rows to messages. The
-hub holds the sockets of this process only (see README: several worker processes).
+hub holds the sockets of this process and listens to the change feed (`service.changefeed`): a change
+committed by any front end (an HTTP push, a replay, another replica's socket) reaches every open socket of
+its user as the rows changed after what that socket was last sent.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, cast
 
 import msgspec
@@ -28,6 +30,7 @@ from litestar.security.jwt import Token
 
 from service import jsontext
 from service.api.auth import Principal, principal_for
+from service.changefeed import ChangeFeed
 from service.domain import outcomes as oc
 from service.domain.documents import lowercase_enums
 from service.domain.outcomes import RecordResult
@@ -65,6 +68,14 @@ class Peer:
         self.user_id = user_id
         self._lock = asyncio.Lock()
         self.open = True
+        # The highest seq of the user's rows this socket has been sent (None: not known, nothing is sent
+        # to it unasked), the seqs of rows a socket change of this process sent it directly (a catch-up
+        # skips them), and the lane that keeps its catch-ups and SYNC_REQUEST answers one at a time.
+        self.cursor: int | None = None
+        self.direct: set[int] = set()
+        self.lane = asyncio.Lock()
+        self.catching_up: asyncio.Task[None] | None = None
+        self.again = False
 
     async def send(self, message: dict[str, Any]) -> bool:
         if not self.open:
@@ -79,10 +90,69 @@ class Peer:
 
 
 class LiveHub:
-    """Who is connected, per user, in this process."""
+    """Who is connected, per user, in this process; on a change feed's notice, each socket of the user is
+    sent what changed since what it was last sent."""
 
     def __init__(self) -> None:
         self._peers: dict[str, list[Peer]] = {}
+        self._db: Storage | None = None
+        self._held: dict[str, int] = {}  # user -> socket changes of this process under way
+        self._deferred: dict[str, int] = {}  # notices heard meanwhile, delivered when they end
+
+    def listen(self, db: Storage, feed: ChangeFeed) -> Callable[[], None]:
+        """Catch sockets up from `db` on `feed`'s notices; returns the unsubscribe."""
+        self._db = db
+        return feed.subscribe(self.notice)
+
+    def notice(self, user_id: str | None, seq: int) -> None:
+        """The user has changes up to `seq` (None: notices may have been missed, every socket re-reads)."""
+        if user_id is None:
+            for peers in list(self._peers.values()):
+                for peer in peers:
+                    self.catch_up_soon(peer)
+            return
+        if user_id in self._held:
+            self._deferred[user_id] = max(seq, self._deferred.get(user_id, seq))
+            return
+        for peer in self._peers.get(user_id, []):
+            if peer.cursor is not None and seq > peer.cursor:
+                self.catch_up_soon(peer)
+
+    @contextlib.asynccontextmanager
+    async def holding(self, user_id: str) -> AsyncIterator[None]:
+        """While a socket change of this process is written and sent to the user's other sockets here, its
+        own notice waits: those sockets get the change in the sender's shape, once."""
+        self._held[user_id] = self._held.get(user_id, 0) + 1
+        try:
+            yield
+        finally:
+            self._held[user_id] -= 1
+            if not self._held[user_id]:
+                del self._held[user_id]
+                seq = self._deferred.pop(user_id, None)
+                if seq is not None:
+                    self.notice(user_id, seq)
+
+    def catch_up_soon(self, peer: Peer) -> None:
+        if self._db is None or not peer.open or peer.cursor is None:
+            return
+        if peer.catching_up is not None and not peer.catching_up.done():
+            peer.again = True  # the running catch-up reads once more when it is done
+            return
+        peer.catching_up = asyncio.get_running_loop().create_task(self._catch_up(peer, self._db))
+
+    async def _catch_up(self, peer: Peer, db: Storage) -> None:
+        try:
+            while peer.open:
+                peer.again = False
+                async with peer.lane:
+                    if not await send_changes_since_cursor(db, peer):
+                        self.leave(peer)
+                        return
+                if not peer.again:
+                    return
+        except Exception:  # a read that failed: the socket catches up at the next notice or SYNC_REQUEST
+            log.exception("live sync: catching up a socket of %s failed", peer.user_id)
 
     def join(self, peer: Peer) -> None:
         self._peers.setdefault(peer.user_id, []).append(peer)
@@ -97,8 +167,11 @@ class LiveHub:
     def connected(self, user_id: str) -> int:
         return len(self._peers.get(user_id, []))
 
-    async def send_to_others(self, sender: Peer, messages: list[dict[str, Any]]) -> None:
+    async def send_to_others(self, sender: Peer, messages: list[dict[str, Any]], seqs: set[int]) -> None:
+        """Send a socket change to the user's other sockets here; the rows' `seqs` are theirs (and the
+        sender's) already, so the change's notice does not send them again."""
         for peer in list(self._peers.get(sender.user_id, [])):
+            peer.direct.update(seqs)
             if peer is sender:
                 continue
             for message in messages:
@@ -254,6 +327,97 @@ def row_event(
     return None
 
 
+_BULK = {LOGBOOK_ENTRY: ("BULK_SYNC", "entries"), REPERTOIRE_ITEM: ("REPERTOIRE_BULK_SYNC", "pieces")}
+# What a catch-up sends: what SYNC_REQUEST sends, and plans as the app's HTTP pushes broadcast them.
+CATCH_UP_TYPES = (LOGBOOK_ENTRY, REPERTOIRE_ITEM, PRACTICE_PLAN, PLAN_OCCURRENCE)
+
+
+def change_messages(rows: Iterable[tuple[str, SyncRow]]) -> Iterator[dict[str, Any]]:
+    """Rows in seq order as a SYNC_REQUEST answer sends them: each run of live entries (or pieces) one bulk
+    message of at most SYNC_CHUNK, `lastSeq` its last row's; a deletion, a plan or an occurrence a message
+    of its own, after what came before it."""
+    run: str | None = None
+    payload: list[dict[str, Any]] = []
+    payload_seq = 0
+
+    def flush() -> dict[str, Any]:
+        assert run is not None
+        kind, key = _BULK[run]
+        return {"type": kind, key: payload, "timestamp": _now_iso(), "lastSeq": payload_seq}
+
+    for entity_type, row in rows:
+        if entity_type in _BULK and row.deleted_at is None:
+            document = _document(entity_type, row)
+            if document is None:
+                continue
+            if payload and (run != entity_type or len(payload) == SYNC_CHUNK):
+                yield flush()
+                payload = []
+            run, payload_seq = entity_type, row.seq or payload_seq
+            payload.append(document)
+            continue
+        if payload:
+            yield flush()
+            payload = []
+        message = row_event(entity_type, row, created=False)
+        if message is not None:
+            yield {**message, "lastSeq": row.seq}
+    if payload:
+        yield flush()
+
+
+def records_in(message: dict[str, Any]) -> int:
+    for key in ("entries", "pieces"):
+        if key in message:
+            return len(message[key])
+    return 1
+
+
+async def send_changes_since_cursor(db: Storage, peer: Peer) -> bool:
+    """Send `peer` its user's rows changed after its cursor (but those it was sent directly), in seq order,
+    read in one snapshot so that no change between two reads is stepped over; False when it is gone."""
+    after = peer.cursor
+    if after is None:
+        return True
+    user_id = peer.user_id
+
+    def read(unit: ReadUnit) -> list[tuple[str, SyncRow]]:
+        rows: list[tuple[str, SyncRow]] = []
+        for entity_type in CATCH_UP_TYPES:
+            cursor = after
+            while True:
+                chunk = unit.changes_after(user_id, entity_type, cursor, SYNC_CHUNK)
+                rows += [(entity_type, row) for row in chunk]
+                if len(chunk) < SYNC_CHUNK:
+                    break
+                cursor = chunk[-1].seq or cursor
+        return rows
+
+    rows = sorted(await db.read(read), key=lambda pair: pair[1].seq or 0)
+    if not rows:
+        return True
+    highest = max(after, rows[-1][1].seq or after)
+    for message in change_messages(pair for pair in rows if pair[1].seq not in peer.direct):
+        if not await peer.send(message):
+            return False
+    peer.cursor = max(peer.cursor or 0, highest)
+    peer.direct = {seq for seq in peer.direct if seq > peer.cursor}
+    return True
+
+
+async def initial_cursor(db: Storage, user_id: str) -> int:
+    """Where a new socket's catch-ups start: the user's last sync token (the change counter when their
+    last upload committed, so no change of theirs still being written is below it), else the counter."""
+
+    def read(unit: ReadUnit) -> int:
+        current = unit.current_seq()
+        metadata = unit.sync_metadata(user_id)
+        token = metadata.last_sync_token if metadata is not None else None
+        return min(current, int(token)) if token is not None and token.isdigit() else current
+
+    return await db.read(read)
+
+
 def fold(kind: str, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per-row messages regrouped as the sender's message was: a bulk sync stays one bulk message (with
     deletions beside it), a plan keeps its occurrences."""
@@ -371,6 +535,10 @@ class LiveSession:
         await self.peer.send({"type": "ERROR", "error": text, "timestamp": _now_iso()})
 
     async def sync_request(self, last_seq: int) -> None:
+        async with self.peer.lane:
+            await self._sync_request(last_seq)
+
+    async def _sync_request(self, last_seq: int) -> None:
         user = self.principal.user
         if user is None:
             await self.peer.send({"type": "SYNC_RESPONSE", "message": "No new data to sync",
@@ -383,39 +551,22 @@ class LiveSession:
             last_seq = 0
         sent = 0
         highest = last_seq
-        for entity_type, bulk, key, removal in (
-            (LOGBOOK_ENTRY, "BULK_SYNC", "entries", ""),
-            (REPERTOIRE_ITEM, "REPERTOIRE_BULK_SYNC", "pieces", "PIECE_REMOVED"),
-        ):
+        for entity_type in (LOGBOOK_ENTRY, REPERTOIRE_ITEM):
             cursor = last_seq
             while True:
                 rows = await self.db.read(_changes_after(user.id, entity_type, cursor))
-                payload: list[dict[str, Any]] = []
-                payload_seq = cursor
-                for row in rows:
-                    if row.deleted_at is not None:
-                        # Sent in seq order: what came before the deletion goes first.
-                        if payload:
-                            await self.peer.send({"type": bulk, key: payload, "timestamp": _now_iso(),
-                                                  "lastSeq": payload_seq})
-                            payload = []
-                        deletion = row_event(entity_type, row, created=False, removal=removal)
-                        if deletion is not None:
-                            await self.peer.send({**deletion, "lastSeq": row.seq})
-                            sent += 1
-                    else:
-                        document = _document(entity_type, row)
-                        if document is not None:
-                            payload.append(document)
-                            sent += 1
-                    payload_seq = row.seq or payload_seq  # changes_after returns rows with a seq only
-                if payload:
-                    await self.peer.send({"type": bulk, key: payload, "timestamp": _now_iso(), "lastSeq": payload_seq})
+                # Sent in seq order: what came before a deletion goes first.
+                for message in change_messages((entity_type, row) for row in rows):
+                    await self.peer.send(message)
+                    sent += records_in(message)
                 if rows:
-                    cursor = rows[-1].seq or cursor
+                    cursor = rows[-1].seq or cursor  # changes_after returns rows with a seq only
                     highest = max(highest, cursor)
                 if len(rows) < SYNC_CHUNK:
                     break
+        # From here on, changes committed anywhere reach this socket unasked.
+        self.peer.cursor = max(highest, self.peer.cursor or 0)
+        self.peer.direct = {seq for seq in self.peer.direct if seq > self.peer.cursor}
         await self.peer.send({
             "type": "SYNC_RESPONSE",
             "message": "No new data to sync" if sent == 0 else "Sync complete",
@@ -439,9 +590,10 @@ class LiveSession:
             quarantine_detail=principal.problem_detail,
             payload_sha256=sha256_hex(raw),
         )
-        result = await ingest(self.db, upload)  # the same use case as every HTTP upload
-        assert isinstance(result, UploadResult)  # no idempotency key: never a replayed answer
-        await self.answer(event.type, result.receipt.results)
+        async with self.hub.holding(self.peer.user_id):
+            result = await ingest(self.db, upload)  # the same use case as every HTTP upload
+            assert isinstance(result, UploadResult)  # no idempotency key: never a replayed answer
+            await self.answer(event.type, result.receipt.results)
 
     async def answer(self, kind: str, results: list[RecordResult]) -> None:
         user = self.principal.user
@@ -477,7 +629,7 @@ class LiveSession:
         if to_others:
             await self.peer.send({"type": "SYNC_RESPONSE", "message": "Mutation applied", "timestamp": _now_iso(),
                                   "lastSeq": max(m["seq"] for m in to_others)})
-            await self.hub.send_to_others(self.peer, fold(kind, to_others))
+            await self.hub.send_to_others(self.peer, fold(kind, to_others), {m["seq"] for m in to_others})
 
 
 def live_sync_handler(secret: str, hub: LiveHub) -> WebsocketRouteHandler:
@@ -498,10 +650,13 @@ def live_sync_handler(secret: str, hub: LiveHub) -> WebsocketRouteHandler:
             return
         await socket.accept()
         peer = Peer(socket, principal.owner)
+        if principal.user is not None:
+            peer.cursor = await initial_cursor(db, principal.user.id)
         hub.join(peer)
         session = LiveSession(db, hub, peer, principal)
         try:
             await peer.send({"type": "WELCOME", "message": WELCOME_MESSAGE, "timestamp": _now_iso()})
+            hub.catch_up_soon(peer)  # a change committed between reading the cursor and joining the hub
             while True:
                 message = await socket.receive()
                 if message["type"] != "websocket.receive":

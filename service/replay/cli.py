@@ -21,6 +21,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from service import changefeed
 from service.config import DEFAULT_DB_PATH
 from service.replay.inputs import MAX_DOCUMENT_BYTES, InputFile, survey
 from service.replay.model import is_device_id
@@ -183,10 +184,18 @@ async def _replay(
     announce_skips: bool,
 ) -> None:
     db = await open_storage(db_path, url=database_url_from_env())
+    feed = await changefeed.open_feed(db, listen=False)  # on PostgreSQL, the replicas' sockets hear the replay
+    if feed is not None:
+        changefeed.attach(db, feed)
     try:
         await Replayer(db, options, progress, summary, announce_skips=announce_skips).replay(paths, files)
     finally:
-        await db.close()
+        try:
+            if feed is not None:
+                changefeed.detach(db)
+                await feed.close()
+        finally:
+            await db.close()
 
 
 def _print_summary(summary: ReplaySummary, *, as_json: bool) -> None:
