@@ -7,9 +7,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from service.store.interface import WriteUnit
 from service.store.rows import StoredResponse
 from service.store.sqlite.engine import SqliteStorage
+from service.store.sqlite.migrations import SchemaTooNew, migrations, tables_named
+from service.store.sqlite.schema import APP_SCHEMA, SERVICE_SCHEMA
 from service.usecases.redrive import redrive_user, users_to_redrive
 from tests.conftest import ADA, BEN, add_users, query
 
@@ -69,3 +73,87 @@ async def test_re_drive_on_a_previous_version_database_keeps_records_with_their_
     assert [r["entity_id"] for r in query(path, "SELECT entity_id FROM sync_data WHERE user_id = ?", (CARLA[0],))] \
         == ["e-3"]
     assert query(path, "SELECT COUNT(*) AS n FROM sync_data WHERE user_id = ?", (BEN[0],))[0]["n"] == 0
+
+
+def _service_schema(path: str) -> list[tuple[str, str, str]]:
+    """The service's tables and indexes as SQLite holds them (IF NOT EXISTS spelled away)."""
+    rows = query(path, "SELECT type, name, sql FROM sqlite_master WHERE name LIKE 'recovery_%'"
+                       " AND name NOT LIKE 'sqlite_%' ORDER BY type, name")
+    return [(r["type"], r["name"], (r["sql"] or "").replace(" IF NOT EXISTS", "")) for r in rows]
+
+
+def _columns(path: str, table: str) -> set[str]:
+    return {r["name"] for r in query(path, f"PRAGMA table_info({table})")}
+
+
+def _versions(path: str) -> list[tuple[int, str]]:
+    return [(r["version"], r["name"]) for r in query(path, "SELECT version, name FROM recovery_schema_version")]
+
+
+async def test_a_fresh_database_is_made_by_the_migrations_and_records_each(tmp_path: Path) -> None:
+    path = str(tmp_path / "fresh.db")
+    await (await SqliteStorage.open(path)).close()
+    assert _versions(path) == [(m.version, m.name) for m in migrations()]
+    before = _service_schema(path)
+    await (await SqliteStorage.open(path)).close()  # opening again applies nothing
+    assert _versions(path) == [(m.version, m.name) for m in migrations()] and _service_schema(path) == before
+
+
+async def test_a_database_made_before_migrations_existed_is_adopted_as_migration_1(tmp_path: Path) -> None:
+    """The last release without a version table created every service table on start: its database opens,
+    is marked 0001 (then migrated on), keeps its rows, and ends with exactly the tables of a fresh one."""
+    fresh, older = str(tmp_path / "fresh.db"), str(tmp_path / "older.db")
+    await (await SqliteStorage.open(fresh)).close()
+    with sqlite3.connect(older) as conn:
+        conn.executescript(APP_SCHEMA + SERVICE_SCHEMA)
+        conn.execute("INSERT INTO recovery_users VALUES ('u1', '2026-01-01 00:00:00', '2026-01-01 00:00:00')")
+    conn.close()
+    assert query(older, "SELECT name FROM sqlite_master WHERE name = 'recovery_schema_version'") == []
+    await (await SqliteStorage.open(older)).close()
+    assert _versions(older) == [(m.version, m.name) for m in migrations()]
+    assert _service_schema(older) == _service_schema(fresh)
+    assert [r["user_id"] for r in query(older, "SELECT user_id FROM recovery_users")] == ["u1"]
+
+
+async def test_the_previous_version_database_is_adopted_then_migrated(tmp_path: Path) -> None:
+    """The previous version (no owner_known, unscoped idempotency keys, no device counts) ends with the
+    same service tables as a fresh database, every migration recorded."""
+    path = previous_version_db(tmp_path)
+    fresh = str(tmp_path / "fresh.db")
+    await (await SqliteStorage.open(fresh)).close()
+    await (await SqliteStorage.open(path)).close()
+    assert _versions(path) == [(m.version, m.name) for m in migrations()]
+    columns = {r["name"] for r in query(path, "PRAGMA table_info(recovery_quarantine)")}
+    assert "owner_known" in columns
+    # The previous version's own table stays (the service deletes nothing); the rest is a fresh database's:
+    # the same tables and indexes, each table with the same columns (an added one comes last).
+    names = {(kind, name) for kind, name, _ in _service_schema(path)} - {("table", "recovery_idempotency")}
+    assert names == {(kind, name) for kind, name, _ in _service_schema(fresh)}
+    for kind, table in names:
+        if kind == "table":
+            assert _columns(path, table) == _columns(fresh, table), table
+
+
+def test_migrations_only_ever_touch_the_services_own_tables() -> None:
+    """Every statement of every migration creates, changes or writes a `recovery_` table, never an app one."""
+    for migration in migrations():
+        for statement in migration.statements():
+            named = tables_named(statement)
+            assert named, f"{migration.version:04d}: a statement of no known kind: {statement[:60]}"
+            assert all(t.lower().startswith("recovery_") for t in named), (migration.version, statement[:80])
+
+
+def test_a_migration_naming_an_app_table_is_refused_before_it_runs() -> None:
+    assert tables_named("ALTER TABLE users ADD COLUMN x TEXT") == ["users"]
+    assert tables_named("CREATE INDEX idx_x ON sync_data (seq)") == ["sync_data"]
+    assert tables_named("CREATE TABLE recovery_new (id INTEGER)") == ["recovery_new"]
+
+
+async def test_a_database_migrated_by_a_newer_release_is_refused_in_one_line(tmp_path: Path) -> None:
+    path = str(tmp_path / "newer.db")
+    await (await SqliteStorage.open(path)).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO recovery_schema_version VALUES (999, 'from_the_future', '2030-01-01 00:00:00')")
+    conn.close()
+    with pytest.raises(SchemaTooNew, match="migration 999, newer than this release knows"):
+        await SqliteStorage.open(path)
