@@ -20,6 +20,7 @@ from service.tokens import issue_token
 pytest_plugins = ["tests.pgfixtures"]  # PostgreSQL for the tests: pg_cluster, pg_database
 
 FIXTURES = Path(__file__).parent / "fixtures"
+POSTGRES_URLS = ("postgresql://", "postgres://")  # `query` and `add_users` take a test database's URL too
 SECRET = "test-secret-that-is-long-enough-for-hs256"
 
 ADA = ("user_Q1w2E3r4T5y6U7i8O9p0a", "ada.pianist@example.com", "user")
@@ -40,6 +41,14 @@ def auth(user: tuple[str, str, str], **headers: str) -> dict[str, str]:
 
 
 def add_users(db_path: str, *users: tuple[str, str, str]) -> None:
+    """Into the SQLite file, or the test's PostgreSQL database when given its URL."""
+    if db_path.startswith(POSTGRES_URLS):
+        from tests.pgfixtures import pg_query
+
+        for u in users:
+            pg_query(db_path, "INSERT INTO users (id, email, display_name, role) VALUES (?, ?, ?, ?)",
+                     (u[0], u[1], u[1].split("@")[0], u[2]))
+        return
     with sqlite3.connect(db_path) as conn:
         conn.executemany(
             "INSERT INTO users (id, email, display_name, role) VALUES (?, ?, ?, ?)",
@@ -48,6 +57,11 @@ def add_users(db_path: str, *users: tuple[str, str, str]) -> None:
 
 
 def query(db_path: str, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+    """`sql` (with `?` placeholders) on the SQLite file, or on the test's PostgreSQL database by its URL."""
+    if db_path.startswith(POSTGRES_URLS):
+        from tests.pgfixtures import pg_query
+
+        return pg_query(db_path, sql, params)  # type: ignore[return-value]  # rows read as sqlite3.Row reads
     conn = sqlite3.connect(db_path)
     conn.row_factory = sqlite3.Row
     try:

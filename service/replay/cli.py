@@ -31,7 +31,13 @@ from service.replay.report import print_rich, render_json, render_text
 from service.replay.runner import DEFAULT_BATCH_SIZE, Replayer, ReplayOptions
 from service.replay.shards import Shard
 from service.replay.summary import ReplaySummary
-from service.store import add_database_url_argument, database_url_from_env, open_storage
+from service.store import (
+    DATABASE_URL_ENV,
+    add_database_url_argument,
+    database_url_from_env,
+    is_postgres_url,
+    open_storage,
+)
 from service.store.sqlite.dbfile import INIT_FLAG, DatabaseFileError, check_database_file
 from service.workers import close_shared_pool
 
@@ -94,8 +100,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     db_path = args.db or os.environ.get("RESYNC_DB", DEFAULT_DB_PATH)
+    if getattr(args, "database_url", None):
+        os.environ[DATABASE_URL_ENV] = args.database_url  # as `python -m service` passes it on
+    url = database_url_from_env()
+    if url is not None and is_postgres_url(url):
+        from service.store.postgres.engine import redact
+
+        db_path = redact(url)  # the summary names the server, never its password
     try:
-        check_database_file(db_path, must_exist=True, init_app_schema=args.init_app_schema)
+        if not is_postgres_url(url):  # a PostgreSQL server is checked when it is opened
+            check_database_file(db_path, must_exist=True, init_app_schema=args.init_app_schema)
     except DatabaseFileError as error:
         hint = "" if Path(db_path).exists() else " (give --db or set RESYNC_DB)"
         print(f"error: {error}{hint}", file=sys.stderr)

@@ -1,0 +1,186 @@
+"""Several replicas, for real: two service processes (`python -m service serve` on two ports) against one
+PostgreSQL server, and two `replay --shard` processes against it.
+
+- the concurrency workload (13 devices of 3 users, overlapping versions, deletions, retries with and
+  without idempotency keys) spread over both replicas: no record lost, none twice, distinct seq, the
+  newest version wins, counts add up;
+- a change committed through one replica reaches the user's socket held by the other (the change feed:
+  NOTIFY/LISTEN);
+- two shards of one replay at once write what one run writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import ADA, ADMIN, BEN, add_users, auth, query, token_for
+from tests.e2e.app_client import AppClient
+from tests.pgfixtures import PgDatabase
+from tests.reliability.liveserver import ServerProcess
+from tests.reliability.test_concurrency import (
+    CARA,
+    DEVICES,
+    IN_FLIGHT,
+    Send,
+    _request,
+    build_keys,
+    build_sends,
+    check_counts,
+    check_pull,
+    check_state,
+    upload_of,
+    version_document,
+)
+from tests.replay.helpers import USERS, app_database, batch_file, replay
+from tests.replay.test_shards import assert_same_database
+
+pytestmark = pytest.mark.slow  # live servers on PostgreSQL: CI runs it, `-m "not slow"` skips it
+
+ROOT = Path(__file__).resolve().parents[2]
+SEED = 20_251_202
+
+
+@pytest.fixture
+def replicas(pg_database: PgDatabase, tmp_path: Path) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """Two service processes on one PostgreSQL database holding Ada, Ben, Cara and an admin."""
+    add_users(pg_database.url, ADA, BEN, CARA, ADMIN)
+    servers = [ServerProcess(tmp_path / f"unused-{n}.db", tmp_path / f"replica-{n}.log",
+                             env={"RESYNC_DATABASE_URL": pg_database.url}) for n in (1, 2)]
+    try:
+        for server in servers:
+            server.start()
+        yield servers[0], servers[1]
+    finally:
+        for server in servers:
+            server.stop()
+
+
+async def send_spread(base_urls: list[str], sends: list[Send]) -> list[dict[str, Any]]:
+    """Every send at once (bounded), send i through replica i mod n: retries and repeats of one key land on
+    both replicas. The answers in the order of `sends`."""
+    clients = [httpx.AsyncClient(base_url=url, timeout=60) for url in base_urls]
+    gate = asyncio.Semaphore(IN_FLIGHT)
+
+    async def one(index: int, send: Send) -> dict[str, Any]:
+        headers = auth(send.user, **{"Content-Type": "application/json", "X-Device-ID": send.device})
+        if send.idempotency_key:
+            headers["X-Idempotency-Key"] = send.idempotency_key
+        async with gate:
+            response = await clients[index % len(clients)].post(send.path, content=send.body, headers=headers)
+        assert response.status_code == 200, response.text
+        answer: dict[str, Any] = response.json()
+        return answer
+
+    try:
+        return list(await asyncio.gather(*(one(i, s) for i, s in enumerate(sends))))
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
+async def test_two_replicas_store_every_record_once_in_its_winning_version(
+    replicas: tuple[ServerProcess, ServerProcess], pg_database: PgDatabase
+) -> None:
+    urls = [server.base_url for server in replicas]
+    db = pg_database.url
+    rng = random.Random(SEED)
+    keys = build_keys(rng)
+    sends = build_sends(keys, rng)
+    keyed = [s for s in sends if s.idempotency_key]
+    assert len({s.device for s in sends}) == 13 and len(sends) > 100 and keyed
+    async with asyncio.timeout(180):
+        answers = await send_spread(urls, sends)
+    check_state(db, keys)
+    for url in urls:
+        await check_pull(url, keys)
+    check_counts(db, sends, answers)
+    assert len({s.idempotency_key for s in keyed}) < len(keyed)  # some keys were sent more than once
+
+    # Stale devices re-send every old version of every deleted key, through both: nothing revives.
+    stale = [
+        _request(key.user, DEVICES[key.user][-1],
+                 [("record", key.entity_type, version_document(key, i, rng)) for i in range(len(key.versions))], rng)
+        for key in keys if key.deleted
+    ]
+    async with asyncio.timeout(120):
+        stale_answers = await send_spread(urls, stale)
+    for send, answer in zip(stale, stale_answers, strict=True):
+        assert upload_of(send, answer)[2]["suppressed"] == send.received, answer
+    check_state(db, keys)
+    check_counts(db, sends + stale, answers + stale_answers)
+    rows = query(db, "SELECT COUNT(*) AS n, COUNT(DISTINCT seq) AS d FROM sync_data")[0]
+    print(f"two replicas: {len(sends) + len(stale)} requests, {rows['n']} rows, {rows['d']} distinct seq")
+
+
+def entry(entry_id: str, **fields: Any) -> dict[str, Any]:
+    return {"id": entry_id, "timestamp": "2025-06-01T10:00:00.000Z", "duration": 30, "type": "practice",
+            "instrument": "piano", "notes": entry_id, "updatedAt": "2025-06-01T10:00:00.000Z", **fields}
+
+
+async def test_a_change_through_one_replica_reaches_a_socket_held_by_the_other(
+    replicas: tuple[ServerProcess, ServerProcess],
+) -> None:
+    first, second = replicas
+    on_second = AppClient(second.base_url, token_for(ADA), ADA[0], "dev_a1B2c3D4e5F6g7H8")
+    on_first = AppClient(first.base_url, token_for(ADA), ADA[0], "dev_b1B2c3D4e5F6g7H8")
+    ben = AppClient(second.base_url, token_for(BEN), BEN[0], "dev_c1B2c3D4e5F6g7H8")
+    try:
+        async with on_second.socket() as socket, on_first.socket() as sender, ben.socket() as bens:
+            for s in (socket, sender, bens):
+                assert (await s.receive())["type"] == "WELCOME"
+            async with httpx.AsyncClient(base_url=first.base_url, timeout=30) as http:
+                pushed = await http.post("/api/sync/push", json={"changes": {"entries": [entry("e1"), entry("e2")]}},
+                                         headers=auth(ADA, **{"X-Device-ID": "dev_d1B2c3D4e5F6g7H8"}))
+            assert pushed.status_code == 200, pushed.text
+            bulk = await socket.receive()
+            assert bulk["type"] == "BULK_SYNC" and [e["id"] for e in bulk["entries"]] == ["e1", "e2"]
+            assert bulk["lastSeq"] == int(pushed.json()["syncToken"])
+
+            # A socket change through the first replica: the second's socket hears it once.
+            await sender.send({"type": "ENTRY_DELETED", "entryId": "e1"})
+            assert (await sender.until("SYNC_RESPONSE"))[-1]["message"] == "Mutation applied"
+            deleted = await socket.receive()
+            assert (deleted["type"], deleted["entryId"]) == ("ENTRY_DELETED", "e1")
+            assert await socket.quiet(0.5) == [] and await bens.quiet(0.1) == []
+    finally:
+        for client in (on_second, on_first, ben):
+            await client.close()
+
+
+def start_replay(url: str, *args: str | Path) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RESYNC_")}
+    command = [sys.executable, "-m", "service.replay", "--json", "--batch-size", "500", *map(str, args)]
+    return subprocess.Popen(command, cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT), "RESYNC_DATABASE_URL": url},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_two_shard_processes_against_one_postgresql_write_what_one_run_writes(
+    pg_database: PgDatabase, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source, units = batch_file(tmp_path / "devices.ndjson")
+    whole = app_database(tmp_path / "whole.db", *USERS)  # the reference: one unsharded run on SQLite
+    one_run = replay(capsys, whole, "--batch-size", "500", source)
+    assert one_run.exit_code == 0
+
+    add_users(pg_database.url, *USERS)
+    processes = [start_replay(pg_database.url, "--shard", f"{i}/2", source) for i in (1, 2)]
+    summaries = []
+    for process in processes:
+        out, err = process.communicate(timeout=600)
+        assert process.returncode == 0, err[-2000:]
+        summaries.append(json.loads(out))
+    assert [s["shard"] for s in summaries] == [{"index": 1, "count": 2}, {"index": 2, "count": 2}]
+    assert sum(s["records"] for s in summaries) == one_run.summary["records"] == units
+    assert "***" in summaries[0]["database"] or "@" not in summaries[0]["database"]  # no password shown
+    assert_same_database(pg_database.url, whole)
