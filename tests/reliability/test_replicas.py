@@ -12,9 +12,11 @@ PostgreSQL server, and two `replay --shard` processes against it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -27,7 +29,7 @@ import pytest
 from tests.conftest import ADA, ADMIN, BEN, add_users, auth, query, token_for
 from tests.e2e.app_client import AppClient
 from tests.pgfixtures import PgDatabase
-from tests.reliability.liveserver import ServerProcess
+from tests.reliability.liveserver import ServerProcess, free_port
 from tests.reliability.test_concurrency import (
     CARA,
     DEVICES,
@@ -184,3 +186,48 @@ def test_two_shard_processes_against_one_postgresql_write_what_one_run_writes(
     assert sum(s["records"] for s in summaries) == one_run.summary["records"] == units
     assert "***" in summaries[0]["database"] or "@" not in summaries[0]["database"]  # no password shown
     assert_same_database(pg_database.url, whole)
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed here (docker compose brings it)")
+async def test_the_compose_balancer_config_passes_pushes_and_sockets_to_the_replicas(
+    replicas: tuple[ServerProcess, ServerProcess], tmp_path: Path
+) -> None:
+    """deploy/nginx/replicas.conf, with the compose hosts pointed at the two local replicas: pushes and the
+    live-sync socket through it, and every change reaches every socket whichever replica holds it."""
+    port = free_port()
+    config = (ROOT / "deploy/nginx/replicas.conf").read_text()
+    for name, server in zip(("resync-pg-1", "resync-pg-2"), replicas, strict=True):
+        config = config.replace(f"{name}:8000", f"127.0.0.1:{server.port}")
+    config = config.replace("listen 8080;", f"listen 127.0.0.1:{port};")
+    (tmp_path / "nginx.conf").write_text(
+        f"pid {tmp_path}/nginx.pid; error_log {tmp_path}/nginx.log; daemon off;\n"
+        f"events {{}}\nhttp {{ access_log off; client_body_temp_path {tmp_path}; proxy_temp_path {tmp_path};\n"
+        f"{config}\n}}\n"
+    )
+    # Popen returns at once (the balancer runs beside the test until it is stopped).
+    balancer = subprocess.Popen(["nginx", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],  # noqa: ASYNC220
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    devices = [AppClient(base, token_for(ADA), ADA[0], f"dev_{n}1B2c3D4e5F6g7H8") for n in "abc"]
+    try:
+        async with asyncio.timeout(10):
+            while True:
+                with contextlib.suppress(httpx.TransportError):
+                    if (await devices[0].http.get("/health")).status_code == 200:
+                        break
+                await asyncio.sleep(0.05)
+        async with devices[0].socket() as one, devices[1].socket() as two:
+            for s in (one, two):
+                assert (await s.receive())["type"] == "WELCOME"
+            for n in range(4):  # least_conn spreads the pushes over both replicas
+                pushed = await devices[2].http.post(
+                    "/api/sync/push", json={"changes": {"entries": [entry(f"lb{n}")]}},
+                    headers=auth(ADA, **{"X-Device-ID": "dev_c1B2c3D4e5F6g7H8"}))
+                assert pushed.status_code == 200, pushed.text
+                for s in (one, two):
+                    assert [e["id"] for e in (await s.until("BULK_SYNC"))[-1]["entries"]] == [f"lb{n}"]
+    finally:
+        for device in devices:
+            await device.close()
+        balancer.terminate()
+        balancer.wait(timeout=10)
