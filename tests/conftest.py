@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
@@ -15,6 +16,7 @@ from litestar.testing import AsyncTestClient
 
 from service.app import create_app
 from service.config import Settings
+from service.store import Storage, open_storage
 from service.tokens import issue_token
 
 pytest_plugins = ["tests.pgfixtures"]  # PostgreSQL for the tests: pg_cluster, pg_database
@@ -68,6 +70,43 @@ def query(db_path: str, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.
         return conn.execute(sql, params).fetchall()
     finally:
         conn.close()
+
+
+# The engines the storage contract runs on (the `storage` fixture): RESYNC_TEST_ENGINES=sqlite,postgresql.
+STORAGE_KINDS = tuple(kind for kind in os.environ.get("RESYNC_TEST_ENGINES", "sqlite").split(",") if kind)
+
+
+_TARGETS: dict[int, str] = {}  # id of an open test storage -> what `query` and `add_users` take for it
+
+
+async def open_test_storage(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    """A fresh, empty app database on engine `kind`; `target(storage)` names it for `add_users` and `query`."""
+    if kind == "sqlite":
+        opened = await open_storage(tmp_path / "app.db")
+        _TARGETS[id(opened)] = opened.location
+    elif kind == "postgresql":
+        database = request.getfixturevalue("pg_database")
+        opened = await open_storage(url=database.url)
+        _TARGETS[id(opened)] = database.url
+    else:
+        raise ValueError(f"no such storage engine: {kind}")
+    return opened
+
+
+def target(storage: Storage) -> str:
+    """The test's handle on `storage`'s database, for `add_users` and `query` (which read it directly)."""
+    return _TARGETS[id(storage)]
+
+
+@pytest.fixture(params=STORAGE_KINDS)
+async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
+    """The storage every contract test (store, use cases, pipeline) runs against, once per engine."""
+    opened = await open_test_storage(request.param, request, tmp_path)
+    try:
+        yield opened
+    finally:
+        _TARGETS.pop(id(opened), None)
+        await opened.close()
 
 
 @pytest.fixture

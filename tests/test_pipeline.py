@@ -4,15 +4,14 @@ around a merge (archive, logbook_entries); the app client's round trip is a no-o
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from service.domain.owners import UserRecord
 from service.pipeline import IncomingRecord, Upload, UploadResult, ingest
-from service.store.sqlite.engine import SqliteStorage
-from tests.conftest import ADA, BEN, add_users, auth, load_fixture, query
+from service.store import Storage
+from tests.conftest import ADA, BEN, add_users, auth, load_fixture, query, target
 from tests.domain import merge_model as model
 
 USER = UserRecord(ADA[0], ADA[1], "user")
@@ -21,7 +20,7 @@ V1 = {"id": "e1", "timestamp": 1748799900000, "duration": 15, "type": "practice"
 V2 = {**V1, "duration": 20, "updatedAt": "2025-06-02T18:30:12.345Z"}
 
 
-async def push(db: SqliteStorage, *records: dict[str, Any], deleted: list[str] | None = None) -> list[str]:
+async def push(db: Storage, *records: dict[str, Any], deleted: list[str] | None = None) -> list[str]:
     upload = Upload(owner=USER.id, user=USER, device_id="dev_aaaaaaaaaaaaaaaa", source="push",
                     records=[IncomingRecord("logbook_entry", msgspec.json.encode(r)) for r in records],
                     deleted={"logbook_entry": deleted} if deleted else {})
@@ -30,51 +29,42 @@ async def push(db: SqliteStorage, *records: dict[str, Any], deleted: list[str] |
     return [r.outcome for r in result.receipt.results]
 
 
-async def test_identical_bytes_are_a_duplicate_only_while_the_stored_row_is_that_version(tmp_path: Path) -> None:
-    db = await SqliteStorage.open(tmp_path / "app.db")
-    try:
-        add_users(db.path, ADA)
-        assert await push(db, V1) == ["inserted"]
-        assert await push(db, V1) == ["duplicate"]
-        assert await push(db, V2) == ["updated"]
-        assert await push(db, V1) == ["kept_existing"]  # same bytes as before, but no longer the stored version
-        assert await push(db, V2) == ["duplicate"]
-        assert await push(db, deleted=["e1"]) == ["deleted"]
-        assert await push(db, V2) == ["suppressed"]
-        assert await push(db, V1, V1) == ["suppressed", "suppressed"]
-    finally:
-        await db.close()
-    rows = query(db.path, "SELECT checksum, version, deleted_at FROM sync_data")
+async def test_identical_bytes_are_a_duplicate_only_while_the_stored_row_is_that_version(storage: Storage) -> None:
+    db = storage
+    add_users(target(db), ADA)
+    assert await push(db, V1) == ["inserted"]
+    assert await push(db, V1) == ["duplicate"]
+    assert await push(db, V2) == ["updated"]
+    assert await push(db, V1) == ["kept_existing"]  # same bytes as before, but no longer the stored version
+    assert await push(db, V2) == ["duplicate"]
+    assert await push(db, deleted=["e1"]) == ["deleted"]
+    assert await push(db, V2) == ["suppressed"]
+    assert await push(db, V1, V1) == ["suppressed", "suppressed"]
+    rows = query(target(db), "SELECT checksum, version, deleted_at FROM sync_data")
     assert len(rows) == 1 and rows[0]["deleted_at"] is not None
-    raw = query(db.path, "SELECT COUNT(*) AS n FROM recovery_raw_records WHERE entity_id = 'e1'")
+    raw = query(target(db), "SELECT COUNT(*) AS n FROM recovery_raw_records WHERE entity_id = 'e1'")
     assert raw[0]["n"] == 3  # V1, V2 and the deletion, each kept once
 
 
-async def test_a_pulled_entry_pushed_back_is_a_duplicate(tmp_path: Path) -> None:
+async def test_a_pulled_entry_pushed_back_is_a_duplicate(storage: Storage) -> None:
     """Pulled documents carry created_at as an ISO string, which the app's rules turn into epoch ms on
     the way in: same content and edit time, different checksum, still the same version."""
-    db = await SqliteStorage.open(tmp_path / "app.db")
-    try:
-        add_users(db.path, ADA)
-        entry = {**V1, "createdAt": "2025-06-01T18:00:00.000Z"}
-        assert await push(db, entry) == ["inserted"]
-        stored = msgspec.json.decode(query(db.path, "SELECT data FROM sync_data")[0]["data"])
-        assert isinstance(stored["created_at"], str)
-        assert await push(db, stored) == ["duplicate"]
-    finally:
-        await db.close()
-    assert query(db.path, "SELECT COUNT(*) AS n FROM recovery_archive")[0]["n"] == 0
+    db = storage
+    add_users(target(db), ADA)
+    entry = {**V1, "createdAt": "2025-06-01T18:00:00.000Z"}
+    assert await push(db, entry) == ["inserted"]
+    stored = msgspec.json.decode(query(target(db), "SELECT data FROM sync_data")[0]["data"])
+    assert isinstance(stored["created_at"], str)
+    assert await push(db, stored) == ["duplicate"]
+    assert query(target(db), "SELECT COUNT(*) AS n FROM recovery_archive")[0]["n"] == 0
 
 
-async def test_new_rows_get_ids_led_by_their_seq_with_a_random_part_of_their_own(tmp_path: Path) -> None:
+async def test_new_rows_get_ids_led_by_their_seq_with_a_random_part_of_their_own(storage: Storage) -> None:
     """`sync_` + the seq in 12 hex digits (so new rows append to the key's B-tree) + 8 random hex digits."""
-    db = await SqliteStorage.open(tmp_path / "app.db")
-    try:
-        add_users(db.path, ADA)
-        await push(db, *({**V1, "id": f"e{n}", "duration": 10 + n} for n in range(50)))
-    finally:
-        await db.close()
-    rows = query(db.path, "SELECT id, seq FROM sync_data ORDER BY seq")
+    db = storage
+    add_users(target(db), ADA)
+    await push(db, *({**V1, "id": f"e{n}", "duration": 10 + n} for n in range(50)))
+    rows = query(target(db), "SELECT id, seq FROM sync_data ORDER BY seq")
     assert len(rows) == 50
     for row in rows:
         assert re.fullmatch(r"sync_[0-9a-f]{20}", row["id"]) and int(row["id"][5:17], 16) == row["seq"]
@@ -86,7 +76,7 @@ async def test_new_rows_get_ids_led_by_their_seq_with_a_random_part_of_their_own
 BEN_USER = UserRecord(BEN[0], BEN[1], "user")
 
 
-async def push_as(db: SqliteStorage, user: UserRecord, *records: dict[str, Any]) -> UploadResult:
+async def push_as(db: Storage, user: UserRecord, *records: dict[str, Any]) -> UploadResult:
     upload = Upload(owner=user.id, user=user, device_id="dev_aaaaaaaaaaaaaaaa", source="push",
                     records=[IncomingRecord("logbook_entry", msgspec.json.encode(r)) for r in records])
     result = await ingest(db, upload)
@@ -94,50 +84,41 @@ async def push_as(db: SqliteStorage, user: UserRecord, *records: dict[str, Any])
     return result
 
 
-async def test_a_deleted_entry_brought_back_archives_the_version_it_held(tmp_path: Path) -> None:
-    db = await SqliteStorage.open(tmp_path / "app.db")
-    try:
-        add_users(db.path, ADA)
-        await push(db, V1)
-        await push(db, {"id": "e1", "deletedAt": "2025-06-01T20:00:00.000Z"})
-        assert await push(db, V2) == ["updated"]
-    finally:
-        await db.close()
-    archived = query(db.path, "SELECT data, reason FROM recovery_archive")
+async def test_a_deleted_entry_brought_back_archives_the_version_it_held(storage: Storage) -> None:
+    db = storage
+    add_users(target(db), ADA)
+    await push(db, V1)
+    await push(db, {"id": "e1", "deletedAt": "2025-06-01T20:00:00.000Z"})
+    assert await push(db, V2) == ["updated"]
+    archived = query(target(db), "SELECT data, reason FROM recovery_archive")
     assert [(msgspec.json.decode(a["data"])["duration"], a["reason"]) for a in archived] == [
         (15, "superseded by newer version")
     ]
 
 
-async def test_logbook_entries_follows_a_soft_deleted_row_that_gets_a_newer_version(tmp_path: Path) -> None:
+async def test_logbook_entries_follows_a_soft_deleted_row_that_gets_a_newer_version(storage: Storage) -> None:
     """The deleted row keeps the newest version older than the deletion; its relational copy too."""
-    db = await SqliteStorage.open(tmp_path / "app.db")
-    try:
-        add_users(db.path, ADA)
-        await push(db, V1)
-        await push(db, {"id": "e1", "deletedAt": "2025-06-03T00:00:00.000Z"})
-        assert await push(db, V2) == ["suppressed"]
-    finally:
-        await db.close()
-    sync = query(db.path, "SELECT data, checksum, deleted_at FROM sync_data")[0]
-    row = query(db.path, "SELECT duration, checksum, deleted_at FROM logbook_entries")[0]
+    db = storage
+    add_users(target(db), ADA)
+    await push(db, V1)
+    await push(db, {"id": "e1", "deletedAt": "2025-06-03T00:00:00.000Z"})
+    assert await push(db, V2) == ["suppressed"]
+    sync = query(target(db), "SELECT data, checksum, deleted_at FROM sync_data")[0]
+    row = query(target(db), "SELECT duration, checksum, deleted_at FROM logbook_entries")[0]
     assert msgspec.json.decode(sync["data"])["duration"] == row["duration"] == 20
     assert row["checksum"] == sync["checksum"] and row["deleted_at"] is not None
 
 
-async def test_an_entry_id_another_user_holds_in_logbook_entries_is_reported(tmp_path: Path) -> None:
+async def test_an_entry_id_another_user_holds_in_logbook_entries_is_reported(storage: Storage) -> None:
     """logbook_entries.id is global: Ada's entry with Ben's id stays in sync_data only, and says so."""
-    db = await SqliteStorage.open(tmp_path / "app.db")
-    try:
-        add_users(db.path, ADA, BEN)
-        await push_as(db, BEN_USER, V1)
-        result = await push_as(db, USER, {**V1, "duration": 45})
-    finally:
-        await db.close()
+    db = storage
+    add_users(target(db), ADA, BEN)
+    await push_as(db, BEN_USER, V1)
+    result = await push_as(db, USER, {**V1, "duration": 45})
     (outcome,) = result.receipt.results
     assert outcome.outcome == "inserted" and "another user" in (outcome.note or "")
-    assert {r["user_id"] for r in query(db.path, "SELECT user_id FROM sync_data")} == {ADA[0], BEN[0]}
-    assert [tuple(r) for r in query(db.path, "SELECT user_id, duration FROM logbook_entries")] == [(BEN[0], 15)]
+    assert {r["user_id"] for r in query(target(db), "SELECT user_id FROM sync_data")} == {ADA[0], BEN[0]}
+    assert [tuple(r) for r in query(target(db), "SELECT user_id, duration FROM logbook_entries")] == [(BEN[0], 15)]
 
 
 # ---- the app's web client: what it pulls, it pushes back (issue 12) ----------------------------------

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
 from service.domain.owners import UserRecord
 from service.pipeline import IncomingRecord, Upload, UploadResult, ingest
-from service.store.sqlite.engine import SqliteStorage
-from tests.conftest import ADA, add_users, query
+from service.store import Storage
+from tests.conftest import ADA, add_users, query, target
 
 USER = UserRecord(ADA[0], ADA[1], "user")
 NOW_MS = 1_764_500_000_000  # 2025-11-30T10:53:20.000Z
@@ -32,7 +31,7 @@ EXPECTED_METADATA = (
 
 
 async def _ingest(
-    db: SqliteStorage, records: list[IncomingRecord], deleted: dict[str, list[str]] | None = None
+    db: Storage, records: list[IncomingRecord], deleted: dict[str, list[str]] | None = None
 ) -> None:
     upload = Upload(owner=USER.id, user=USER, device_id="dev_aaaaaaaaaaaaaaaa", source="push", records=records,
                     deleted=deleted or {})
@@ -40,60 +39,51 @@ async def _ingest(
     assert isinstance(result, UploadResult)
 
 
-async def test_stored_data_text_spells_numbers_as_javascript(tmp_path: Path) -> None:
-    db = await SqliteStorage.open(tmp_path / "app.db")
-    try:
-        add_users(db.path, ADA)
-        await _ingest(db, [IncomingRecord("logbook_entry", ENTRY_BYTES)])
-    finally:
-        await db.close()
-    row = query(db.path, "SELECT data, checksum FROM sync_data")[0]
+async def test_stored_data_text_spells_numbers_as_javascript(storage: Storage) -> None:
+    db = storage
+    add_users(target(db), ADA)
+    await _ingest(db, [IncomingRecord("logbook_entry", ENTRY_BYTES)])
+    row = query(target(db), "SELECT data, checksum FROM sync_data")[0]
     assert '"metadata":' + EXPECTED_METADATA in row["data"]
     assert '"duration":45,' in row["data"] and '"duration":10,' in row["data"]
     # The checksum is over exactly the stored text: what the app hashes is what it stores, sorted.
     assert hashlib.sha256(row["data"].encode()).hexdigest() == row["checksum"]
-    logbook = query(db.path, "SELECT metadata, pieces FROM logbook_entries")[0]
+    logbook = query(target(db), "SELECT metadata, pieces FROM logbook_entries")[0]
     assert logbook["metadata"] == EXPECTED_METADATA
     assert logbook["pieces"] == '[{"composer":"Chopin","duration":10,"id":"nocturne-chopin","title":"Nocturne"}]'
-    raw = query(db.path, "SELECT raw FROM recovery_raw_records")[0]
+    raw = query(target(db), "SELECT raw FROM recovery_raw_records")[0]
     assert raw["raw"].encode() == ENTRY_BYTES  # the device's bytes, not the respelled ones
 
 
-async def test_deleted_at_is_iso_z_with_milliseconds_in_both_tables(tmp_path: Path) -> None:
+async def test_deleted_at_is_iso_z_with_milliseconds_in_both_tables(storage: Storage) -> None:
     """A tombstone's `deletedAt` (any accepted form) and an id of a device's deleted list (the upload time)."""
     live = {"timestamp": 1748799900000, "type": "practice", "instrument": "piano",
             "updatedAt": "2025-06-01T18:30:12.345Z"}
-    db = await SqliteStorage.open(tmp_path / "app.db")
-    try:
-        add_users(db.path, ADA)
-        records = [  # different durations: the same content under two ids would be a content duplicate
-            IncomingRecord("logbook_entry", json.dumps({"id": f"e{n}", "duration": n, **live}).encode())
-            for n in (1, 2, 3)
-        ]
-        await _ingest(db, records)
-        await _ingest(
-            db,
-            [
-                IncomingRecord("logbook_entry", b'{"id":"e1","deletedAt":"2025-07-02T09:15:00Z"}'),
-                IncomingRecord("logbook_entry", b'{"id":"e2","deletedAt":"2025-07-02T11:15:00+02:00"}'),
-            ],
-            deleted={"logbook_entry": ["e3"]},
-        )
-    finally:
-        await db.close()
+    db = storage
+    add_users(target(db), ADA)
+    records = [  # different durations: the same content under two ids would be a content duplicate
+        IncomingRecord("logbook_entry", json.dumps({"id": f"e{n}", "duration": n, **live}).encode())
+        for n in (1, 2, 3)
+    ]
+    await _ingest(db, records)
+    await _ingest(
+        db,
+        [
+            IncomingRecord("logbook_entry", b'{"id":"e1","deletedAt":"2025-07-02T09:15:00Z"}'),
+            IncomingRecord("logbook_entry", b'{"id":"e2","deletedAt":"2025-07-02T11:15:00+02:00"}'),
+        ],
+        deleted={"logbook_entry": ["e3"]},
+    )
     expected = {"e1": "2025-07-02T09:15:00.000Z", "e2": "2025-07-02T09:15:00.000Z", "e3": NOW_ISO}
-    sync = {r["entity_id"]: r["deleted_at"] for r in query(db.path, "SELECT entity_id, deleted_at FROM sync_data")}
-    logbook = {r["id"]: r["deleted_at"] for r in query(db.path, "SELECT id, deleted_at FROM logbook_entries")}
+    sync = {r["entity_id"]: r["deleted_at"] for r in query(target(db), "SELECT entity_id, deleted_at FROM sync_data")}
+    logbook = {r["id"]: r["deleted_at"] for r in query(target(db), "SELECT id, deleted_at FROM logbook_entries")}
     assert sync == expected
     assert logbook == expected
 
 
-async def test_a_goal_without_status_is_stored(tmp_path: Path) -> None:
-    db = await SqliteStorage.open(tmp_path / "app.db")
-    try:
-        add_users(db.path, ADA)
-        await _ingest(db, [IncomingRecord("goal", b'{"id":"g1","title":"Scales","progress":0}')])
-    finally:
-        await db.close()
-    assert [r["data"] for r in query(db.path, "SELECT data FROM sync_data")] == ['{"id":"g1","title":"Scales"}']
-    assert query(db.path, "SELECT COUNT(*) AS n FROM recovery_quarantine")[0]["n"] == 0
+async def test_a_goal_without_status_is_stored(storage: Storage) -> None:
+    db = storage
+    add_users(target(db), ADA)
+    await _ingest(db, [IncomingRecord("goal", b'{"id":"g1","title":"Scales","progress":0}')])
+    assert [r["data"] for r in query(target(db), "SELECT data FROM sync_data")] == ['{"id":"g1","title":"Scales"}']
+    assert query(target(db), "SELECT COUNT(*) AS n FROM recovery_quarantine")[0]["n"] == 0
