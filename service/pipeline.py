@@ -24,6 +24,7 @@ from service.domain.normalise import d1_text, entity_id_of
 from service.domain.outcomes import Receipt
 from service.domain.owners import UserRecord
 from service.domain.records import Normalised, Rejection, Tombstone
+from service.domain.sources import Source
 from service.domain.times import ms_to_iso_z
 from service.store.interface import ReadUnit, Storage, WriteTransaction, WriteUnit
 from service.store.rows import QuarantineRow, RawRecordRow
@@ -46,7 +47,7 @@ class Upload(msgspec.Struct):
     owner: str  # who the records belong to: the user's id, or the unknown token subject
     user: UserRecord | None  # the user in `users`; None when nobody matches (everything is quarantined)
     device_id: str | None
-    source: str  # push | recovery | export | replay | redrive | socket (live sync) | repertoire, preferences (app API)
+    source: Source
     records: list[IncomingRecord]
     deleted: dict[str, list[Any]] = msgspec.field(default_factory=dict)
     email: str | None = None

@@ -38,6 +38,7 @@ from service.api.schemas import (
 from service.api.sync import DeviceHeader, IdempotencyHeader, header_token, require_json_body
 from service.domain.normalise import normalise_score_id
 from service.domain.records import GOAL, LOGBOOK_ENTRY, REPERTOIRE_ITEM
+from service.domain.sources import Source
 from service.domain.times import ms_to_iso_z, to_epoch_ms
 from service.pipeline import (
     Idempotency,
@@ -53,7 +54,7 @@ from service.store.rows import StoredDocument, SyncRow
 
 DocumentRow = StoredDocument | SyncRow  # a stored document and its row times
 
-SOURCE = "repertoire"
+SOURCE = Source.REPERTOIRE
 _encode = msgspec.json.Encoder().encode
 # Canonical Scorebook ids (`score_...`); the app also removes the `-unknown` form old clients made of them.
 _CANONICAL_PREFIX = "score_"
@@ -423,7 +424,7 @@ async def upload_documents(
     answer: msgspec.Struct,
     status: int,
     *,
-    source: str = SOURCE,
+    source: Source = SOURCE,
 ) -> Response[Any]:
     """An app-API write as one upload through the pipeline; with an idempotency key, a repeat of the same
     request gets the first answer and writes nothing."""

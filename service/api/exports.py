@@ -19,11 +19,12 @@ from service.api.errors import FieldError, problem_responses
 from service.api.rendering import recovery_response
 from service.api.schemas import RecoveryUploadResponse
 from service.api.sync import DeviceHeader, header_token, require_json_body
+from service.domain.sources import Source
 from service.pipeline import Upload, UploadResult, ingest, sha256_hex
 from service.replay.documents import parse_export
 from service.replay.model import OwnerClaim, UnreadableInput
 
-SOURCE = "export"
+SOURCE = Source.EXPORT
 
 # Any JSON object or array; which export it is, is recognised from its content.
 ExportFile = dict[str, Any] | list[Any]

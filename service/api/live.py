@@ -35,6 +35,7 @@ from service.domain import outcomes as oc
 from service.domain.documents import lowercase_enums
 from service.domain.outcomes import RecordResult
 from service.domain.records import LOGBOOK_ENTRY, PLAN_OCCURRENCE, PRACTICE_PLAN, REPERTOIRE_ITEM
+from service.domain.sources import Source
 from service.domain.times import ms_to_iso_z
 from service.pipeline import IncomingRecord, Upload, UploadResult, ingest, sha256_hex
 from service.store.interface import ReadUnit, Storage
@@ -42,7 +43,7 @@ from service.store.rows import SyncRow
 
 log = logging.getLogger("service.live")
 
-SOURCE = "socket"
+SOURCE = Source.SOCKET
 SYNC_CHUNK = 250  # rows per BULK_SYNC message, as the app's worker sends them
 SEND_TIMEOUT_S = 10.0  # a socket that takes longer to take a message is dropped
 WELCOME_MESSAGE = "Connected to Mirubato sync"

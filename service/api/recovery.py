@@ -18,6 +18,7 @@ from service.api.schemas import RawRecoveryUploadRequest, RecoveryUploadRequest,
 from service.api.sync import DeviceHeader, IdempotencyHeader, header_token, require_json_body
 from service.domain.progress import RecoveryState
 from service.domain.records import ENTITY_TYPES
+from service.domain.sources import Source
 from service.pipeline import IncomingRecord, Upload, sha256_hex
 from service.store.interface import Storage
 from service.store.rows import UserProgress
@@ -37,7 +38,7 @@ class DeviceCompletion(msgspec.Struct):
     complete: bool
     expected: dict[str, int]
     received: dict[str, int]
-    state: str
+    state: RecoveryState
 
 
 def empty_progress(principal: Principal) -> UserProgress:
@@ -77,7 +78,7 @@ class RecoveryController(Controller):
             owner=principal.owner,
             user=principal.user,
             device_id=device,
-            source="recovery",
+            source=Source.RECOVERY,
             records=[
                 IncomingRecord(record.entity_type, bytes(raw_record.data), record.data)
                 for record, raw_record in zip(data.records, raw.records, strict=True)

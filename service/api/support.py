@@ -16,7 +16,7 @@ from service.api.auth import Principal, requires_admin
 from service.api.errors import FieldError, problem_responses
 from service.api.rendering import recovery_response
 from service.api.schemas import RecoveryUploadResponse
-from service.domain.progress import STATES
+from service.domain.progress import STATES, RecoveryState
 from service.store.interface import ReadUnit, Storage
 from service.store.rows import LedgerEntry, QuarantinedRecord, UserListItem, UserProgress
 from service.usecases.cursors import decode_cursor, encode_cursor
@@ -61,7 +61,7 @@ class RedriveResult(msgspec.Struct):
 
 class ReviewResult(msgspec.Struct):
     reviewed: int
-    state: str
+    state: RecoveryState
 
 
 _INT64 = (-(2**63), 2**63 - 1)  # what SQLite can compare a row id with
@@ -118,9 +118,10 @@ class SupportController(Controller):
         if recovery_state is not None and recovery_state not in STATES:
             raise FieldError(400, "state", f"must be one of {', '.join(STATES)}")
         after = _cursor_value(cursor, str)
+        wanted = RecoveryState(recovery_state) if recovery_state is not None else None
         db: Storage = request.app.state.db
         items = await db.read(
-            lambda unit: unit.list_users(email=email, state=recovery_state, after=after, limit=limit + 1)
+            lambda unit: unit.list_users(email=email, state=wanted, after=after, limit=limit + 1)
         )
         next_cursor = encode_cursor(items[limit - 1].user_id) if len(items) > limit else None
         return UserPage(items[:limit], next_cursor)

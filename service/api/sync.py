@@ -28,6 +28,7 @@ from service.api.schemas import (
 )
 from service.domain import outcomes as oc
 from service.domain.documents import lowercase_enums
+from service.domain.sources import Source
 from service.pipeline import (
     IncomingRecord,
     Upload,
@@ -164,7 +165,7 @@ class SyncController(Controller):
             owner=principal.owner,
             user=principal.user,
             device_id=device,
-            source="push",
+            source=Source.PUSH,
             records=records,
             email=principal.email,
             alias_from=principal.alias_from,

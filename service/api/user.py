@@ -20,6 +20,7 @@ from service.api.errors import FieldError, problem_responses
 from service.api.schemas import PreferencesSaved, PreferencesUpdate, UserProfile
 from service.api.sync import DeviceHeader, IdempotencyHeader, require_json_body
 from service.domain.records import USER_PREFERENCES
+from service.domain.sources import Source
 from service.domain.times import ms_to_iso_z
 from service.store.interface import Storage
 
@@ -78,4 +79,4 @@ class UserController(Controller):
         preferences = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not None}
         document = {**preferences, "updatedAt": ms_to_iso_z(int(time.time() * 1000))}
         return await upload_documents(request, USER_PREFERENCES, [document], {}, device_id, idempotency_key,
-                                      PreferencesSaved(True, preferences), 200, source="preferences")
+                                      PreferencesSaved(True, preferences), 200, source=Source.PREFERENCES)

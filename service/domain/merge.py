@@ -25,7 +25,7 @@ from service.domain import outcomes as oc
 from service.domain.checksum import canonical_json
 from service.domain.documents import lowercase_enums
 from service.domain.normalise import CONTENT_KEY_IGNORED
-from service.domain.outcomes import MergeReason, RecordResult
+from service.domain.outcomes import MergeReason, Outcome, RecordResult
 from service.domain.records import LOGBOOK_ENTRY, LogbookRow, Normalised, Rejection, Tombstone
 
 EntityKey = tuple[str, str]  # (entity_type, entity_id) within one user
@@ -341,7 +341,7 @@ class _Planner:
 
     # ---- results and archive ----------------------------------------------------------------------
 
-    def _result(self, record: Normalised | Tombstone, outcome: str, **extra: Any) -> None:
+    def _result(self, record: Normalised | Tombstone, outcome: Outcome, **extra: Any) -> None:
         self.results.append(
             RecordResult(entity_type=record.entity_type, entity_id=record.entity_id, outcome=outcome, **extra)
         )

@@ -7,25 +7,30 @@ from enum import StrEnum
 
 import msgspec
 
-INSERTED = "inserted"
-UPDATED = "updated"
-DUPLICATE = "duplicate"
-KEPT_EXISTING = "kept_existing"
-DELETED = "deleted"
-SUPPRESSED = "suppressed"
-CONTENT_DUPLICATE = "content_duplicate"
-QUARANTINED = "quarantined"
 
-OUTCOMES: tuple[str, ...] = (
-    INSERTED,
-    UPDATED,
-    DUPLICATE,
-    KEPT_EXISTING,
-    DELETED,
-    SUPPRESSED,
-    CONTENT_DUPLICATE,
-    QUARANTINED,
-)
+class Outcome(StrEnum):
+    """What happened to one received record (the OpenAPI document lists them)."""
+
+    INSERTED = "inserted"
+    UPDATED = "updated"
+    DUPLICATE = "duplicate"
+    KEPT_EXISTING = "kept_existing"
+    DELETED = "deleted"
+    SUPPRESSED = "suppressed"
+    CONTENT_DUPLICATE = "content_duplicate"
+    QUARANTINED = "quarantined"
+
+
+INSERTED = Outcome.INSERTED
+UPDATED = Outcome.UPDATED
+DUPLICATE = Outcome.DUPLICATE
+KEPT_EXISTING = Outcome.KEPT_EXISTING
+DELETED = Outcome.DELETED
+SUPPRESSED = Outcome.SUPPRESSED
+CONTENT_DUPLICATE = Outcome.CONTENT_DUPLICATE
+QUARANTINED = Outcome.QUARANTINED
+
+OUTCOMES: tuple[Outcome, ...] = tuple(Outcome)
 
 
 
@@ -47,7 +52,7 @@ class RecordResult(msgspec.Struct, frozen=True, omit_defaults=True):
 
     entity_type: str
     entity_id: str | None
-    outcome: str
+    outcome: Outcome
     reason: str | None = None
     field: str | None = None
     duplicate_of: str | None = None

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import msgspec
 
+from service.domain.sources import Source
 from service.pipeline import IncomingRecord, Upload
 from service.replay.inputs import InputFile
 from service.replay.model import BadLine, Item, RecordGroup
 from service.replay.owners import NO_OWNER, Owner, OwnerResolver
 
-SOURCE = "replay"
+SOURCE = Source.REPLAY
 # The entity type an unreadable line is quarantined under (its raw text is the record).
 UNREADABLE_LINE = "unreadable_line"
 

@@ -30,6 +30,8 @@ from typing import Protocol, TypeVar
 
 from service.domain.merge import EntityKey, MergePlan, StoredEntity
 from service.domain.outcomes import Receipt
+from service.domain.progress import RecoveryState
+from service.domain.sources import Source
 from service.store.rows import (
     ArchivedConflict,
     ArchiveTotals,
@@ -163,7 +165,7 @@ class ReadUnit(Protocol):
         """Everything support needs about one user's recovery; None when the service knows nothing of them."""
         ...
 
-    def user_state(self, user_id: str) -> str:
+    def user_state(self, user_id: str) -> RecoveryState:
         """The user's recovery state (`service.domain` state rule)."""
         ...
 
@@ -176,7 +178,7 @@ class ReadUnit(Protocol):
         ...
 
     def list_users(
-        self, *, email: str | None, state: str | None, after: str | None, limit: int
+        self, *, email: str | None, state: RecoveryState | None, after: str | None, limit: int
     ) -> list[UserListItem]:
         """Users by id after `after`; `email` matches any part of the address, ignoring case."""
         ...
@@ -292,7 +294,7 @@ class WriteUnit(ReadUnit, Protocol):
         upload_id: str,
         user_id: str,
         device_id: str | None,
-        source: str,
+        source: Source,
         file_name: str | None,
         payload_sha256: str,
     ) -> None:

@@ -12,6 +12,8 @@ from typing import Any
 import msgspec
 
 from service.domain.owners import EmailMatch, UserRecord
+from service.domain.progress import RecoveryState
+from service.domain.sources import Source
 
 # ---- users ---------------------------------------------------------------------------------------
 
@@ -122,7 +124,7 @@ class UserProgress(msgspec.Struct):
     user_id: str
     email: str | None
     exists: bool
-    state: str
+    state: RecoveryState
     first_upload_at: str | None
     last_upload_at: str | None
     counts: dict[str, int]
@@ -136,7 +138,7 @@ class LedgerEntry(msgspec.Struct):
     upload_id: str
     user_id: str
     device_id: str | None
-    source: str
+    source: Source
     file_name: str | None
     payload_sha256: str
     received: int
@@ -171,7 +173,7 @@ class UserListItem(msgspec.Struct):
     user_id: str
     email: str
     role: str | None
-    state: str
+    state: RecoveryState
     last_upload_at: str | None
 
 

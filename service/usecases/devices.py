@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 import msgspec
 
+from service.domain.progress import RecoveryState
 from service.store.interface import Storage, WriteUnit
 from service.usecases.support import Difference, declaration_differences
 
@@ -14,7 +15,7 @@ class DeclarationOutcome(msgspec.Struct):
     complete: bool  # the declaration matched: the device is complete
     received: dict[str, int]  # distinct records the service received from the device, per entity type
     differences: dict[str, Difference]  # per entity type where they differ (empty when complete)
-    state: str  # the user's recovery state after it
+    state: RecoveryState  # the user's recovery state after it
 
 
 async def declare_device(db: Storage, user_id: str, device_id: str, expected: Mapping[str, int]) -> DeclarationOutcome:

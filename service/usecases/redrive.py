@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from service.domain.owners import UserRecord
+from service.domain.sources import Source
 from service.pipeline import IncomingRecord, Upload, UploadResult, ingest_batch
 from service.store.interface import ReadUnit, Storage, WriteUnit
 from service.store.rows import RedrivableRecord
@@ -63,7 +64,7 @@ async def redrive_user(db: Storage, user_id: str) -> RedriveOutcome:
     for row in waiting:
         upload = by_device.get(row.device_id)
         if upload is None:
-            upload = Upload(owner=user.id, user=user, device_id=row.device_id, source="redrive", records=[],
+            upload = Upload(owner=user.id, user=user, device_id=row.device_id, source=Source.REDRIVE, records=[],
                             email=user.email, upload_id=f"upl_{uuid.uuid4().hex}")
             by_device[row.device_id] = upload
         kind, item = _redrive_record(row)

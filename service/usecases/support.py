@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from service.domain.progress import RecoveryState
 from service.store.interface import ReadUnit, Storage, WriteUnit
 from service.store.rows import HourlyActivity
 
@@ -32,7 +33,7 @@ def declaration_differences(expected: Mapping[str, int], received: Mapping[str, 
 
 class ReviewOutcome(msgspec.Struct):
     reviewed: int
-    state: str
+    state: RecoveryState
 
 
 async def review_user(db: Storage, user_id: str) -> ReviewOutcome | None:

@@ -27,6 +27,8 @@ from service.domain.merge import EntityKey, MergePlan, StoredEntity, SyncWrite
 from service.domain.outcomes import OUTCOMES as _OUTCOMES
 from service.domain.outcomes import Receipt
 from service.domain.owners import EmailMatch, UserRecord, match_email_among
+from service.domain.progress import RecoveryState
+from service.domain.progress import state_of as domain_state_of
 from service.domain.records import LOGBOOK_ENTRY, LogbookRow
 from service.domain.times import ms_to_iso_z, to_epoch_ms
 from service.store.interface import IDEMPOTENCY_TTL_SECONDS, UserExists
@@ -68,15 +70,10 @@ _json = msgspec.json.Encoder()
 NOT_STARTED, IN_PROGRESS, COMPLETE, NEEDS_REVIEW = "not_started", "in_progress", "complete", "needs_review"
 
 
-def state_of(*, waiting: int, uploaded: bool, devices: list[DeviceProgress]) -> str:
-    """STATE_SQL for one user whose figures are already read (the SQLite engine's rule)."""
-    if waiting:
-        return NEEDS_REVIEW
-    if not uploaded:
-        return NOT_STARTED
-    if devices and all(d.declared_complete for d in devices):
-        return COMPLETE
-    return IN_PROGRESS
+def state_of(*, waiting: int, uploaded: bool, devices: list[DeviceProgress]) -> RecoveryState:
+    """The one state rule (`service.domain.progress.state_of`) for one user whose figures are read."""
+    return domain_state_of(waiting=waiting > 0, uploaded=uploaded,
+                           all_devices_complete=bool(devices) and all(d.declared_complete for d in devices))
 
 
 def utc_now_text() -> str:
@@ -279,7 +276,7 @@ class PgReadUnit:
         quarantined, archived = int(head["q"]), int(head["a"])
         if not head["user_exists"] and head["first_upload_at"] is None and quarantined == 0:
             return None
-        counts = {outcome: 0 for outcome in _OUTCOMES}
+        counts: dict[str, int] = {outcome: 0 for outcome in _OUTCOMES}
         by_type: dict[str, dict[str, int]] = {}
         for r in self._all("SELECT entity_type, outcome, n FROM recovery_progress WHERE user_id = %s", (user_id,)):
             counts[r["outcome"]] = counts.get(r["outcome"], 0) + int(r["n"])
@@ -320,9 +317,9 @@ class PgReadUnit:
             devices=devices,
         )
 
-    def user_state(self, user_id: str) -> str:
+    def user_state(self, user_id: str) -> RecoveryState:
         row = self._one(f"SELECT {STATE_SQL} AS state FROM (SELECT %s::text AS id) u", (user_id,))  # noqa: S608
-        return str(row["state"]) if row is not None else NOT_STARTED
+        return RecoveryState(row["state"]) if row is not None else RecoveryState.NOT_STARTED
 
     def device_received(self, user_id: str, device_id: str) -> dict[str, int]:
         rows = self._all(
@@ -373,7 +370,7 @@ class PgReadUnit:
                 NEEDS_REVIEW: review}
 
     def summary_figures(self) -> SummaryFigures:
-        records = {outcome: 0 for outcome in _OUTCOMES}
+        records: dict[str, int] = {outcome: 0 for outcome in _OUTCOMES}
         for r in self._all("SELECT outcome, SUM(n) AS n FROM recovery_progress GROUP BY outcome"):
             records[r["outcome"]] = int(r["n"])
         hour_ago = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%d %H:%M:%S")

@@ -280,7 +280,7 @@ class SqliteReadUnit:
         quarantined, archived = int(head["q"]), int(head["a"])
         if not head["user_exists"] and head["first_upload_at"] is None and quarantined == 0:
             return None
-        counts = {outcome: 0 for outcome in OUTCOMES}
+        counts: dict[str, int] = {outcome: 0 for outcome in OUTCOMES}
         by_type: dict[str, dict[str, int]] = {}
         for r in self.sql.fetchall(
             "SELECT entity_type, outcome, n FROM recovery_progress WHERE user_id = ?", (user_id,)
@@ -376,7 +376,7 @@ class SqliteReadUnit:
 
     def summary_figures(self) -> SummaryFigures:
         users_by_state = self.users_by_state_counts()
-        records = {outcome: 0 for outcome in OUTCOMES}
+        records: dict[str, int] = {outcome: 0 for outcome in OUTCOMES}
         for r in self.sql.fetchall("SELECT outcome, SUM(n) AS n FROM recovery_progress GROUP BY outcome"):
             records[r["outcome"]] = r["n"]
         hour_ago = app_timestamp(datetime.now(UTC) - timedelta(hours=1))
