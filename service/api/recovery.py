@@ -73,6 +73,7 @@ class RecoveryController(Controller):
         device = header_token(data.device_id, "device_id") or header_token(device_header, "X-Device-ID")
         key = header_token(idempotency_key, "X-Idempotency-Key")
         body = await request.body()
+        body_sha256 = sha256_hex(body)  # once: the ledger's payload hash and the idempotency fingerprint
         raw = jsontext.decode(body, RawRecoveryUploadRequest)
         upload = Upload(
             owner=principal.owner,
@@ -88,13 +89,14 @@ class RecoveryController(Controller):
             alias_from=principal.alias_from,
             quarantine_reason=principal.problem,
             quarantine_detail=principal.problem_detail,
-            payload_sha256=sha256_hex(body),
+            payload_sha256=body_sha256,
         )
         dry_run = data.dry_run
         return await answer_upload(
             request.app.state.db,
             upload,
             body=body,
+            body_sha256=body_sha256,
             idempotency_key=key,
             render=lambda result: recovery_response(result, dry_run=dry_run),
             route=UPLOAD_ROUTE,

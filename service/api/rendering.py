@@ -53,17 +53,26 @@ async def answer_upload(
     render: Callable[[UploadResult], Any],
     route: str,
     dry_run: bool = False,
+    body_sha256: str | None = None,
 ) -> Response[Any]:
     """The pipeline's answer as JSON; with an idempotency key, the first answer for the same body on the
-    same `route` again. A dry run is never remembered: the real upload must still happen."""
+    same `route` again. A dry run is never remembered: the real upload must still happen. The body is
+    hashed once (`body_sha256` when the caller has it) and the answer rendered once (the bytes stored
+    with the key are the bytes sent)."""
     key = idempotency_key if idempotency_key and not dry_run else None
+    rendered: list[bytes] = []
+
+    def render_once(result: UploadResult) -> bytes:
+        rendered.append(_encode(render(result)))
+        return rendered[-1]
+
     try:
         outcome = await ingest(
             db,
             upload,
             dry_run=dry_run,
-            idempotency=Idempotency(key, sha256_hex(body), route) if key else None,
-            render=lambda result: _encode(render(result)),
+            idempotency=Idempotency(key, body_sha256 or sha256_hex(body), route) if key else None,
+            render=render_once,
         )
     except IdempotencyConflict as exc:
         raise FieldError(
@@ -71,4 +80,4 @@ async def answer_upload(
         ) from exc
     if isinstance(outcome, Replayed):
         return json_response(outcome.response)
-    return json_response(_encode(render(outcome)))
+    return json_response(rendered[-1] if rendered else render_once(outcome))

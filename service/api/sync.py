@@ -155,6 +155,7 @@ class SyncController(Controller):
         device = header_token(device_id, "X-Device-ID")
         key = header_token(idempotency_key, "X-Idempotency-Key")
         body = await request.body()
+        body_sha256 = sha256_hex(body)
         raw = jsontext.decode(body, RawPushRequest)  # already validated as `data`; keeps each record's bytes
         records = [
             IncomingRecord(entity_type, bytes(item), value)
@@ -171,13 +172,14 @@ class SyncController(Controller):
             alias_from=principal.alias_from,
             quarantine_reason=principal.problem,
             quarantine_detail=principal.problem_detail,
-            payload_sha256=sha256_hex(body),
+            payload_sha256=body_sha256,
         )
         user_resolved = principal.user is not None
         return await answer_upload(
             request.app.state.db,
             upload,
             body=body,
+            body_sha256=body_sha256,  # hashed once: the ledger's payload hash and the idempotency fingerprint
             idempotency_key=key,
             render=lambda result: render_push(result, user_resolved),
             route=PUSH_ROUTE,
