@@ -32,6 +32,7 @@ from typing import Any
 
 import msgspec
 
+from service import changefeed
 from service.config import DEFAULT_DB_PATH, ServerLimits, Settings
 from service.memory import freeze_startup_objects, limit_malloc_arenas, tune_garbage_collector
 from service.store import (
@@ -262,6 +263,8 @@ def _redrive(args: argparse.Namespace) -> int:
 async def _redrive_users(db_path: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     from service.usecases.redrive import NoSuchUser, RedriveRaced, redrive_user, users_to_redrive
     db = await _open(db_path)
+    announcing = changefeed.publishing(db)  # on PostgreSQL, the replicas' sockets hear what it writes
+    await announcing.__aenter__()
     try:
         if args.all:
             user_ids = await users_to_redrive(db)
@@ -288,7 +291,10 @@ async def _redrive_users(db_path: str, args: argparse.Namespace) -> list[dict[st
                          "still_quarantined": outcome.still_quarantined, "error": None})
         return done
     finally:
-        await db.close()
+        try:
+            await announcing.__aexit__(None, None, None)
+        finally:
+            await db.close()
 
 
 def _openapi(args: argparse.Namespace) -> int:

@@ -35,7 +35,7 @@ from typing import Any
 
 import msgspec
 
-from service import jsontext
+from service import changefeed, jsontext
 from service.config import DEFAULT_DB_PATH
 from service.domain.checksum import js_stringify
 from service.domain.merge import ArchivedVersion, MergePlan, StateWrite, StoredEntity, SyncWrite, plan_merge
@@ -109,11 +109,14 @@ async def renormalise(
     run_id = f"ren_{uuid.uuid4().hex}"
     for user in users:
 
-        def work(unit: WriteUnit, user: str = user) -> None:
+        def work(unit: WriteUnit, user: str = user) -> int:
             unit.lock_user(user)
             _renormalise_user(unit, user, now_ms, run_id, report)
+            return unit.current_seq()
 
-        await db.write(work, commit=not dry_run)
+        seq = await db.write(work, commit=not dry_run)
+        if not dry_run:
+            changefeed.announce(db, [(user, seq)])  # rewritten rows have a new seq: live sockets get them
         report.users += 1
     return report
 
@@ -321,7 +324,8 @@ def run(args: argparse.Namespace) -> int:
     async def main() -> RenormaliseReport:
         db = await open_storage(db_path, url=database_url_from_env())
         try:
-            return await renormalise(db, user_id=args.user, dry_run=args.dry_run)
+            async with changefeed.publishing(db):
+                return await renormalise(db, user_id=args.user, dry_run=args.dry_run)
         finally:
             await db.close()
 

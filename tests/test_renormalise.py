@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from service import jsontext
+from service import changefeed, jsontext
+from service.changefeed import LocalFeed
 from service.cli import main
 from service.domain.checksum import canonical_json, js_stringify
 from service.domain.owners import UserRecord
@@ -238,3 +239,24 @@ def test_the_command(old_db: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["renormalise", "--db", old_db, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["rows_written"] == 0
     assert main(["renormalise", "--db", old_db + ".missing"]) == 2
+
+
+async def test_rewritten_rows_are_announced_to_live_sockets(old_db: str) -> None:
+    """A renormalised row has a new seq: each user's notice carries the counter after their rewrite, so an
+    open socket is sent the rows in their new form (a dry run announces nothing)."""
+    heard: list[tuple[str | None, int]] = []
+    feed = LocalFeed()
+    feed.subscribe(lambda user, seq: heard.append((user, seq)))
+    db = await SqliteStorage.open(old_db)
+    changefeed.attach(db, feed)
+    try:
+        await renormalise(db, now_ms=NOW_MS + 1000, dry_run=True)
+        assert heard == []
+        report = await renormalise(db, now_ms=NOW_MS + 1000)
+    finally:
+        changefeed.detach(db)
+        await db.close()
+    users = {r["user_id"] for r in query(old_db, "SELECT DISTINCT user_id FROM sync_data")}
+    assert report.rows_written > 0 and {user for user, _ in heard} == users
+    highest = query(old_db, "SELECT MAX(seq) AS s FROM sync_data")[0]["s"]
+    assert max(seq for _, seq in heard) == highest

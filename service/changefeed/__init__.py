@@ -13,9 +13,10 @@ every replica's commits, and a replay or CLI writing to the same server is heard
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Protocol
 
 log = logging.getLogger("service.changefeed")
@@ -87,6 +88,22 @@ async def open_feed(storage: object, *, listen: bool = True) -> ChangeFeed | Non
 
         return await PostgresFeed.open(url, listen=listen)
     return LocalFeed() if listen else None
+
+
+@contextlib.asynccontextmanager
+async def publishing(storage: object) -> AsyncIterator[None]:
+    """For a command that writes outside the server (replay, re-drive, renormalise): on PostgreSQL, what it
+    commits is announced to every replica's sockets while this is open (and sent before it closes)."""
+    feed = await open_feed(storage, listen=False)
+    if feed is None:
+        yield
+        return
+    attach(storage, feed)
+    try:
+        yield
+    finally:
+        detach(storage)
+        await feed.close()
 
 
 # The feed each open storage publishes to (set where it is opened); weak, so a closed storage goes.

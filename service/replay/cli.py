@@ -198,18 +198,11 @@ async def _replay(
     announce_skips: bool,
 ) -> None:
     db = await open_storage(db_path, url=database_url_from_env())
-    feed = await changefeed.open_feed(db, listen=False)  # on PostgreSQL, the replicas' sockets hear the replay
-    if feed is not None:
-        changefeed.attach(db, feed)
     try:
-        await Replayer(db, options, progress, summary, announce_skips=announce_skips).replay(paths, files)
+        async with changefeed.publishing(db):  # on PostgreSQL, the replicas' sockets hear the replay
+            await Replayer(db, options, progress, summary, announce_skips=announce_skips).replay(paths, files)
     finally:
-        try:
-            if feed is not None:
-                changefeed.detach(db)
-                await feed.close()
-        finally:
-            await db.close()
+        await db.close()
 
 
 def _print_summary(summary: ReplaySummary, *, as_json: bool) -> None:

@@ -5,10 +5,14 @@ connection is lost comes back and says notices may have been missed."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import psycopg
 
+from service.changefeed import announce, feed_of, publishing
 from service.changefeed.postgres import CHANNEL, PostgresFeed, parse, payload
+from service.store.postgres import PostgresStorage
+from service.store.sqlite import SqliteStorage
 from tests.pgfixtures import PgDatabase
 
 WAIT_S = 10
@@ -85,3 +89,30 @@ async def test_a_listener_that_lost_its_connection_comes_back_and_says_so(pg_dat
         assert (await heard.until(2))[1] == ("user_a", 11)
     finally:
         await feed.close()
+
+
+async def test_a_command_writing_outside_the_server_is_heard_by_the_replicas(pg_database: PgDatabase) -> None:
+    """replay, redrive and renormalise announce through `publishing`: on PostgreSQL, to every listener."""
+    storage = await PostgresStorage.open(pg_database.url)
+    listener = await PostgresFeed.open(pg_database.url)
+    heard = Heard()
+    listener.subscribe(heard)
+    try:
+        async with publishing(storage):
+            assert feed_of(storage) is not None
+            announce(storage, [("user_a", 4), ("user_a", 8)])
+        assert feed_of(storage) is None
+        assert await heard.until(1) == [("user_a", 8)]
+    finally:
+        await listener.close()
+        await storage.close()
+
+
+async def test_on_sqlite_a_command_has_no_feed(tmp_path: Path) -> None:
+    """No socket of another process could hear an SQLite command's notice: nothing is opened."""
+    storage = await SqliteStorage.open(tmp_path / "app.db")
+    try:
+        async with publishing(storage):
+            assert feed_of(storage) is None
+    finally:
+        await storage.close()
