@@ -1,4 +1,8 @@
-"""Shared fixtures: an app on a fresh database file, users, and tokens as the app issues them."""
+"""Shared fixtures: an app on a fresh database, users, and tokens as the app issues them.
+
+`db_path` is the test's database on the engine it is parametrised over (tests/pgfixtures.py): a SQLite
+file's path, or a PostgreSQL database's URL; `add_users`, `query`, `settings` and `open_test_storage` take
+either. A test about the SQLite file itself is marked `@pytest.mark.sqlite_only`."""
 
 from __future__ import annotations
 
@@ -18,11 +22,11 @@ from service.app import create_app
 from service.config import Settings
 from service.store import Storage, open_storage
 from service.tokens import issue_token
+from tests.pghelpers import is_postgres, pg_add_users, pg_query
 
-pytest_plugins = ["tests.pgfixtures"]  # PostgreSQL for the tests: pg_cluster, pg_database
+pytest_plugins = ["tests.pgfixtures"]  # PostgreSQL for the tests: the engine parameter, pg_cluster, pg_database
 
 FIXTURES = Path(__file__).parent / "fixtures"
-POSTGRES_URLS = ("postgresql://", "postgres://")  # `query` and `add_users` take a test database's URL too
 SECRET = "test-secret-that-is-long-enough-for-hs256"
 
 ADA = ("user_Q1w2E3r4T5y6U7i8O9p0a", "ada.pianist@example.com", "user")
@@ -43,13 +47,8 @@ def auth(user: tuple[str, str, str], **headers: str) -> dict[str, str]:
 
 
 def add_users(db_path: str, *users: tuple[str, str, str]) -> None:
-    """Into the SQLite file, or the test's PostgreSQL database when given its URL."""
-    if db_path.startswith(POSTGRES_URLS):
-        from tests.pgfixtures import pg_query
-
-        for u in users:
-            pg_query(db_path, "INSERT INTO users (id, email, display_name, role) VALUES (?, ?, ?, ?)",
-                     (u[0], u[1], u[1].split("@")[0], u[2]))
+    if is_postgres(db_path):
+        pg_add_users(db_path, users)
         return
     with sqlite3.connect(db_path) as conn:
         conn.executemany(
@@ -59,21 +58,20 @@ def add_users(db_path: str, *users: tuple[str, str, str]) -> None:
 
 
 def query(db_path: str, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-    """`sql` (with `?` placeholders) on the SQLite file, or on the test's PostgreSQL database by its URL."""
-    if db_path.startswith(POSTGRES_URLS):
-        from tests.pgfixtures import pg_query
-
-        return pg_query(db_path, sql, params)  # type: ignore[return-value]  # rows read as sqlite3.Row reads
+    if is_postgres(db_path):
+        return pg_query(db_path, sql, params)  # type: ignore[return-value]
     conn = sqlite3.connect(db_path)
     conn.row_factory = sqlite3.Row
     try:
-        return conn.execute(sql, params).fetchall()
+        rows = conn.execute(sql, params).fetchall()
+        conn.commit()  # a test's UPDATE arranging the database stays
+        return rows
     finally:
         conn.close()
 
 
 # The engines the storage contract runs on (the `storage` fixture): RESYNC_TEST_ENGINES=sqlite,postgresql.
-STORAGE_KINDS = tuple(kind for kind in os.environ.get("RESYNC_TEST_ENGINES", "sqlite").split(",") if kind)
+STORAGE_KINDS = tuple(kind for kind in os.environ.get("RESYNC_TEST_ENGINES", "sqlite,postgresql").split(",") if kind)
 
 
 _TARGETS: dict[int, str] = {}  # id of an open test storage -> what `query` and `add_users` take for it
@@ -110,12 +108,17 @@ async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> str:
+def db_path(engine: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    if engine == "postgresql":
+        return str(request.getfixturevalue("pg_database").url)
     return str(tmp_path / "app.db")
 
 
 @pytest.fixture
-def settings(db_path: str) -> Settings:
+def settings(db_path: str, tmp_path: Path) -> Settings:
+    if is_postgres(db_path):
+        return Settings(db_path=str(tmp_path / "app.db"), database_url=db_path, jwt_secret=SECRET,
+                        max_body_bytes=2 * 1024 * 1024)
     return Settings(db_path=db_path, jwt_secret=SECRET, max_body_bytes=2 * 1024 * 1024)
 
 

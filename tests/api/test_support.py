@@ -36,10 +36,7 @@ async def test_support_routes_need_an_admin(client: Client) -> None:
 
 async def test_role_is_read_from_the_database_on_every_request(client: Client, db_path: str) -> None:
     assert (await client.get("/v1/support/summary", headers=auth(ADMIN))).status_code == 200
-    import sqlite3
-
-    with sqlite3.connect(db_path) as conn:
-        conn.execute("UPDATE users SET role = 'user' WHERE id = ?", (ADMIN[0],))
+    query(db_path, "UPDATE users SET role = 'user' WHERE id = ?", (ADMIN[0],))
     assert (await client.get("/v1/support/summary", headers=auth(ADMIN))).status_code == 403
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import timedelta
 
 from litestar import Litestar
@@ -17,8 +16,7 @@ async def test_me_answers_the_users_row_in_the_apps_shape(client: Client, db_pat
     response = await client.get("/api/user/me", headers=auth(ADA))
     assert response.status_code == 200, response.text
     body = response.json()
-    with sqlite3.connect(db_path) as conn:
-        created = conn.execute("SELECT created_at FROM users WHERE id = ?", (ADA[0],)).fetchone()[0]
+    created = query(db_path, "SELECT created_at FROM users WHERE id = ?", (ADA[0],))[0][0]
     assert body == {"id": ADA[0], "email": ADA[1], "displayName": "ada.pianist", "authProvider": "magic_link",
                     "role": "user", "createdAt": created}
     assert (await client.get("/api/user/me", headers=auth(ADMIN))).json()["role"] == "admin"

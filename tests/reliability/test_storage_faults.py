@@ -31,6 +31,10 @@ from tests.reliability.test_abuse import assert_problem, entry
 Client = AsyncTestClient[Litestar]
 
 
+# The SQLite file's own faults (a held write lock, a full disk, a read-only file); PostgreSQL's are in
+# tests/store/postgres/test_engine.py.
+pytestmark = pytest.mark.sqlite_only
+
 @pytest.fixture
 async def client(db_path: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Client]:
     """The app with a 200 ms busy timeout, so a held lock is a fault in a test's time."""

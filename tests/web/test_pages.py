@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import html
 import re
-import sqlite3
 
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from service.tokens import issue_token
-from tests.conftest import ADA, ADMIN, BEN, SECRET, auth, token_for
+from tests.conftest import ADA, ADMIN, BEN, SECRET, auth, query, token_for
 
 Client = AsyncTestClient[Litestar]
 
@@ -143,12 +142,11 @@ async def test_the_users_quarantine_and_conflicts_page_through_every_row_by_next
                 "type": "practice", "updatedAt": "2025-01-01T10:00:00.000Z"} for i in range(120)]
     pushed = await client.post("/api/sync/push", json={"changes": {"entries": entries}}, headers=auth(latecomer))
     assert pushed.status_code == 200, pushed.text
-    with sqlite3.connect(db_path) as conn:  # waiting conflicts, as a merge would archive them
-        conn.executemany(
-            "INSERT INTO recovery_archive (user_id, entity_type, entity_id, data, checksum, updated_ms, reason,"
-            " upload_id, archived_at) VALUES (?, 'logbook_entry', ?, '{}', ?, 0, 'older', 'upl_x', '2025-01-01')",
-            [(latecomer[0], f"conflict_{i:04d}", f"{i:064d}") for i in range(120)],
-        )
+    # Waiting conflicts, as a merge would archive them (one statement: it runs on either engine).
+    values = ", ".join(["(?, 'logbook_entry', ?, '{}', ?, 0, 'older', 'upl_x', '2025-01-01')"] * 120)
+    insert = f"INSERT INTO recovery_archive (user_id, entity_type, entity_id, data, checksum, updated_ms, reason, upload_id, archived_at) VALUES {values}"  # noqa: E501, S608 - placeholders only
+    query(db_path, insert,
+          tuple(v for i in range(120) for v in (latecomer[0], f"conflict_{i:04d}", f"{i:064d}")))
     assert (await _sign_in(client, token_for(ADMIN))).status_code == 303  # type: ignore[attr-defined]
     for testid, item, pattern in (("quarantine", "quarantined", r"entry_\d{4}"),
                                   ("conflicts", "conflict", r"conflict_\d{4}")):

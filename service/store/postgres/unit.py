@@ -27,8 +27,7 @@ from service.domain.merge import EntityKey, MergePlan, StoredEntity, SyncWrite
 from service.domain.outcomes import OUTCOMES as _OUTCOMES
 from service.domain.outcomes import Receipt
 from service.domain.owners import EmailMatch, UserRecord, match_email_among
-from service.domain.progress import RecoveryState
-from service.domain.progress import state_of as domain_state_of
+from service.domain.progress import RecoveryState, state_of
 from service.domain.records import LOGBOOK_ENTRY, LogbookRow
 from service.domain.times import ms_to_iso_z, to_epoch_ms
 from service.store.interface import IDEMPOTENCY_TTL_SECONDS, UserExists
@@ -65,15 +64,6 @@ USER_LOCKS = 0x5253_5955  # "RSYU"
 SEQ_BLOCK_LOCK = 0x5253_5351  # "RSSQ"
 SEQUENCE = "recovery_change_seq"
 _json = msgspec.json.Encoder()
-
-
-NOT_STARTED, IN_PROGRESS, COMPLETE, NEEDS_REVIEW = "not_started", "in_progress", "complete", "needs_review"
-
-
-def state_of(*, waiting: int, uploaded: bool, devices: list[DeviceProgress]) -> RecoveryState:
-    """The one state rule (`service.domain.progress.state_of`) for one user whose figures are read."""
-    return domain_state_of(waiting=waiting > 0, uploaded=uploaded,
-                           all_devices_complete=bool(devices) and all(d.declared_complete for d in devices))
 
 
 def utc_now_text() -> str:
@@ -125,19 +115,19 @@ def _quarantined(r: Mapping[str, Any]) -> QuarantinedRecord:
     )
 
 
-# One user's state from the service's tables (`u.id` is the user), the SQLite engine's rule as one CASE.
-STATE_SQL = """
-CASE
-  WHEN EXISTS (SELECT 1 FROM recovery_quarantine q WHERE q.owner = u.id AND q.resolved_at IS NULL)
-    OR EXISTS (SELECT 1 FROM recovery_archive a WHERE a.user_id = u.id AND a.reviewed_at IS NULL)
-    THEN 'needs_review'
-  WHEN NOT EXISTS (SELECT 1 FROM recovery_users r WHERE r.user_id = u.id) THEN 'not_started'
-  WHEN EXISTS (SELECT 1 FROM recovery_devices d WHERE d.user_id = u.id)
-   AND NOT EXISTS (SELECT 1 FROM recovery_devices d WHERE d.user_id = u.id AND d.complete = 0)
-    THEN 'complete'
-  ELSE 'in_progress'
-END
+# One user's figures the state rule (`service.domain.progress.state_of`) decides from (`u.id` is the user).
+STATE_FIGURES_SQL = """
+  (EXISTS (SELECT 1 FROM recovery_quarantine q WHERE q.owner = u.id AND q.resolved_at IS NULL)
+   OR EXISTS (SELECT 1 FROM recovery_archive a WHERE a.user_id = u.id AND a.reviewed_at IS NULL)) AS waiting,
+  EXISTS (SELECT 1 FROM recovery_users r WHERE r.user_id = u.id) AS uploaded,
+  (EXISTS (SELECT 1 FROM recovery_devices d WHERE d.user_id = u.id)
+   AND NOT EXISTS (SELECT 1 FROM recovery_devices d WHERE d.user_id = u.id AND d.complete = 0)) AS all_complete
 """
+
+
+def _state(row: Mapping[str, Any]) -> RecoveryState:
+    return state_of(waiting=bool(row["waiting"]), uploaded=bool(row["uploaded"]),
+                    all_devices_complete=bool(row["all_complete"]))
 
 _STATE_COUNTS_SQL = """
 WITH review(id) AS (
@@ -306,8 +296,11 @@ class PgReadUnit:
             user_id=user_id,
             email=head["email"],
             exists=bool(head["user_exists"]),
-            state=state_of(waiting=quarantined + archived, uploaded=head["first_upload_at"] is not None,
-                           devices=devices),
+            state=state_of(
+                waiting=quarantined + archived > 0,
+                uploaded=head["first_upload_at"] is not None,
+                all_devices_complete=bool(devices) and all(d.declared_complete for d in devices),
+            ),
             first_upload_at=head["first_upload_at"],
             last_upload_at=head["last_upload_at"],
             counts=counts,
@@ -318,8 +311,9 @@ class PgReadUnit:
         )
 
     def user_state(self, user_id: str) -> RecoveryState:
-        row = self._one(f"SELECT {STATE_SQL} AS state FROM (SELECT %s::text AS id) u", (user_id,))  # noqa: S608
-        return RecoveryState(row["state"]) if row is not None else RecoveryState.NOT_STARTED
+        row = self._one(f"SELECT {STATE_FIGURES_SQL} FROM (SELECT %s::text AS id) u", (user_id,))  # noqa: S608
+        assert row is not None
+        return _state(row)
 
     def device_received(self, user_id: str, device_id: str) -> dict[str, int]:
         rows = self._all(
@@ -345,29 +339,41 @@ class PgReadUnit:
     def list_users(
         self, *, email: str | None, state: str | None, after: str | None, limit: int
     ) -> list[UserListItem]:
-        rows = self._all(
-            f"""
-            SELECT * FROM (
-              SELECT u.id, u.email, u.role, {STATE_SQL} AS state,
-                     (SELECT last_upload_at FROM recovery_users r WHERE r.user_id = u.id) AS last_upload_at
-              FROM users u
-              WHERE (%(after)s::text IS NULL OR u.id > %(after)s::text)
-                AND (%(email)s::text IS NULL OR strpos(LOWER(u.email), LOWER(%(email)s::text)) > 0)
-            ) listed
-            WHERE (%(state)s::text IS NULL OR state = %(state)s::text)
-            ORDER BY id
-            LIMIT %(limit)s
-            """,  # noqa: S608 - STATE_SQL is a constant
-            {"after": after, "email": email, "state": state, "limit": limit},
-        )
-        return [UserListItem(r["id"], r["email"], r["role"], r["state"], r["last_upload_at"]) for r in rows]
+        """Pages of users by id; each one's state is the one rule's (`state_of`), so a state filter reads
+        on until `limit` users match or none are left (as on SQLite)."""
+        found: list[UserListItem] = []
+        cursor = after
+        page = max(limit, 200) if state is not None else limit
+        while len(found) < limit:
+            rows = self._all(
+                f"""
+                SELECT u.id, u.email, u.role, {STATE_FIGURES_SQL},
+                       (SELECT last_upload_at FROM recovery_users r WHERE r.user_id = u.id) AS last_upload_at
+                FROM users u
+                WHERE (%(after)s::text IS NULL OR u.id > %(after)s::text)
+                  AND (%(email)s::text IS NULL OR strpos(LOWER(u.email), LOWER(%(email)s::text)) > 0)
+                ORDER BY u.id
+                LIMIT %(limit)s
+                """,  # noqa: S608 - the figures' SQL is a constant
+                {"after": cursor, "email": email, "limit": page},
+            )
+            for r in rows:
+                user_state = _state(r)
+                if state is None or user_state == state:
+                    found.append(UserListItem(r["id"], r["email"], r["role"], user_state, r["last_upload_at"]))
+                    if len(found) == limit:
+                        break
+            if len(rows) < page:
+                break
+            cursor = rows[-1]["id"]
+        return found
 
     def users_by_state_counts(self) -> dict[str, int]:
         row = self._one(_STATE_COUNTS_SQL)
         assert row is not None
         total, review, started, complete = (int(row[k]) for k in ("total", "needs_review", "started", "complete"))
-        return {NOT_STARTED: total - review - started, IN_PROGRESS: started - complete, COMPLETE: complete,
-                NEEDS_REVIEW: review}
+        return {RecoveryState.NOT_STARTED: total - review - started, RecoveryState.IN_PROGRESS: started - complete,
+                RecoveryState.COMPLETE: complete, RecoveryState.NEEDS_REVIEW: review}
 
     def summary_figures(self) -> SummaryFigures:
         records: dict[str, int] = {outcome: 0 for outcome in _OUTCOMES}
@@ -986,10 +992,10 @@ class PgWriteUnit(PgReadUnit):
         if not moves:
             return
         self.conn.execute(
-            """UPDATE recovery_entity_state e SET duplicate_of = k.new_id
-               FROM unnest(%s::text[], %s::text[], %s::text[]) AS k(t, old_id, new_id)
-               WHERE e.user_id = %s AND e.entity_type = k.t AND e.entity_id = k.old_id""",
-            (*_columns(_last_per_key(moves, slice(0, 2)), 3), user_id),
+            """INSERT INTO recovery_entity_state (user_id, entity_type, entity_id, duplicate_of)
+               SELECT %s, k.* FROM unnest(%s::text[], %s::text[], %s::text[]) AS k(t, old_id, new_id)
+               ON CONFLICT (user_id, entity_type, entity_id) DO UPDATE SET duplicate_of = excluded.duplicate_of""",
+            (user_id, *_columns(_last_per_key(moves, slice(0, 2)), 3)),
         )
 
     def update_raw_checksums(self, checksums: Mapping[int, str]) -> None:

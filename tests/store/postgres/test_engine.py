@@ -16,7 +16,7 @@ from service.domain.merge import ArchivedVersion, MergePlan, StateWrite, SyncWri
 from service.domain.records import LOGBOOK_ENTRY, LogbookRow
 from service.store.interface import EngineKind, Fault, NotAnAppDatabase, StorageUnavailable, WriteUnit
 from service.store.postgres.engine import PostgresStorage, UnsafeRole, fault_of, redact
-from tests.pgfixtures import PgDatabase
+from tests.pghelpers import PgDatabase
 
 WAIT_S = 10
 USERS = [f"user_{i:021d}" for i in range(6)]

@@ -17,7 +17,7 @@ from service.d1_export import cli as export_cli
 from service.store.postgres.engine import PostgresStorage
 from tests.conftest import ADA, BEN
 from tests.d1_export.helpers import create_app_database, logbook_row
-from tests.pgfixtures import PgDatabase
+from tests.pghelpers import PgDatabase
 
 SYNC_ROWS: list[tuple[Any, ...]] = [
     # id, user, type, entity id, data, checksum, version, updated_at, deleted_at, seq

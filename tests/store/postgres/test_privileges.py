@@ -18,7 +18,8 @@ from psycopg import errors
 
 from service.store.postgres import migrate, setup
 from tests import pgserver
-from tests.pgfixtures import Cluster, PgDatabase, with_credentials
+from tests.pgfixtures import Cluster
+from tests.pghelpers import PgDatabase, with_credentials
 
 FORBIDDEN = {
     "drop": "DROP TABLE {t}",
