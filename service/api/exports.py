@@ -19,25 +19,14 @@ from service.api.errors import FieldError, problem_responses
 from service.api.rendering import recovery_response
 from service.api.schemas import RecoveryUploadResponse
 from service.api.sync import DeviceHeader, header_token, require_json_body
-from service.domain.sources import Source
-from service.pipeline import Upload, UploadResult, ingest, sha256_hex
-from service.replay.documents import parse_export
-from service.replay.model import OwnerClaim, UnreadableInput
-
-SOURCE = Source.EXPORT
+from service.replay.model import UnreadableInput
+from service.usecases.exports import NotTheUploadersFile, upload_export
 
 # Any JSON object or array; which export it is, is recognised from its content.
 ExportFile = dict[str, Any] | list[Any]
 DryRun = Annotated[
     bool, QueryParameter(description="Answer exactly as the upload would, and write nothing", required=False)
 ]
-
-
-def names_caller(claim: OwnerClaim, principal: Principal) -> bool:
-    """The file's owner is the caller: the resolved user by id or email (else the token's own)."""
-    if principal.user is not None:
-        return claim.names(principal.user.id, principal.user.email)
-    return claim.names(principal.sub, principal.email)
 
 
 class ExportController(Controller):
@@ -66,28 +55,11 @@ class ExportController(Controller):
         device = header_token(device_header, "X-Device-ID")
         body = await request.body()  # `data` is only the shape check; records keep their bytes as sent
         try:
-            document = parse_export(body)
+            result = await upload_export(request.app.state.db, principal, body, device_id=device, dry_run=dry_run)
         except UnreadableInput as error:
             raise FieldError(422, error.field or "body", error.reason) from error
-        if document.claim is not None and not names_caller(document.claim, principal):
-            raise PermissionDeniedException(
-                f"This {document.kind} belongs to {document.claim}, not to the signed-in user; nothing was written"
-            )
-        upload = Upload(
-            owner=principal.owner,
-            user=principal.user,
-            device_id=device or document.device_id,
-            source=SOURCE,
-            records=document.records,
-            deleted=document.deleted,
-            email=principal.email,
-            alias_from=principal.alias_from,
-            quarantine_reason=principal.problem,
-            quarantine_detail=principal.problem_detail,
-            payload_sha256=sha256_hex(body),
-        )
-        result = await ingest(request.app.state.db, upload, dry_run=dry_run)
-        assert isinstance(result, UploadResult)  # only an idempotency key can give a stored answer
+        except NotTheUploadersFile as error:
+            raise PermissionDeniedException(str(error)) from error
         return recovery_response(result, dry_run=dry_run)
 
 
