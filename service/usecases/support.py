@@ -77,9 +77,10 @@ class OverviewFigures:
 
     SETTLE_S = 60.0  # after an hour closes, uploads stamped within it may still be committing
 
-    def __init__(self, *, hours: int, min_age_s: float = 1.0) -> None:
+    def __init__(self, *, hours: int, min_age_s: float = 1.0, cost_factor: float = 10.0) -> None:
         self._hours = hours
         self._min_age_s = min_age_s
+        self._cost_factor = cost_factor
         self._lock = asyncio.Lock()
         self._latest: Overview | None = None
         self._fresh_until = 0.0
@@ -94,7 +95,7 @@ class OverviewFigures:
             started = time.monotonic()
             self._latest = await db.read(self._compute)
             cost = time.monotonic() - started
-            self._fresh_until = time.monotonic() + max(self._min_age_s, 10 * cost)
+            self._fresh_until = time.monotonic() + max(self._min_age_s, self._cost_factor * cost)
             return self._latest
 
     def _compute(self, unit: ReadUnit) -> Overview:
