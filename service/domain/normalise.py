@@ -168,6 +168,9 @@ _score_ids: dict[tuple[str, str | None], str] = {}
 _normal_score_ids: dict[str, str] = {}
 
 
+_MAX_CACHED_SCORE_ID_CHARS = 512  # a huge title is worked out each time rather than kept
+
+
 def _remember(cache: dict[Any, str], key: Any, value: str) -> str:
     if len(cache) >= _MAX_CACHED_SCORE_IDS:
         cache.clear()
@@ -177,7 +180,11 @@ def _remember(cache: dict[Any, str], key: Any, value: str) -> str:
 
 def score_id(title: str, composer: str | None) -> str:
     """The score id the app builds for a piece from its title and composer (`generateNormalizedScoreId`)."""
-    if type(title) is str and (composer is None or type(composer) is str):
+    if (
+        type(title) is str
+        and (composer is None or type(composer) is str)
+        and len(title) + len(composer or "") <= _MAX_CACHED_SCORE_ID_CHARS
+    ):
         found = _score_ids.get((title, composer))
         return found if found is not None else _remember(_score_ids, (title, composer), _score_id(title, composer))
     return _score_id(title, composer)
@@ -194,7 +201,7 @@ def normalise_score_id(existing: str) -> str:
     """An existing piece id as the app rewrites it (`normalizeExistingScoreId`): canonical Scorebook ids
     are kept; any other id is only lowercased, trimmed, split into title and composer and joined again.
     Quotes, dashes, periods and inner spaces stay as they are."""
-    if type(existing) is str:
+    if type(existing) is str and len(existing) <= _MAX_CACHED_SCORE_ID_CHARS:
         found = _normal_score_ids.get(existing)
         return found if found is not None else _remember(_normal_score_ids, existing, _normalise_score_id(existing))
     return _normalise_score_id(existing)

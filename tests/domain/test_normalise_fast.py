@@ -289,3 +289,14 @@ def test_the_common_entries_take_the_fast_path() -> None:
         fast = nz._fast_entry(LOGBOOK_ENTRY, shape["id"], dict(shape), USER, NOW_MS)
         assert fast is not None
         assert_same(fast, old_nz.normalise(LOGBOOK_ENTRY, shape, USER, now_ms=NOW_MS))
+
+
+def test_the_caches_keep_no_huge_strings() -> None:
+    """A 100k-character title or time is worked out every time, not kept for the process's lifetime."""
+    huge = "Nocturne " * 12_000
+    nz.score_id(huge, "Chopin")
+    nz.normalise_score_id(huge)
+    times.to_epoch_ms("2025-07-01T17:45:00." + "0" * 100_000 + "Z")
+    assert all(len(key[0]) < 1000 for key in nz._score_ids)
+    assert all(len(key) < 1000 for key in nz._normal_score_ids)
+    assert all(len(key) < 1000 for key in times._string_ms)
