@@ -1,12 +1,13 @@
 """Where the server's CPU goes during an HTTP ingest: `.venv/bin/python bench/profile_http.py [--entries N]`.
 
-Starts `python -m service serve` on a fresh database (as scenario 3 does), attaches py-spy to it with
-`--subprocesses --threads` (active samples only: a sample is CPU time, or time waiting for the GIL), sends
-the bench's pushes of 1,000 entries, and prints the CPU per entry by role: the normalising worker
-processes, the writer thread, the event loop, the process pool's result thread, the other threads
-(readers, the thread that prepares large batches), and the server's garbage collections inside them.
-Needs py-spy (`.venv/bin/pip install py-spy`) and permission to ptrace the server (root, or
-`kernel.yama.ptrace_scope=0`). `--raw FILE` keeps py-spy's output.
+Starts `python -m service serve` on a fresh database (as scenario 3 does), sends two pushes so that the
+normalising pool starts, then sends the bench's pushes (of 1,000 entries at the default 50k) and prints
+the CPU each role used, per entry: the normalising worker processes, the writer thread, the event loop,
+the process pool's result and job feeder threads, the readers, the threads that prepare large batches.
+The CPU is read from /proc (user + system time of each thread); py-spy, attached to the server and to
+each worker process with `--threads`, names the busiest functions of each role (samples of waiting
+threads left out). Needs py-spy (`.venv/bin/pip install py-spy`) and permission to ptrace the server
+(root, or `kernel.yama.ptrace_scope=0`). `--raw FILE` keeps py-spy's output (FILE.<pid> per process).
 """
 
 from __future__ import annotations
@@ -59,12 +60,7 @@ def role_of(process: int, server: int, thread_name: str, stack: str) -> str:
 def cpu_seconds(pid: int) -> dict[tuple[int, int], float]:
     """User+system CPU of every thread of `pid` and of its child processes, by (process, thread)."""
     found: dict[tuple[int, int], float] = {}
-    processes = [pid]
-    with contextlib.suppress(OSError):
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as children:
-                processes += [int(child) for child in children.read().split()]
-    for process in processes:
+    for process in [pid, *children(pid)]:
         with contextlib.suppress(OSError):
             for task in os.listdir(f"/proc/{process}/task"):
                 with open(f"/proc/{process}/task/{task}/stat") as stat:
@@ -94,40 +90,57 @@ def main() -> int:
             # Two pushes first, unmeasured: the normalising pool starts, so py-spy finds its processes.
             asyncio.run(send_pushes(server.base_url, pushes[:2], sizes.concurrency))
             pushes = pushes[2:]
-            spy = subprocess.Popen(
-                [pyspy, "record", "--pid", str(server._proc.pid), "--subprocesses", "--threads", "--rate", str(RATE),
-                 "--format", "raw", "--output", str(raw)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
+            # py-spy's --subprocesses does not find the pool's spawned processes here: one recorder each.
+            pids = [server._proc.pid, *children(server._proc.pid)]
+            spies = [
+                subprocess.Popen(
+                    [pyspy, "record", "--pid", str(pid), "--threads", "--rate", str(RATE),
+                     "--format", "raw", "--output", f"{raw}.{pid}"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                for pid in pids
+            ]
             time.sleep(1.0)  # py-spy attached
             before = cpu_seconds(server._proc.pid)
             started = time.perf_counter()
             run = asyncio.run(send_pushes(server.base_url, pushes, sizes.concurrency))
             seconds = time.perf_counter() - started
             after = cpu_seconds(server._proc.pid)
-            spy.send_signal(signal.SIGINT)
-            spy.wait(timeout=60)
+            for spy in spies:
+                spy.send_signal(signal.SIGINT)
+            for spy in spies:
+                spy.wait(timeout=60)
             server_pid = server._proc.pid
         print(f"{run.entries:,} entries in {seconds:.1f} s: {run.entries / seconds:,.0f} entries/s, "
               f"{run.requests} pushes, errors: {len(run.errors)}")  # fmt: skip
         cpu = {key: after[key] - before.get(key, 0.0) for key in after}
-        report(raw, run.entries, server_pid, cpu)
+        report([(pid, Path(f"{raw}.{pid}")) for pid in pids], run.entries, server_pid, cpu)
     return 0
 
 
-def report(raw: Path, entries: int, server: int, cpu: dict[tuple[int, int], float]) -> None:
+def children(pid: int) -> list[int]:
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as listed:
+                found += [int(child) for child in listed.read().split()]
+    return found
+
+
+def report(raws: list[tuple[int, Path]], entries: int, server: int, cpu: dict[tuple[int, int], float]) -> None:
     """CPU per role from /proc (exact), and each role's busiest functions from py-spy's samples."""
     role_of_thread: dict[tuple[int, int], str] = {}
     functions: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     gc_samples: collections.Counter[str] = collections.Counter()
     busy_samples: collections.Counter[str] = collections.Counter()
-    for line in raw.read_text().splitlines():
+    lines = [(pid, line) for pid, raw in raws if raw.exists() for line in raw.read_text().splitlines()]
+    for process, line in lines:
         stack, _, count = line.rpartition(" ")
         frames = stack.split(";")
-        if len(frames) < 3 or not frames[0].startswith("process ") or not frames[1].startswith("thread ("):
+        if len(frames) < 2 or not frames[0].startswith("thread ("):
             continue
-        process = int(frames[0].split()[1].rstrip(":").split(":")[0])
-        tid_text, _, name = frames[1].removeprefix("thread (").partition("): ")
+        tid_text, _, name = frames[0].removeprefix("thread (").partition("): ")
         key = (process, int(tid_text, 0))
         role = role_of_thread.get(key)
         if role is None or role == "other threads":

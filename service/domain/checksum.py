@@ -103,7 +103,7 @@ def _plain(container: dict[str, Any] | list[Any] | tuple[Any, ...]) -> bool:
 
 def _plain_keys(shape: tuple[str, ...]) -> bool:
     plain = all(type(key) is str and key.isascii() and not key.isdigit() for key in shape)
-    if sum(map(len, shape)) <= _MAX_CACHED_KEY_CHARS:
+    if plain and sum(map(len, shape)) <= _MAX_CACHED_KEY_CHARS:
         if len(_plain_key_sets) >= _MAX_CACHED_LAYOUTS:
             _plain_key_sets.clear()
         _plain_key_sets[shape] = plain
