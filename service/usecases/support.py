@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -77,7 +77,9 @@ class OverviewFigures:
 
     SETTLE_S = 60.0  # after an hour closes, uploads stamped within it may still be committing
 
-    def __init__(self, *, hours: int, min_age_s: float = 1.0, cost_factor: float = 10.0) -> None:
+    def __init__(self, *, hours: int, min_age_s: float = 1.0, cost_factor: float = 10.0,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._clock = clock  # the wall clock the hours are cut by (a test holds it still)
         self._hours = hours
         self._min_age_s = min_age_s
         self._cost_factor = cost_factor
@@ -99,7 +101,7 @@ class OverviewFigures:
             return self._latest
 
     def _compute(self, unit: ReadUnit) -> Overview:
-        now = datetime.now(UTC)
+        now = self._clock()
         current = _hour_text(now)
         if self._closed is None or self._closed[0] != current:
             start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=self._hours - 1)
