@@ -13,7 +13,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException, ProblemDetailsPlugin
 
-from service.store.interface import FAULT_DESCRIPTIONS, Fault, StorageUnavailable
+from service.store.interface import FAULT_DESCRIPTIONS, Fault, StorageUnavailable, UnstorableText
 
 log = logging.getLogger("service.api")
 
@@ -107,6 +107,12 @@ def _from_field_error(exc: FieldError) -> ProblemDetailsException:
     return problem(exc.status, exc.detail, [{"field": exc.field, "reason": exc.reason}])
 
 
+def _from_unstorable(_: UnstorableText) -> ProblemDetailsException:
+    return problem(422, "The upload holds text this deployment's database cannot store; nothing of it was written",
+                   [{"field": "body", "reason": "a text value holds the NUL character (U+0000), which PostgreSQL "
+                     "text cannot hold; send it without that character"}])
+
+
 # Seconds a client is asked to wait when the database cannot take a write (a held lock clears in
 # seconds; a full disk or a read-only mount needs an operator, and the client retries anyway).
 RETRY_AFTER_S = 30
@@ -135,7 +141,8 @@ def problem_details_plugin() -> ProblemDetailsPlugin:
     return ProblemDetailsPlugin(
         ProblemDetailsConfig(
             enable_for_all_http_exceptions=True,
-            exception_to_problem_detail_map={HTTPException: _from_http, FieldError: _from_field_error},
+            exception_to_problem_detail_map={HTTPException: _from_http, FieldError: _from_field_error,
+                                            UnstorableText: _from_unstorable},
         )
     )
 

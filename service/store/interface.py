@@ -105,6 +105,11 @@ class NotAnAppDatabase(RuntimeError):
     """The database holds some of the app's tables but not all the service writes to."""
 
 
+class UnstorableText(ValueError):
+    """The request holds text the engine cannot store (PostgreSQL text cannot hold U+0000, which the app's
+    SQLite can). Its transaction was rolled back whole: nothing of it was written."""
+
+
 class ReadUnit(Protocol):
     """The reads of one consistent snapshot (synchronous: they run on the engine's connection thread)."""
 

@@ -464,16 +464,25 @@ HOSTILE_IDS = [
 async def test_ids_with_quotes_and_sql_are_stored_literally_and_harmlessly(
     filled: Client, db_path: str, engine: str
 ) -> None:
-    if engine == "postgresql":  # the hostile ids include a NUL, which PostgreSQL's text type cannot hold
-        pytest.xfail("PostgreSQL text cannot hold NUL (0x00): a record whose id holds one is not stored there yet")
     """Hostile ids in entries, goals, deletion markers and deleted lists are plain values: stored and
     pulled back byte for byte (an empty id is quarantined as missing), every table is still there and
-    every user row intact."""
+    every user row intact. On PostgreSQL, whose text cannot hold NUL, an upload holding one is refused
+    whole with a 422 naming the reason, and nothing of it is written."""
     tables = table_names(db_path)
     users = query(db_path, "SELECT * FROM users ORDER BY id")
-    storable = [i for i in HOSTILE_IDS if i]
+    hostile = HOSTILE_IDS
+    if engine == "postgresql":
+        before = query(db_path, "SELECT COUNT(*) AS n FROM sync_data")[0]["n"]
+        refused = await filled.post("/api/sync/push", json={"changes": {
+            "entries": [entry(i, notes=i) for i in HOSTILE_IDS]}}, headers=auth(ADA))
+        assert refused.status_code == 422, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert "U+0000" in refused.json()["errors"][0]["reason"]
+        assert query(db_path, "SELECT COUNT(*) AS n FROM sync_data")[0]["n"] == before
+        hostile = [i for i in HOSTILE_IDS if "\u0000" not in i]
+    storable = [i for i in hostile if i]
     push = await filled.post("/api/sync/push", json={"changes": {
-        "entries": [entry(i, notes=i) for i in HOSTILE_IDS],
+        "entries": [entry(i, notes=i) for i in hostile],
         "goals": [{"id": i, "title": i, "status": "active", "createdAt": "2025-06-01T18:00:00.000Z"} for i in storable],
     }}, headers=auth(ADA))
     assert push.status_code == 200, push.text

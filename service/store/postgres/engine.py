@@ -33,6 +33,7 @@ from service.store.interface import (
     NotAnAppDatabase,
     ReadUnit,
     StorageUnavailable,
+    UnstorableText,
     WriteTransaction,
     WriteUnit,
 )
@@ -302,6 +303,8 @@ class PostgresStorage:
     async def write(self, work: Callable[[WriteUnit], T], *, commit: bool = True) -> T:
         try:
             result = await self._with(self._idle_writers, lambda conn: _in_transaction(conn, work, commit))
+        except psycopg.DataError as error:
+            raise _unstorable(error) from error
         except BaseException as error:
             self._note(error)
             raise
@@ -322,6 +325,9 @@ class PostgresStorage:
             transaction = _Transaction(connection)
             try:
                 yield transaction
+            except psycopg.DataError as error:
+                await connection.run(_rollback_quietly)
+                raise _unstorable(error) from error
             except BaseException as error:
                 self._note(error)
                 await connection.run(_rollback_quietly)
@@ -356,7 +362,10 @@ class PostgresStorage:
     async def read(self, work: Callable[[ReadUnit], T]) -> T:
         """A read is tried again once when its connection turned out to be gone (the server restarted, an
         idle connection was cut); a write is not: its caller is told (503), and retries."""
-        return await self._with(self._idle_readers, lambda conn: _in_snapshot(conn, work), retry=True)
+        try:
+            return await self._with(self._idle_readers, lambda conn: _in_snapshot(conn, work), retry=True)
+        except psycopg.DataError as error:
+            raise _unstorable(error) from error
 
     async def close(self) -> None:
         connections = self._writers + self._readers
@@ -410,3 +419,8 @@ class UnsafeRole(StorageUnavailable):
         )
         RuntimeError.__init__(self, f"refusing the database {location}: {cause}")
         self.fault = None
+
+
+def _unstorable(error: psycopg.DataError) -> Exception:
+    """psycopg refuses a NUL in text before it reaches the server: the request's fault, not the storage's."""
+    return UnstorableText(str(error)) if "NUL" in str(error) else error
