@@ -88,30 +88,33 @@ async def _overview_context(request: Request[Any, Any, Any], figures: OverviewFi
             "as_of": overview.as_of.strftime("%Y-%m-%d %H:%M:%S")}
 
 
-def _page_start(value: str | None) -> int:
-    """Where a list on the user's page starts: after the row id a "next" link carries (0: the first page;
-    a link this page did not make also gives the first page)."""
-    return int(value) if value and value.isdigit() and len(value) < 19 else 0
+def _page_start(cursor: str | None) -> int:
+    """Where a list on the user's page starts: after the row id its "next" link's cursor carries (the
+    users list's cursors); 0, the first page, without one or for a link this page did not make."""
+    try:
+        after = decode_cursor(cursor) if cursor else 0
+    except (ValueError, RecursionError):
+        return 0
+    return after if isinstance(after, int) and not isinstance(after, bool) and after > 0 else 0
 
 
 async def _user_context(request: Request[Any, Any, Any], user_id: str, *, quarantine_after: int = 0,
                         conflicts_after: int = 0) -> dict[str, Any] | None:
-    db = request.app.state.db
-    found, timeline, conflicts, declarations = await db.read(lambda unit: (
+    # Every part of the page from one snapshot, in one hop to a reader.
+    found, timeline, conflicts, declarations, quarantined = await request.app.state.db.read(lambda unit: (
         unit.user_progress(user_id), unit.latest_ledger(user_id, TIMELINE),
         unit.waiting_conflicts(user_id, PAGE_SIZE + 1, after=conflicts_after),
         unit.latest_declarations(user_id),
+        unit.quarantine_page(user_id, after=quarantine_after, limit=PAGE_SIZE + 1, include_resolved=False),
     ))
     if found is None:
         return None
-    quarantined = await db.read(lambda unit: unit.quarantine_page(
-        user_id, after=quarantine_after, limit=PAGE_SIZE + 1, include_resolved=False))
     # One row past the page says whether there is a next one; its link starts after the page's last row.
     return {"p": found, "timeline": timeline, "declarations": declarations,
             "quarantined": quarantined[:PAGE_SIZE], "conflicts": conflicts[:PAGE_SIZE],
             "quarantine_after": quarantine_after, "conflicts_after": conflicts_after,
-            "quarantine_next": quarantined[PAGE_SIZE - 1].id if len(quarantined) > PAGE_SIZE else None,
-            "conflicts_next": conflicts[PAGE_SIZE - 1].id if len(conflicts) > PAGE_SIZE else None}
+            "quarantine_next": encode_cursor(quarantined[PAGE_SIZE - 1].id) if len(quarantined) > PAGE_SIZE else None,
+            "conflicts_next": encode_cursor(conflicts[PAGE_SIZE - 1].id) if len(conflicts) > PAGE_SIZE else None}
 
 
 class SupportPages(Controller):
