@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from service.domain.times import APP_TIMESTAMP_FORMAT
+
 from .literals import SqlValue
 from .statements import LOGBOOK_ENTRIES, SYNC_DATA, TableSpec
 
@@ -24,7 +26,6 @@ UPLOAD_TABLES: dict[str, tuple[str, ...]] = {
     "recovery_ledger": ("upload_id",),
     "recovery_raw_records": ("user_id", "entity_type", "entity_id", "upload_id"),
 }
-APP_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
 class SourceError(Exception):
@@ -55,7 +56,7 @@ def parse_since(text: str) -> str:
         ) from error
     if moment.tzinfo is not None:
         moment = moment.astimezone(UTC)
-    return moment.strftime(APP_TIME_FORMAT)
+    return moment.strftime(APP_TIMESTAMP_FORMAT)
 
 
 @dataclass(frozen=True)

@@ -173,3 +173,11 @@ APP_TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"  # SQLite's CURRENT_TIMESTAMP form, U
 def app_timestamp(moment: datetime | None = None) -> str:
     """`moment` (now by default) in the app's TIMESTAMP form, `YYYY-MM-DD HH:MM:SS` in UTC."""
     return (moment if moment is not None else datetime.now(UTC)).astimezone(UTC).strftime(APP_TIMESTAMP_FORMAT)
+
+
+APP_HOUR_FORMAT = "%Y-%m-%d %H"  # an hour of the ledger's `created_at`: how per-hour activity is named
+
+
+def app_hour(moment: datetime) -> str:
+    """The hour `moment` (a UTC time) falls in, as the ledger's per-hour activity names it: `YYYY-MM-DD HH`."""
+    return moment.strftime(APP_HOUR_FORMAT)

@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from service.domain.progress import RecoveryState
+from service.domain.times import app_hour
 from service.store.interface import ReadUnit, Storage, WriteUnit
 from service.store.rows import HourlyActivity
 
@@ -60,10 +61,6 @@ class Overview(msgspec.Struct):
     as_of: datetime
 
 
-def _hour_text(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H")  # as `ledger_per_hour` names hours
-
-
 class OverviewFigures:
     """The overview's figures, shared by everyone watching it.
 
@@ -102,10 +99,10 @@ class OverviewFigures:
 
     def _compute(self, unit: ReadUnit) -> Overview:
         now = self._clock()
-        current = _hour_text(now)
+        current = app_hour(now)
         if self._closed is None or self._closed[0] != current:
             start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=self._hours - 1)
-            closed = [a for a in unit.ledger_per_hour(f"{_hour_text(start)}:00:00") if a.hour < current]
+            closed = [a for a in unit.ledger_per_hour(f"{app_hour(start)}:00:00") if a.hour < current]
             settled = (now - now.replace(minute=0, second=0, microsecond=0)).total_seconds() >= self.SETTLE_S
             self._closed = (current, closed) if settled else None
         else:

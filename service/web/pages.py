@@ -21,6 +21,7 @@ from litestar.static_files import create_static_files_router
 
 from service.api.auth import OWN_CSRF_CHECK
 from service.domain.progress import STATES
+from service.domain.times import app_timestamp
 from service.store.rows import UserListItem
 from service.usecases.cursors import decode_cursor, encode_cursor
 from service.usecases.redrive import NoSuchUser, RedriveRaced, redrive_user
@@ -85,7 +86,7 @@ async def _overview_context(request: Request[Any, Any, Any], figures: OverviewFi
     overview = await figures.read(request.app.state.db)
     return {"summary": overview.summary, "archive": overview.archive, "last_upload_at": overview.last_upload_at,
             "chart": views.chart(overview.activity, hours=CHART_HOURS, now=overview.as_of),
-            "as_of": overview.as_of.strftime("%Y-%m-%d %H:%M:%S")}
+            "as_of": app_timestamp(overview.as_of)}
 
 
 def _page_start(cursor: str | None) -> int:

@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 
+from service.domain.times import app_hour
 from service.store.rows import ArchivedConflict, Declaration, HourlyActivity, UserProgress
 from service.usecases.support import declaration_differences
 
@@ -165,7 +166,7 @@ def conflict_fields(c: ArchivedConflict) -> list[dict[str, Any]]:
 
 def hours_back(now: datetime, hours: int) -> list[str]:
     start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours - 1)
-    return [(start + timedelta(hours=i)).strftime("%Y-%m-%d %H") for i in range(hours)]
+    return [app_hour(start + timedelta(hours=i)) for i in range(hours)]
 
 
 def since_text(now: datetime, hours: int) -> str:

@@ -29,7 +29,7 @@ from service.domain.outcomes import Receipt
 from service.domain.owners import EmailMatch, UserRecord, match_email_among
 from service.domain.progress import RecoveryState, state_of
 from service.domain.records import LOGBOOK_ENTRY, LogbookRow
-from service.domain.times import ms_to_iso_z, to_epoch_ms
+from service.domain.times import app_timestamp, ms_to_iso_z, to_epoch_ms
 from service.store.interface import IDEMPOTENCY_TTL_SECONDS, UserExists
 from service.store.rows import (
     ArchivedConflict,
@@ -64,11 +64,6 @@ USER_LOCKS = 0x5253_5955  # "RSYU"
 SEQ_BLOCK_LOCK = 0x5253_5351  # "RSSQ"
 SEQUENCE = "recovery_change_seq"
 _json = msgspec.json.Encoder()
-
-
-def utc_now_text() -> str:
-    """The app's TIMESTAMP form: `YYYY-MM-DD HH:MM:SS` in UTC."""
-    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _document_updated_ms(data: str, row_updated_at: str | None) -> int | None:
@@ -379,7 +374,7 @@ class PgReadUnit:
         records: dict[str, int] = {outcome: 0 for outcome in _OUTCOMES}
         for r in self._all("SELECT outcome, SUM(n) AS n FROM recovery_progress GROUP BY outcome"):
             records[r["outcome"]] = int(r["n"])
-        hour_ago = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%d %H:%M:%S")
+        hour_ago = app_timestamp(datetime.now(UTC) - timedelta(hours=1))
         recent = self._one("SELECT COUNT(*) AS n FROM recovery_ledger WHERE created_at >= %s", (hour_ago,))
         waiting = self._one(
             "SELECT COUNT(*) AS n, COUNT(DISTINCT owner) AS owners FROM recovery_quarantine WHERE resolved_at IS NULL"
@@ -692,7 +687,7 @@ class PgWriteUnit(PgReadUnit):
         return first
 
     def apply_plan(self, plan: MergePlan, *, user_id: str, device_id: str | None, upload_id: str) -> None:
-        now = utc_now_text()
+        now = app_timestamp()
         if plan.sync_writes:
             seqs = self._seq_values(len(plan.sync_writes))
             random_hex = secrets.token_hex(4 * len(plan.sync_writes))
@@ -762,7 +757,7 @@ class PgWriteUnit(PgReadUnit):
                  WITH ORDINALITY AS k(t, i, h, raw, checksum, n)
                ORDER BY k.n
                ON CONFLICT DO NOTHING""",
-            (user_id, upload_id, device_id, utc_now_text(), *_columns(
+            (user_id, upload_id, device_id, app_timestamp(), *_columns(
                 [(r.entity_type, r.entity_id, r.raw_sha256, r.raw, r.checksum) for r in keyed], 5)),
         )
 
@@ -798,7 +793,7 @@ class PgWriteUnit(PgReadUnit):
                ORDER BY k.n""",
             dict(zip(("t", "i", "raw", "reason", "field", "detail"), _columns(
                 [(q.entity_type, q.entity_id, q.raw, q.reason, q.field, q.detail) for q in rows], 6), strict=True),
-                 owner=owner, email=email, upload=upload_id, device=device_id, now=utc_now_text()),
+                 owner=owner, email=email, upload=upload_id, device=device_id, now=app_timestamp()),
         )
 
     def record_upload(
@@ -812,7 +807,7 @@ class PgWriteUnit(PgReadUnit):
         file_name: str | None,
         payload_sha256: str,
     ) -> None:
-        now = utc_now_text()
+        now = app_timestamp()
         self.conn.execute(
             """INSERT INTO recovery_ledger (upload_id, user_id, device_id, source, file_name, payload_sha256, received,
                  counts, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
@@ -847,7 +842,7 @@ class PgWriteUnit(PgReadUnit):
                ON CONFLICT (user_id) DO UPDATE SET last_sync_token = excluded.last_sync_token,
                  last_sync_time = excluded.last_sync_time,
                  last_device_id = COALESCE(excluded.last_device_id, sync_metadata.last_device_id)""",
-            (user_id, sync_token, utc_now_text(), device_id),
+            (user_id, sync_token, app_timestamp(), device_id),
         )
 
     def record_alias(self, token_sub: str, user: UserRecord, email: str) -> None:
@@ -855,7 +850,7 @@ class PgWriteUnit(PgReadUnit):
             """INSERT INTO recovery_user_aliases (token_sub, user_id, email, mapped_at) VALUES (%s, %s, %s, %s)
                ON CONFLICT (token_sub) DO UPDATE SET user_id = excluded.user_id, email = excluded.email,
                  mapped_at = excluded.mapped_at""",
-            (token_sub, user.id, email, utc_now_text()),
+            (token_sub, user.id, email, app_timestamp()),
         )
 
     # -- idempotency
@@ -897,7 +892,7 @@ class PgWriteUnit(PgReadUnit):
 
     # -- devices, review, re-drive
     def declare_device(self, user_id: str, device_id: str, expected: Mapping[str, int], complete: bool) -> None:
-        now = utc_now_text()
+        now = app_timestamp()
         expected_text = json.dumps(dict(expected), sort_keys=True)
         self.conn.execute(
             "INSERT INTO recovery_device_declarations (user_id, device_id, declared_at, expected, matched)"
@@ -917,7 +912,7 @@ class PgWriteUnit(PgReadUnit):
     def mark_archive_reviewed(self, user_id: str) -> int:
         cursor = self.conn.execute(
             "UPDATE recovery_archive SET reviewed_at = %s WHERE user_id = %s AND reviewed_at IS NULL",
-            (utc_now_text(), user_id),
+            (app_timestamp(), user_id),
         )
         return max(cursor.rowcount, 0)
 
@@ -927,7 +922,7 @@ class PgWriteUnit(PgReadUnit):
         cursor = self.conn.execute(
             "UPDATE recovery_quarantine SET resolved_at = %s, resolved_upload_id = %s"
             " WHERE id = ANY(%s::bigint[]) AND resolved_at IS NULL",
-            (utc_now_text(), upload_id, list(ids)),
+            (app_timestamp(), upload_id, list(ids)),
         )
         return max(cursor.rowcount, 0)
 
@@ -942,7 +937,7 @@ class PgWriteUnit(PgReadUnit):
                ON CONFLICT (replay_key) DO UPDATE SET file_name = excluded.file_name,
                  records_done = excluded.records_done, finished = excluded.finished,
                  updated_at = excluded.updated_at""",
-            (replay_key, file_name, file_sha256, records_done, int(finished), utc_now_text()),
+            (replay_key, file_name, file_sha256, records_done, int(finished), app_timestamp()),
         )
 
     # -- renormalise
