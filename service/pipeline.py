@@ -57,7 +57,7 @@ class Upload(msgspec.Struct):
     upload_id: str | None = None  # given by callers that must know it up front (a redrive); else generated
     # Why every record is quarantined when `user` is None (an unknown owner by default; a replay may say
     # the file names another user than the one given, or that a line could not be read).
-    quarantine_reason: str = rec.UNKNOWN_USER
+    quarantine_reason: rec.QuarantineReason = rec.UNKNOWN_USER
     quarantine_detail: str = "no user with this id or email exists"
 
 

@@ -38,8 +38,9 @@ import msgspec
 from service import changefeed, jsontext
 from service.config import DEFAULT_DB_PATH
 from service.domain.checksum import js_stringify
-from service.domain.merge import ArchivedVersion, MergePlan, StateWrite, StoredEntity, SyncWrite, plan_merge
+from service.domain.merge import ArchivedVersion, EntityKey, MergePlan, StateWrite, StoredEntity, SyncWrite, plan_merge
 from service.domain.normalise import normalise
+from service.domain.outcomes import ArchiveReason
 from service.domain.records import ENTITY_TYPES, LOGBOOK_ENTRY, Normalised, Tombstone
 from service.domain.times import ms_to_iso_z, to_epoch_ms
 from service.store import add_database_url_argument, database_url_from_env, open_storage
@@ -47,7 +48,7 @@ from service.store.interface import Storage, WriteUnit
 from service.store.rows import EntityStateRow, StoredSyncRow
 from service.store.sqlite.dbfile import DatabaseFileError, check_database_file
 
-ARCHIVE_REASON = "renormalised: stored under earlier rules"
+ARCHIVE_REASON = ArchiveReason.RENORMALISED
 
 
 class TypeCounts(msgspec.Struct):
@@ -274,7 +275,7 @@ def _split(
 ) -> _Work:
     """Content duplicates that no longer match go through the merge rules again: an entry of their own,
     or a content duplicate of another entry that has their content now."""
-    stored = {
+    stored: dict[EntityKey, StoredEntity] = {
         (LOGBOOK_ENTRY, state.entity_id): StoredEntity(
             updated_ms=state.updated_ms, deleted_ms=state.deleted_ms, content_key=state.content_key,
             duplicate_of=state.duplicate_of,

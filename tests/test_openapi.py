@@ -24,3 +24,25 @@ def test_operations_are_documented_and_secured() -> None:
     assert "/health" not in schema["paths"] and "/metrics" not in schema["paths"]
     push = schema["paths"]["/api/sync/push"]["post"]
     assert {p["name"] for p in push["parameters"]} >= {"X-Device-ID", "X-Idempotency-Key"}
+
+
+def test_closed_sets_are_listed_as_enums() -> None:
+    """Reasons and entity types are closed sets: the document lists their values wherever the API answers
+    or takes them, so clients can tell every value there is."""
+    import json
+
+    from service.domain.outcomes import MergeReason, Outcome
+    from service.domain.records import EntityType, QuarantineReason
+
+    schemas = json.loads(render_openapi())["components"]["schemas"]
+    quarantine_reasons = [r.value for r in QuarantineReason]
+    assert schemas["QuarantineReason"]["enum"] == quarantine_reasons
+    assert schemas["QuarantinedRecord"]["properties"]["reason"] == {"$ref": "#/components/schemas/QuarantineReason"}
+    merge_reasons = [r.value for r in MergeReason]
+    assert schemas["RecordResult"]["properties"]["reason"]["enum"] == [*quarantine_reasons, *merge_reasons, None]
+    outcomes = [o.value for o in Outcome]
+    assert schemas["Conflict"]["properties"]["reason"]["enum"] == [*quarantine_reasons, *merge_reasons, *outcomes]
+    entity_types = {"type": "string", "enum": [t.value for t in EntityType]}
+    assert schemas["DeviceDeclaration"]["properties"]["expected"]["propertyNames"] == entity_types
+    for counts in ("expected", "received"):
+        assert schemas["DeviceCompletion"]["properties"][counts]["propertyNames"] == entity_types

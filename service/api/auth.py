@@ -21,7 +21,7 @@ from litestar.security.jwt import JWTCookieAuth, JWTCookieAuthenticationMiddlewa
 
 from service.api.errors import FieldError
 from service.domain.owners import UserRecord
-from service.domain.records import AMBIGUOUS_EMAIL, UNKNOWN_USER
+from service.domain.records import AMBIGUOUS_EMAIL, UNKNOWN_USER, QuarantineReason
 from service.store.interface import ReadUnit, Storage
 
 AUTH_COOKIE = "auth-token"
@@ -90,7 +90,7 @@ class Principal(msgspec.Struct, frozen=True):
     # Set when `sub` is not in users but the email is: the token subject that was mapped.
     alias_from: str | None = None
     # When `user` is None: why (the quarantine reason of the caller's records) and a note saying so.
-    problem: str = UNKNOWN_USER
+    problem: QuarantineReason = UNKNOWN_USER
     problem_detail: str = "no user with this id or email exists"
 
     @property

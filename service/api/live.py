@@ -328,7 +328,10 @@ def row_event(
     return None
 
 
-_BULK = {LOGBOOK_ENTRY: ("BULK_SYNC", "entries"), REPERTOIRE_ITEM: ("REPERTOIRE_BULK_SYNC", "pieces")}
+# Keyed by str: the rows' entity types are sync_data's text, whatever the app wrote there.
+_BULK: dict[str, tuple[str, str]] = {
+    LOGBOOK_ENTRY: ("BULK_SYNC", "entries"), REPERTOIRE_ITEM: ("REPERTOIRE_BULK_SYNC", "pieces"),
+}
 # What a catch-up sends: what SYNC_REQUEST sends, and plans as the app's HTTP pushes broadcast them.
 CATCH_UP_TYPES = (LOGBOOK_ENTRY, REPERTOIRE_ITEM, PRACTICE_PLAN, PLAN_OCCURRENCE)
 

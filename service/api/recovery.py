@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.exceptions import PermissionDeniedException
+from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.params import JSONBody, PathParameter
 
 from service import jsontext
@@ -17,7 +18,7 @@ from service.api.rendering import answer_upload, recovery_response
 from service.api.schemas import RawRecoveryUploadRequest, RecoveryUploadRequest, RecoveryUploadResponse
 from service.api.sync import DeviceHeader, IdempotencyHeader, header_token, require_json_body
 from service.domain.progress import RecoveryState
-from service.domain.records import ENTITY_TYPES
+from service.domain.records import ENTITY_TYPES, EntityType
 from service.domain.sources import Source
 from service.pipeline import IncomingRecord, Upload, sha256_hex
 from service.store.interface import Storage
@@ -27,17 +28,25 @@ from service.usecases.devices import declare_device
 UPLOAD_ROUTE = "POST /v1/recovery/uploads"  # the scope of its idempotency keys
 
 
+# Counts per EntityType; the document lists the names. Declared keys stay `str` when decoded: another
+# name is refused by `complete_device` naming it (422 `expected.<name>`), not by the decoder. A 200
+# answer's `received` has only declared types (any other type received is a difference: 409).
+_BY_ENTITY_TYPE = msgspec.Meta(
+    extra_json_schema={"extra": {"property_names": Schema(type=OpenAPIType.STRING, enum=list(EntityType))}}
+)
+
+
 class DeviceDeclaration(msgspec.Struct):
     """What the device holds, per entity type: the number of distinct records it has sent."""
 
-    expected: dict[str, Annotated[int, msgspec.Meta(ge=0)]]
+    expected: Annotated[dict[str, Annotated[int, msgspec.Meta(ge=0)]], _BY_ENTITY_TYPE]
 
 
 class DeviceCompletion(msgspec.Struct):
     device_id: str
     complete: bool
-    expected: dict[str, int]
-    received: dict[str, int]
+    expected: Annotated[dict[str, int], _BY_ENTITY_TYPE]
+    received: Annotated[dict[str, int], _BY_ENTITY_TYPE]
     state: RecoveryState
 
 

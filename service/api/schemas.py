@@ -6,7 +6,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from service.domain.outcomes import RecordResult
+from service.domain.outcomes import MergeReason, Outcome, RecordResult, values_of
+from service.domain.records import QuarantineReason
 
 # The app's push groups and the entity type each holds.
 PUSH_GROUPS: dict[str, str] = {
@@ -49,8 +50,9 @@ class RawPushRequest(msgspec.Struct):
 
 class Conflict(msgspec.Struct):
     entityId: str | None
-    entityType: str
-    reason: str
+    entityType: str  # as the device sent it (an unknown type is quarantined under its own name)
+    # The record's reason, or its outcome should it have none.
+    reason: Annotated[str, values_of(QuarantineReason, MergeReason, Outcome)]
 
 
 class PushStats(msgspec.Struct):

@@ -25,7 +25,7 @@ from service.domain import outcomes as oc
 from service.domain.checksum import canonical_json
 from service.domain.documents import lowercase_enums
 from service.domain.normalise import CONTENT_KEY_IGNORED
-from service.domain.outcomes import MergeReason, Outcome, RecordResult
+from service.domain.outcomes import ArchiveReason, MergeReason, Outcome, RecordResult
 from service.domain.records import LOGBOOK_ENTRY, LogbookRow, Normalised, Rejection, Tombstone
 
 EntityKey = tuple[str, str]  # (entity_type, entity_id) within one user
@@ -82,7 +82,7 @@ class ArchivedVersion(msgspec.Struct):
     data: str
     checksum: str
     updated_ms: int | None
-    reason: str
+    reason: ArchiveReason
 
 
 class Repeat(msgspec.Struct, frozen=True):
@@ -346,13 +346,15 @@ class _Planner:
             RecordResult(entity_type=record.entity_type, entity_id=record.entity_id, outcome=outcome, **extra)
         )
 
-    def _archive(self, key: EntityKey, data: str, checksum: str, updated_ms: int | None, reason: str) -> None:
+    def _archive(
+        self, key: EntityKey, data: str, checksum: str, updated_ms: int | None, reason: ArchiveReason
+    ) -> None:
         self.archived.append(ArchivedVersion(key[0], key[1], data, checksum, updated_ms, reason))
 
     def _archive_held(self, key: EntityKey, w: _Working, replaced_by: str) -> None:
         """The version a row holds is about to be replaced: keep it."""
         if w.present and w.data is not None and w.checksum is not None and w.checksum != replaced_by:
-            self._archive(key, w.data, w.checksum, w.updated_ms, "superseded by newer version")
+            self._archive(key, w.data, w.checksum, w.updated_ms, ArchiveReason.SUPERSEDED)
 
     def _archive_duplicate_version(self, key: EntityKey, w: _Working, replaced_by: str) -> None:
         """A content duplicate's own version (it has no row) is about to be replaced by a newer one."""
@@ -361,15 +363,15 @@ class _Planner:
         pending = self._pending(key, w)
         if pending is not None and pending.checksum != replaced_by:
             self._archive(key, pending.text, pending.checksum, pending.updated_ms,
-                          "superseded by newer version")
+                          ArchiveReason.SUPERSEDED)
 
     def _lose(self, key: EntityKey, n: Normalised, data: str, stored_ms: int | None) -> None:
         """`n` is not newer than the key's version and differs from it: kept as it is, `n` archived."""
         if n.updated_ms == stored_ms:
-            self._archive(key, data, n.checksum, n.updated_ms, "same edit time as the stored version")
+            self._archive(key, data, n.checksum, n.updated_ms, ArchiveReason.SAME_EDIT_TIME)
             self._result(n, oc.KEPT_EXISTING, reason=MergeReason.SAME_UPDATED_AT_DIFFERENT_CONTENT)
         else:
-            self._archive(key, data, n.checksum, n.updated_ms, "older than stored version")
+            self._archive(key, data, n.checksum, n.updated_ms, ArchiveReason.OLDER_THAN_STORED)
             self._result(n, oc.KEPT_EXISTING, reason=MergeReason.STORED_VERSION_NEWER)
 
     def quarantine(self, index: int, rejection: Rejection) -> None:
@@ -392,7 +394,7 @@ class _Planner:
         if (w.live or w.duplicate_of is not None) and _newer(w.updated_ms, t.deleted_ms):
             # An edit newer than the deletion stays; the deletion is what lost.
             tomb = encode_document({"id": t.entity_id, "deletedAt": t.deleted_at})
-            self._archive(key, tomb, "", t.deleted_ms, "deletion older than stored edit")
+            self._archive(key, tomb, "", t.deleted_ms, ArchiveReason.DELETION_OLDER_THAN_EDIT)
             self._result(t, oc.KEPT_EXISTING, reason=MergeReason.STORED_VERSION_NEWER)
             return
         if w.live:
@@ -468,7 +470,7 @@ class _Planner:
             # Newer than the deletion, yet not newer than the version the deleted row holds: never
             # bring back an older version.
             if w.checksum != n.checksum and not self._same_version(w, n):
-                self._archive(key, data, n.checksum, n.updated_ms, "older than stored version")
+                self._archive(key, data, n.checksum, n.updated_ms, ArchiveReason.OLDER_THAN_STORED)
             self._result(n, oc.SUPPRESSED, reason=MergeReason.DELETED_LATER)
             return
         self._place(key, w, n, data)
@@ -482,7 +484,7 @@ class _Planner:
             self._archive_held(key, w, n.checksum)
             note = self._write(key, w, n, data, live=False)
         elif w.checksum != n.checksum and not self._same_version(w, n):
-            self._archive(key, data, n.checksum, n.updated_ms, "older than deletion")
+            self._archive(key, data, n.checksum, n.updated_ms, ArchiveReason.OLDER_THAN_DELETION)
         self._result(n, oc.SUPPRESSED, reason=MergeReason.DELETED_LATER, note=note)
 
     def _place(self, key: EntityKey, w: _Working, n: Normalised, data: str) -> None:

@@ -35,6 +35,7 @@ from service.domain.records import (
     LogbookRow,
     Normalisation,
     Normalised,
+    QuarantineReason,
     Rejection,
     Tombstone,
 )
@@ -126,7 +127,7 @@ _JS_LOWER_EXTRA = {
 class _Quarantine(Exception):
     """Raised inside this module when a record cannot go in; `normalise` turns it into a Rejection."""
 
-    def __init__(self, reason: str, field: str | None, detail: str) -> None:
+    def __init__(self, reason: QuarantineReason, field: str | None, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
         self.field = field

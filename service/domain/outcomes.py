@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 from enum import StrEnum
+from typing import Annotated
 
 import msgspec
+
+from service.domain.records import QuarantineReason
 
 
 class Outcome(StrEnum):
@@ -47,13 +50,37 @@ class MergeReason(StrEnum):
     DELETED_LATER = "deleted_later"
 
 
+def values_of(*enums: type[StrEnum] | None) -> msgspec.Meta:
+    """For a `str` field whose values are those of several StrEnums (and null, for a None among them): the
+    OpenAPI document lists them as its `enum`. The field cannot be typed as their union: msgspec (and so
+    Litestar) takes at most one string enum in a union."""
+    values: list[str | None] = [None if m is None else m.value for e in enums for m in (e or [None])]
+    return msgspec.Meta(extra_json_schema={"extra": {"enum": values}})
+
+
+# Why a record got its outcome, in its answer: a QuarantineReason (quarantined), a MergeReason
+# (kept_existing, suppressed), else none.
+ResultReason = Annotated[str | None, values_of(QuarantineReason, MergeReason, None)]
+
+
+class ArchiveReason(StrEnum):
+    """Why a version was archived (`recovery_archived_versions.reason`, shown to support staff)."""
+
+    SUPERSEDED = "superseded by newer version"  # the held version lost to a newer one
+    SAME_EDIT_TIME = "same edit time as the stored version"  # a tie: the stored version is kept
+    OLDER_THAN_STORED = "older than stored version"
+    DELETION_OLDER_THAN_EDIT = "deletion older than stored edit"  # a deletion the stored edit outlives
+    OLDER_THAN_DELETION = "older than deletion"
+    RENORMALISED = "renormalised: stored under earlier rules"  # `renormalise` rewrote the stored row
+
+
 class RecordResult(msgspec.Struct, frozen=True, omit_defaults=True):
     """What happened to one received record."""
 
     entity_type: str
     entity_id: str | None
     outcome: Outcome
-    reason: str | None = None
+    reason: ResultReason = None
     field: str | None = None
     duplicate_of: str | None = None
     # What else the support reader should know: that the record is stored in sync_data only because

@@ -2,27 +2,69 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 import msgspec
 
-LOGBOOK_ENTRY = "logbook_entry"
-GOAL = "goal"
-PRACTICE_PLAN = "practice_plan"
-PLAN_OCCURRENCE = "plan_occurrence"
-PLAN_TEMPLATE = "plan_template"
-REPERTOIRE_ITEM = "repertoire_item"
-USER_PREFERENCES = "user_preferences"
 
-ENTITY_TYPES: tuple[str, ...] = (
-    LOGBOOK_ENTRY,
-    GOAL,
-    PRACTICE_PLAN,
-    PLAN_OCCURRENCE,
-    PLAN_TEMPLATE,
-    REPERTOIRE_ITEM,
-    USER_PREFERENCES,
-)
+class EntityType(StrEnum):
+    """The `sync_data.entity_type` values the service stores (the app's names for its documents).
+
+    A device may send any other string: such a record is quarantined as `unknown_entity_type` under the
+    name it came with, so fields that echo what a device sent stay `str`."""
+
+    LOGBOOK_ENTRY = "logbook_entry"
+    GOAL = "goal"
+    PRACTICE_PLAN = "practice_plan"
+    PLAN_OCCURRENCE = "plan_occurrence"
+    PLAN_TEMPLATE = "plan_template"
+    REPERTOIRE_ITEM = "repertoire_item"
+    USER_PREFERENCES = "user_preferences"
+
+
+LOGBOOK_ENTRY = EntityType.LOGBOOK_ENTRY
+GOAL = EntityType.GOAL
+PRACTICE_PLAN = EntityType.PRACTICE_PLAN
+PLAN_OCCURRENCE = EntityType.PLAN_OCCURRENCE
+PLAN_TEMPLATE = EntityType.PLAN_TEMPLATE
+REPERTOIRE_ITEM = EntityType.REPERTOIRE_ITEM
+USER_PREFERENCES = EntityType.USER_PREFERENCES
+
+ENTITY_TYPES: tuple[EntityType, ...] = tuple(EntityType)
+
+
+class QuarantineReason(StrEnum):
+    """Why a record is quarantined (CONTRACT section 7). Stable strings: clients and support staff filter
+    on them, and `recovery_quarantine.reason` holds them."""
+
+    UNKNOWN_USER = "unknown_user"
+    AMBIGUOUS_EMAIL = "ambiguous_email"  # no user by id; several users share the email in different cases
+    USER_MISMATCH = "user_mismatch"
+    MISSING_ID = "missing_id"
+    UNKNOWN_ENTITY_TYPE = "unknown_entity_type"
+    NOT_AN_OBJECT = "not_an_object"
+    INVALID_VALUE = "invalid_value"
+    MISSING_FIELD = "missing_field"
+    INVALID_TIME = "invalid_time"
+    FUTURE_TIME = "future_time"
+    TOO_LARGE = "too_large"
+    UNREADABLE_LINE = "unreadable_line"  # a replayed NDJSON line that is not a record (kept verbatim)
+
+
+UNKNOWN_USER = QuarantineReason.UNKNOWN_USER
+AMBIGUOUS_EMAIL = QuarantineReason.AMBIGUOUS_EMAIL
+USER_MISMATCH = QuarantineReason.USER_MISMATCH
+MISSING_ID = QuarantineReason.MISSING_ID
+UNKNOWN_ENTITY_TYPE = QuarantineReason.UNKNOWN_ENTITY_TYPE
+NOT_AN_OBJECT = QuarantineReason.NOT_AN_OBJECT
+INVALID_VALUE = QuarantineReason.INVALID_VALUE
+MISSING_FIELD = QuarantineReason.MISSING_FIELD
+INVALID_TIME = QuarantineReason.INVALID_TIME
+FUTURE_TIME = QuarantineReason.FUTURE_TIME
+TOO_LARGE = QuarantineReason.TOO_LARGE
+UNREADABLE_LINE = QuarantineReason.UNREADABLE_LINE
+
 
 # D1's row limit (2,000,000 bytes): a stored document larger than this cannot go back to production.
 MAX_DOCUMENT_BYTES = 2_000_000
@@ -87,24 +129,12 @@ class Tombstone(msgspec.Struct, frozen=True):
 class Rejection(msgspec.Struct, frozen=True):
     """A record that cannot go in. It is quarantined (kept verbatim) with this reason."""
 
+    # The name the record came with: an unknown type is quarantined under it (see EntityType).
     entity_type: str
     entity_id: str | None
-    reason: str
+    reason: QuarantineReason
     field: str | None = None
     detail: str = ""
 
 
 Normalisation = Normalised | Tombstone | Rejection
-
-# Quarantine reasons (CONTRACT section 7). Stable strings: clients and support staff filter on them.
-UNKNOWN_USER = "unknown_user"
-AMBIGUOUS_EMAIL = "ambiguous_email"  # no user by id; several users share the email in different cases
-USER_MISMATCH = "user_mismatch"
-MISSING_ID = "missing_id"
-UNKNOWN_ENTITY_TYPE = "unknown_entity_type"
-NOT_AN_OBJECT = "not_an_object"
-INVALID_VALUE = "invalid_value"
-MISSING_FIELD = "missing_field"
-INVALID_TIME = "invalid_time"
-FUTURE_TIME = "future_time"
-TOO_LARGE = "too_large"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import msgspec
 
+from service.domain.records import QuarantineReason
 from service.domain.sources import Source
 from service.pipeline import IncomingRecord, Upload
 from service.replay.inputs import InputFile
@@ -19,8 +20,9 @@ from service.replay.model import BadLine, Item, RecordGroup
 from service.replay.owners import NO_OWNER, Owner, OwnerResolver
 
 SOURCE = Source.REPLAY
-# The entity type an unreadable line is quarantined under (its raw text is the record).
-UNREADABLE_LINE = "unreadable_line"
+# The reason an unreadable line is quarantined with, and the entity type it is kept under (its raw text
+# is the record).
+UNREADABLE_LINE = QuarantineReason.UNREADABLE_LINE
 
 _encode = msgspec.json.Encoder().encode
 

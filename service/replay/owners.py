@@ -10,7 +10,7 @@ from collections import OrderedDict
 import msgspec
 
 from service.domain.owners import EmailMatch, UserRecord
-from service.domain.records import AMBIGUOUS_EMAIL, UNKNOWN_USER, USER_MISMATCH
+from service.domain.records import AMBIGUOUS_EMAIL, UNKNOWN_USER, USER_MISMATCH, QuarantineReason
 from service.replay.model import OwnerClaim
 from service.store.interface import ReadUnit, Storage
 
@@ -48,7 +48,7 @@ class Owner(msgspec.Struct, frozen=True):
     user: UserRecord | None
     email: str | None = None
     alias_from: str | None = None  # a file's user id that was mapped to `user` by email
-    problem: str | None = None  # why `user` is None: UNKNOWN_USER, USER_MISMATCH (or an unreadable line)
+    problem: QuarantineReason | None = None  # why `user` is None: UNKNOWN_USER, USER_MISMATCH, UNREADABLE_LINE...
     detail: str = ""
 
     @property

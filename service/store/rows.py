@@ -11,8 +11,10 @@ from typing import Any
 
 import msgspec
 
+from service.domain.outcomes import ArchiveReason
 from service.domain.owners import EmailMatch, UserRecord
 from service.domain.progress import RecoveryState
+from service.domain.records import QuarantineReason
 from service.domain.sources import Source
 
 # ---- users ---------------------------------------------------------------------------------------
@@ -95,7 +97,7 @@ class QuarantineRow(msgspec.Struct):
     entity_type: str
     entity_id: str | None
     raw: str
-    reason: str
+    reason: QuarantineReason
     field: str | None
     detail: str
 
@@ -148,9 +150,9 @@ class LedgerEntry(msgspec.Struct):
 
 class QuarantinedRecord(msgspec.Struct):
     id: int
-    entity_type: str
+    entity_type: str  # as the record came: an unknown type is quarantined under its own name
     entity_id: str | None
-    reason: str
+    reason: QuarantineReason
     field: str | None
     detail: str
     raw: Any
@@ -200,7 +202,7 @@ class ArchivedConflict(msgspec.Struct):
     id: int
     entity_type: str
     entity_id: str
-    reason: str
+    reason: ArchiveReason
     archived_at: str
     archived_data: str
     kept_data: str | None

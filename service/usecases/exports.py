@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from service.domain.owners import UserRecord
+from service.domain.records import QuarantineReason
 from service.domain.sources import Source
 from service.pipeline import Upload, UploadResult, ingest, sha256_hex
 from service.replay.documents import parse_export
@@ -25,7 +26,7 @@ class Uploader(Protocol):
     @property
     def alias_from(self) -> str | None: ...
     @property
-    def problem(self) -> str: ...
+    def problem(self) -> QuarantineReason: ...
     @property
     def problem_detail(self) -> str: ...
     @property
