@@ -94,10 +94,12 @@ def create_app_db(path: Path, users: Sequence[BenchUser]) -> None:
 
 
 class ServerProcess:
-    """`python -m service serve` on a free loopback port; `with` stops it whatever happens."""
+    """`python -m service serve` on a free loopback port, on the SQLite file `db` or (`database_url`) a
+    PostgreSQL database; `with` stops it whatever happens."""
 
-    def __init__(self, db: Path, secret: str, log: Path) -> None:
+    def __init__(self, db: Path | None, secret: str, log: Path, database_url: str | None = None) -> None:
         self.db = db
+        self.database_url = database_url
         self.secret = secret
         self.log = log
         self.port = free_port()
@@ -106,7 +108,8 @@ class ServerProcess:
 
     def __enter__(self) -> ServerProcess:
         env = {**os.environ, "RESYNC_JWT_SECRET": self.secret}
-        cmd = [sys.executable, "-m", "service", "serve", "--db", str(self.db), "--host", HOST, "--port", str(self.port)]
+        where = ["--database-url", self.database_url] if self.database_url else ["--db", str(self.db)]
+        cmd = [sys.executable, "-m", "service", "serve", *where, "--host", HOST, "--port", str(self.port)]
         with self.log.open("ab") as log:
             self._proc = subprocess.Popen(
                 cmd,

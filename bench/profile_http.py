@@ -77,7 +77,8 @@ def main() -> int:
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     users = make_users(50)
     dataset = push_dataset(users, args.entries, SEED)
-    sizes = Sizes(users=50, entries=args.entries, push_size=1000, app_way_subset=0, replay_entries=(0, 0))
+    sizes = Sizes(users=50, entries=args.entries, push_size=1000, app_way_subset=0, replay_entries=(0, 0),
+                  postgres_replay_entries=0)
     with tempfile.TemporaryDirectory(prefix="resync-profile-") as tmp:
         work = Path(tmp)
         db = work / "http.db"
@@ -88,7 +89,7 @@ def main() -> int:
         with ServerProcess(db, secret, work / "server.log") as server:
             assert server._proc is not None
             # Two pushes first, unmeasured: the normalising pool starts, so py-spy finds its processes.
-            asyncio.run(send_pushes(server.base_url, pushes[:2], sizes.concurrency))
+            asyncio.run(send_pushes([server.base_url], pushes[:2], sizes.concurrency))
             pushes = pushes[2:]
             # py-spy's --subprocesses does not find the pool's spawned processes here: one recorder each.
             pids = [server._proc.pid, *children(server._proc.pid)]
@@ -104,7 +105,7 @@ def main() -> int:
             time.sleep(1.0)  # py-spy attached
             before = cpu_seconds(server._proc.pid)
             started = time.perf_counter()
-            run = asyncio.run(send_pushes(server.base_url, pushes, sizes.concurrency))
+            run = asyncio.run(send_pushes([server.base_url], pushes, sizes.concurrency))
             seconds = time.perf_counter() - started
             after = cpu_seconds(server._proc.pid)
             for spy in spies:

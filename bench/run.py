@@ -7,6 +7,7 @@ Scenarios (see bench/README.md for what each measures and why):
   reupload  the same upload again: every record a duplicate
   support   GET /v1/support/users/{id} latency while `http` runs
   replay    `python -m service replay` of two NDJSON files (1M and 4M entries): rate and peak RSS
+  postgres  the same on PostgreSQL: its COPY ceilings, HTTP ingest with one and two replicas, a 1M replay
 
 Data is generated (seeded, see workload.py) into a temporary directory, or bench/data/ with --keep.
 Prints one table, writes bench/results.json, then checks the databases hold exactly what the generator
@@ -32,13 +33,14 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pg
 from harness import (
     ROOT,
     RSS_SAMPLE_INTERVAL_S,
@@ -63,7 +65,7 @@ from service.tokens import issue_token
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_PATH = BENCH_DIR / "results.json"
 SEED = "mirubato-bench-1"
-SCENARIOS = ("baseline", "app", "http", "reupload", "support", "replay")
+SCENARIOS = ("baseline", "app", "http", "reupload", "support", "replay", "postgres")
 # Wide enough for the table when the output goes to a file or a pipe.
 console = Console() if sys.stdout.isatty() else Console(width=200)
 
@@ -75,12 +77,16 @@ class Sizes:
     push_size: int
     app_way_subset: int  # per-record commits are slow: the app's way runs on the first N records
     replay_entries: tuple[int, int]
+    postgres_replay_entries: int
+    replay_ceiling_at: tuple[int, ...] = ()  # replay sizes whose own rows are written again for a ceiling
     concurrency: int = 6
     poll_interval_s: float = 0.020
 
 
-FULL = Sizes(users=50, entries=200_000, push_size=1000, app_way_subset=10_000, replay_entries=(1_000_000, 4_000_000))
-QUICK = Sizes(users=50, entries=20_000, push_size=1000, app_way_subset=2_000, replay_entries=(100_000, 400_000))
+FULL = Sizes(users=50, entries=200_000, push_size=1000, app_way_subset=10_000, replay_entries=(1_000_000, 4_000_000),
+             postgres_replay_entries=1_000_000, replay_ceiling_at=(1_000_000, 4_000_000))
+QUICK = Sizes(users=50, entries=20_000, push_size=1000, app_way_subset=2_000, replay_entries=(100_000, 400_000),
+              postgres_replay_entries=100_000, replay_ceiling_at=(100_000, 400_000))
 
 
 # --- results --------------------------------------------------------------------------------------------
@@ -134,6 +140,7 @@ class Report:
     results: list[Result] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
     baseline: float | None = None  # rows/s
+    push_ceiling: float | None = None  # rows/s: the app tables alone, a commit per push's worth
 
     def ratio(self, rate: float | None) -> float | None:
         return rate / self.baseline if rate and self.baseline else None
@@ -317,15 +324,28 @@ class PushRun:
         return rate(self.entries, self.seconds)
 
 
-async def send_pushes(base_url: str, pushes: list[Push], concurrency: int) -> PushRun:
-    """Every push, at most `concurrency` in flight; each answer's per-outcome counts are added up."""
+def replica_of(index: int, users: int, replicas: int) -> int:
+    """The replica push `index` goes to (pushes are in rounds, users taking turns): each round starts one
+    replica further, so a user's successive pushes alternate between replicas (no stickiness)."""
+    return (index + index // users) % replicas
+
+
+async def send_pushes(base_urls: list[str], pushes: list[Push], concurrency: int) -> PushRun:
+    """Every push, at most `concurrency` in flight in all; each answer's per-outcome counts are added up.
+    With several servers (replicas of one database) the pushes are spread over them (`replica_of`)."""
     run = PushRun()
-    queue = iter(pushes)
+    users = len({push.user_id for push in pushes})
+    queue = iter(enumerate(pushes))
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base_url, timeout=600, limits=limits) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(httpx.AsyncClient(base_url=url, timeout=600, limits=limits))
+            for url in base_urls
+        ]
 
         async def worker() -> None:
-            for push in queue:  # shared: each push is taken by exactly one worker
+            for index, push in queue:  # shared: each push is taken by exactly one worker
+                client = clients[replica_of(index, users, len(clients))]
                 response = await client.post("/api/sync/push", content=push.body, headers=push.headers)
                 run.requests += 1
                 if response.status_code != 200:
@@ -373,7 +393,7 @@ async def ingest_while_polling(
     """The pushes, while (with `poll`) another process polls the support route: measured from a process of
     its own, the latency is the server's, not this process's event loop busy with the pushes' answers."""
     if not poll:
-        return await send_pushes(base_url, pushes, sizes.concurrency), None
+        return await send_pushes([base_url], pushes, sizes.concurrency), None
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
     answers: multiprocessing.queues.Queue[Latencies] = context.Queue()
@@ -382,7 +402,7 @@ async def ingest_while_polling(
     )
     poller.start()
     try:
-        run = await send_pushes(base_url, pushes, sizes.concurrency)
+        run = await send_pushes([base_url], pushes, sizes.concurrency)
     finally:
         stop.set()
     latencies = await asyncio.to_thread(answers.get, True, 120)
@@ -434,13 +454,15 @@ def run_http(
             idle = asyncio.run(
                 poll_support(server.base_url, admin_token, user_ids, asyncio.Event(), 0.005, limit=IDLE_POLLS)
             )
-        again = asyncio.run(send_pushes(server.base_url, pushes, sizes.concurrency)) if reupload else None
+        again = asyncio.run(send_pushes([server.base_url], pushes, sizes.concurrency)) if reupload else None
     return HttpRuns(db, ingest, again, latencies, idle)
 
 
 # --- 5: replay -----------------------------------------------------------------------------------------
 
 
+# Issue #17's targets: ratios to the ceilings the service's own commit cadence allows, measured in the run.
+PUSH_TARGET = Target("ratio", ">=", 0.6)
 REPLAY_TARGET = Target("ratio", ">=", 0.6)
 REPLAY_COMMANDS = (
     ([sys.executable, "-m", "service", "replay"], ""),
@@ -465,13 +487,18 @@ def run_quiet(cmd: list[str]) -> subprocess.CompletedProcess[str]:
 class ReplayRun:
     label: str
     file: NdjsonFile
-    db: Path
+    db: Path | str  # a SQLite file or a PostgreSQL URL
     child: ChildRun
     summary: dict[str, Any] | None
 
     @property
     def rate(self) -> float:
         return rate(self.file.entries, self.child.seconds)
+
+    @property
+    def rows(self) -> int:
+        """The sync_data rows the replay must end with (one per session)."""
+        return total(self.file.expected).sessions
 
     @property
     def peak_mb(self) -> float:
@@ -507,8 +534,19 @@ def human_count(n: int) -> str:
 # --- correctness --------------------------------------------------------------------------------------
 
 
-def per_user(conn: Any, sql: str, *params: Any) -> dict[str, int]:
-    return {user_id: n for user_id, n in conn.execute(sql, params)}
+Query = Callable[..., list[tuple[Any, ...]]]
+
+
+def per_user(query: Query, sql: str, *params: Any) -> dict[str, int]:
+    return {user_id: n for user_id, n in query(sql, *params)}
+
+
+def open_querier(db: Path | str) -> tuple[Query, Callable[[], None]]:
+    """`query(sql, *params)` (`?` placeholders) on a SQLite file, or a PostgreSQL database's URL; and close."""
+    if isinstance(db, str):
+        return pg.querier(db)
+    conn = connect(db)
+    return (lambda sql, *params: conn.execute(sql, params).fetchall()), conn.close
 
 
 def compare(name: str, got: dict[str, int], want: dict[str, int]) -> Check:
@@ -525,30 +563,30 @@ def no_errors(name: str, errors: list[str]) -> Check:
     return Check(name, not errors, f"{len(errors)} failed, e.g. {'; '.join(errors[:3])}" if errors else "")
 
 
-def check_database(label: str, db: Path, expected: dict[str, Expected], received: int, source: str) -> list[Check]:
+def check_database(
+    label: str, db: Path | str, expected: dict[str, Expected], received: int, source: str
+) -> list[Check]:
     """The rows each user must end with: one live row per session (ids whose content another id has are
     content duplicates, recorded but not stored), logbook rows where the legacy CHECKs allow, a ledger that
-    counts every record received, nothing quarantined."""
-    conn = connect(db)
+    counts every record received, nothing quarantined. `db`: a SQLite file or a PostgreSQL URL."""
+    query, close = open_querier(db)
     try:
         live = per_user(
-            conn,
+            query,
             "SELECT user_id, COUNT(*) FROM sync_data WHERE entity_type = ? AND deleted_at IS NULL GROUP BY user_id",
             LOGBOOK_ENTRY,
         )
-        all_rows = per_user(conn, "SELECT user_id, COUNT(*) FROM sync_data GROUP BY user_id")
+        all_rows = per_user(query, "SELECT user_id, COUNT(*) FROM sync_data GROUP BY user_id")
         logbook = per_user(
-            conn, "SELECT user_id, COUNT(*) FROM logbook_entries WHERE deleted_at IS NULL GROUP BY user_id"
+            query, "SELECT user_id, COUNT(*) FROM logbook_entries WHERE deleted_at IS NULL GROUP BY user_id"
         )
         twins = per_user(
-            conn, "SELECT user_id, COUNT(*) FROM recovery_entity_state WHERE duplicate_of IS NOT NULL GROUP BY user_id"
+            query, "SELECT user_id, COUNT(*) FROM recovery_entity_state WHERE duplicate_of IS NOT NULL GROUP BY user_id"
         )
-        ledger = conn.execute(
-            "SELECT COALESCE(SUM(received), 0) FROM recovery_ledger WHERE source = ?", (source,)
-        ).fetchone()[0]
-        quarantined = conn.execute("SELECT COUNT(*) FROM recovery_quarantine").fetchone()[0]
+        ledger = query("SELECT COALESCE(SUM(received), 0) FROM recovery_ledger WHERE source = ?", source)[0][0]
+        quarantined = query("SELECT COUNT(*) FROM recovery_quarantine")[0][0]
     finally:
-        conn.close()
+        close()
     keys_minus_twins = {u: e.keys - e.twins for u, e in expected.items()}
     return [
         compare(f"{label}: live sync_data rows per user == distinct keys - content duplicates", live, keys_minus_twins),
@@ -569,7 +607,7 @@ def check_database(label: str, db: Path, expected: dict[str, Expected], received
 def check_counts(label: str, counts: dict[str, int], expected: Expected, *, first_time: bool) -> Check:
     """Outcome counts as answered: a first upload inserts each session once and dedupes the rest; a
     repeat only finds duplicates. (Which copy of a session is the duplicate may depend on order.)"""
-    got = {o: counts.get(o, 0) for o in OUTCOMES}
+    got: dict[str, int] = {str(o): counts.get(o, 0) for o in OUTCOMES}
     dupes = got["duplicate"] + got["content_duplicate"]
     inserted = expected.sessions if first_time else 0
     others = sum(n for o, n in got.items() if o not in ("inserted", "duplicate", "content_duplicate"))
@@ -609,6 +647,7 @@ def scenario_sqlite(report: Report, rows: PreparedRows, users: list[BenchUser], 
     db = work / "batched.db"
     create_app_db(db, users)
     batched = run_batched(rows, db, report.sizes.push_size)
+    report.push_ceiling = batched
     report.results.append(
         Result(
             "1",
@@ -653,10 +692,10 @@ def scenario_http(report: Report, dataset: PushDataset, users: list[BenchUser], 
             "HTTP push ingest",
             ingest.rate,
             "entries/s",
-            report.ratio(ingest.rate),
-            "baseline",
-            Target("ratio", ">=", 0.5),
-            push_note,
+            ingest.rate / report.push_ceiling if report.push_ceiling else None,
+            f"commit per {sizes.push_size:,} (1)",
+            PUSH_TARGET,
+            f"{push_note}; {report.ratio(ingest.rate) or 0:.2f}x of the baseline",
         )
     )
     report.checks.append(no_errors("http ingest: every push answered 200", ingest.errors))
@@ -715,27 +754,15 @@ def scenario_replay(report: Report, users: list[BenchUser], work: Path, keep: bo
             report.results.append(Result("5", f"replay {label}", None, "entries/s", target=REPLAY_TARGET, note=how))
         return
     runs: list[ReplayRun] = []
+    ceiling: Result | None = None  # the latest measured
     for entries in report.sizes.replay_entries:
         run = run_replay(cmd, entries, users, work, keep)
         runs.append(run)
         if run.child.returncode != 0:
             report.failed("5", f"replay {run.label}", f"exit {run.child.returncode}: {run.child.stderr.strip()[-300:]}")
             continue
-        note = (
-            f"{run.file.entries:,} entries in {run.child.seconds:.1f} s (process wall time){'; ' + how if how else ''}"
-        )
-        report.results.append(
-            Result(
-                "5",
-                f"replay {run.label}",
-                run.rate,
-                "entries/s",
-                report.ratio(run.rate),
-                "baseline",
-                REPLAY_TARGET,
-                note,
-            )
-        )
+        replayed = Result("5", f"replay {run.label}", run.rate, "entries/s", target=REPLAY_TARGET)
+        report.results.append(replayed)
         report.results.append(
             Result(
                 "5",
@@ -747,30 +774,49 @@ def scenario_replay(report: Report, users: list[BenchUser], work: Path, keep: bo
                 f"workers peaked at {run.child.workers_peak_rss_bytes / 1e6:.0f} MB each at most",
             )
         )
-        report.checks += replay_checks(run)
-        if entries == report.sizes.replay_entries[0]:
-            report.results.append(replay_ceiling(report, run, users, work))
-        if not keep:
-            remove_db(run.db)  # the 4M database is many GB; its checks are done
-    if len(runs) == 2 and all(r.child.returncode == 0 for r in runs):
-        growth = runs[1].peak_mb / runs[0].peak_mb
-        report.results.append(
-            Result(
-                "5",
-                f"replay peak RSS {large} / {small}",
-                growth,
-                "x",
-                growth,
-                f"replay {small}",
-                Target("ratio", "<=", 1.15),
-                f"{runs[0].peak_mb:.0f} MB -> {runs[1].peak_mb:.0f} MB: flat means <= 1.15x",
+        if len(runs) == 2 and runs[0].child.returncode == 0:
+            growth = runs[1].peak_mb / runs[0].peak_mb
+            report.results.append(
+                Result(
+                    "5",
+                    f"replay peak RSS {large} / {small}",
+                    growth,
+                    "x",
+                    growth,
+                    f"replay {small}",
+                    Target("ratio", "<=", 1.15),
+                    f"{runs[0].peak_mb:.0f} MB -> {runs[1].peak_mb:.0f} MB: flat means <= 1.15x",
+                )
             )
-        )
+        report.checks += replay_checks(run)
+        against_ceiling(report, replayed, run, ceiling, how)  # a smaller size's, until this size's is measured
+        write_json(report, complete=False)  # what is done so far, should the run be stopped in the ceiling
+        if entries in report.sizes.replay_ceiling_at:
+            ceiling = replay_ceiling(report, run, users, work)
+            report.results.append(ceiling)
+            against_ceiling(report, replayed, run, ceiling, how)
+        if not keep and isinstance(run.db, Path):
+            remove_db(run.db)  # the 4M database is many GB; its checks are done
+
+
+def against_ceiling(report: Report, replayed: Result, run: ReplayRun, ceiling: Result | None, how: str) -> None:
+    """The replay's ratio: the rate it wrote its resulting rows at, over the replay ceiling's."""
+    replayed.note = (
+        f"{run.file.entries:,} entries in {run.child.seconds:.1f} s (process wall time), "
+        f"{report.ratio(run.rate) or 0:.2f}x of the baseline{'; ' + how if how else ''}"
+    )
+    if ceiling is None or not ceiling.figure:
+        return
+    replayed.ratio = rate(run.rows, run.child.seconds) / ceiling.figure
+    replayed.ratio_to = ceiling.name.split(":")[0] + " ceiling"
+    replayed.note += f"; ratio: its {run.rows:,} resulting rows per second over the ceiling's"
 
 
 def replay_ceiling(report: Report, run: ReplayRun, users: list[BenchUser], work: Path) -> Result:
     """The replay's own result rows written with nothing else, batch by batch: the most any resumable
     replay (which commits each batch with its checkpoint) can reach on this machine at this size."""
+    assert isinstance(run.db, Path)
+    console.print(f"  the {run.label} replay's rows into the app tables alone ...")
     db = work / f"replay-{run.label}-ceiling.db"
     create_app_db(db, users)
     try:
@@ -790,21 +836,213 @@ def replay_ceiling(report: Report, run: ReplayRun, users: list[BenchUser], work:
     )
 
 
-def replay_checks(run: ReplayRun) -> list[Check]:
+def replay_checks(run: ReplayRun, name: str | None = None) -> list[Check]:
+    name = name or f"replay {run.label}"
     expected = total(run.file.expected)
-    checks = check_database(f"replay {run.label} db", run.db, run.file.expected, run.file.entries, "replay")
+    checks = check_database(f"{name} db", run.db, run.file.expected, run.file.entries, "replay")
     if run.summary is None:
-        return [*checks, Check(f"replay {run.label}: --json summary", False, "no JSON summary on stdout")]
+        return [*checks, Check(f"{name}: --json summary", False, "no JSON summary on stdout")]
     counts = run.summary.get("counts", {})
     checks.append(
         Check(
-            f"replay {run.label}: summary records == entries in the file",
+            f"{name}: summary records == entries in the file",
             run.summary.get("records") == run.file.entries,
             f"{run.summary.get('records', 0):,} (expected {run.file.entries:,})",
         )
     )
-    checks.append(check_counts(f"replay {run.label}", counts, expected, first_time=True))
+    checks.append(check_counts(name, counts, expected, first_time=True))
     return checks
+
+
+# --- 7: PostgreSQL ---------------------------------------------------------------------------------------
+
+
+def scenario_postgres(
+    report: Report, rows: PreparedRows, dataset: PushDataset, users: list[BenchUser], work: Path, url: str | None
+) -> None:
+    """The PostgreSQL rows: its own ceilings (COPY of the final rows into the app tables alone), HTTP ingest
+    through one and through two replicas (serve processes on one database), the re-upload, a replay. The
+    service connects as the operator's service role (SELECT/INSERT/UPDATE on the app tables, nothing more)."""
+    try:
+        server = pg.PgBench(url)
+    except pg.PostgresUnavailable as error:
+        why = str(error).splitlines()[0]
+        console.print(f"  PostgreSQL scenarios skipped: no server can be had ({why})")
+        report.results.append(Result("7", "PostgreSQL", None, "", note=f"skipped: no PostgreSQL server ({why})"))
+        return
+    try:
+        console.print(f"  {server.describe()}")
+        ceilings = postgres_ceilings(report, server, rows, users)
+        postgres_http(report, server, dataset, users, work, ceilings)
+        postgres_replay(report, server, users, work, ceilings)
+    finally:
+        server.close()
+
+
+PG_CEILING_ROUNDS = 2
+
+
+@dataclass(frozen=True)
+class PgCeilings:
+    one_transaction: float  # rows/s
+    push: float  # rows/s, a commit per push's worth
+
+
+def postgres_ceilings(
+    report: Report, server: pg.PgBench, rows: PreparedRows, users: list[BenchUser]
+) -> PgCeilings:
+    sizes = report.sizes
+    console.print("  PostgreSQL ceilings: COPY of the final rows ...")
+    measured: dict[int, list[float]] = {len(rows.sync): [], sizes.push_size: []}
+    for round_ in range(PG_CEILING_ROUNDS):  # alternated, the best of each: a ceiling, and less noisy
+        for batch, rates in measured.items():
+            db = server.new_database(f"bench_ceiling{round_}_{batch}", users)
+            rates.append(pg.copy_batched(db, rows.sync, rows.logbook, _LOGBOOK_COLUMNS, batch))
+            server.drop(db)
+    one, batched = max(measured[len(rows.sync)]), max(measured[sizes.push_size])
+    rounds = f"best of {PG_CEILING_ROUNDS}: " + ", ".join(f"{r:,.0f}" for r in measured[sizes.push_size])
+    report.results.append(
+        Result(
+            "7",
+            "PostgreSQL: COPY, one transaction",
+            one,
+            "rows/s",
+            report.ratio(one),
+            "baseline (SQLite)",
+            note=f"{server.describe()}; the same {len(rows.sync):,} records' final rows into sync_data + "
+            "logbook_entries by COPY as the service role; best of "
+            f"{PG_CEILING_ROUNDS}: {', '.join(f'{r:,.0f}' for r in measured[len(rows.sync)])}",
+        )
+    )
+    report.results.append(
+        Result(
+            "7",
+            f"PostgreSQL: app tables alone, a commit per {sizes.push_size:,} rows",
+            batched,
+            "rows/s",
+            batched / one if one else None,
+            "PostgreSQL one transaction",
+            note="COPY, one durable COMMIT per push's worth: the ceiling for PostgreSQL's HTTP ingest; "
+            f"{batched / report.push_ceiling if report.push_ceiling else 0:.2f}x of SQLite's (1); {rounds}",
+        )
+    )
+    return PgCeilings(one, batched)
+
+
+def postgres_http(
+    report: Report, server: pg.PgBench, dataset: PushDataset, users: list[BenchUser], work: Path, ceilings: PgCeilings
+) -> None:
+    sizes = report.sizes
+    expected = total(dataset.expected)
+    secret = secrets.token_urlsafe(32)
+    pushes = build_pushes(dataset, users, sizes.push_size, secret)
+    for replicas in (1, 2):
+        label = f"{replicas} replica{'s' if replicas > 1 else ''}"
+        console.print(f"  PostgreSQL: HTTP ingest of {dataset.size:,} entries, {label} ...")
+        db = server.new_database(f"bench_http{replicas}", [*users, ADMIN])
+        with contextlib.ExitStack() as stack:
+            urls = [
+                stack.enter_context(ServerProcess(None, secret, work / f"pg-server-{replicas}-{n}.log", db)).base_url
+                for n in range(replicas)
+            ]
+            ingest = asyncio.run(send_pushes(urls, pushes, sizes.concurrency))
+            again = asyncio.run(send_pushes(urls, pushes, sizes.concurrency)) if replicas == 1 else None
+        spread = "; a user's pushes alternate between the replicas" if replicas > 1 else ""
+        report.results.append(
+            Result(
+                "7",
+                f"PostgreSQL: HTTP push ingest, {label}",
+                ingest.rate,
+                "entries/s",
+                ingest.rate / ceilings.push if ceilings.push else None,
+                f"PostgreSQL commit per {sizes.push_size:,}",
+                PUSH_TARGET,
+                f"{ingest.entries:,} entries, {ingest.requests} pushes of <= {sizes.push_size}, "
+                f"{sizes.concurrency} in flight in all{spread}",
+            )
+        )
+        report.checks.append(no_errors(f"postgres http ingest ({label}): every push answered 200", ingest.errors))
+        report.checks.append(check_counts(f"postgres http ingest ({label})", ingest.counts, expected, first_time=True))
+        received = ingest.entries
+        if again is not None:
+            report.results.append(
+                Result(
+                    "7",
+                    f"PostgreSQL: HTTP push, same upload again, {label}",
+                    again.rate,
+                    "entries/s",
+                    again.rate / ingest.rate if ingest.rate else None,
+                    f"PostgreSQL ingest, {label}",
+                    Target("ratio", ">=", 2),
+                    "every record a duplicate",
+                )
+            )
+            report.checks.append(no_errors(f"postgres http re-upload ({label}): every push answered 200", again.errors))
+            report.checks.append(
+                check_counts(f"postgres http re-upload ({label})", again.counts, expected, first_time=False)
+            )
+            received += again.entries
+        report.checks += check_database(f"postgres http db ({label})", db, dataset.expected, received, "push")
+        server.drop(db)
+
+
+def postgres_replay(
+    report: Report, server: pg.PgBench, users: list[BenchUser], work: Path, ceilings: PgCeilings
+) -> None:
+    cmd, how = replay_command()
+    entries = report.sizes.postgres_replay_entries
+    label = human_count(entries)
+    if cmd is None:
+        report.results.append(Result("7", f"PostgreSQL: replay {label}", None, "entries/s", note=how))
+        return
+    console.print(f"  PostgreSQL: generating the {label}-entry NDJSON file ...")
+    file = write_ndjson(work / f"pg-replay-{label}.ndjson", users, entries, f"{SEED}:{label}")
+    db = server.new_database("bench_replay", users)
+    console.print(f"  PostgreSQL: replaying {label} entries ...")
+    child = run_measured([*cmd, "--database-url", db, "--json", str(file.path)], work, f"pg-replay-{label}")
+    file.path.unlink()
+    try:
+        summary = json.loads(child.stdout) if child.returncode == 0 else None
+    except json.JSONDecodeError:
+        summary = None
+    run = ReplayRun(label, file, db, child, summary)
+    if child.returncode != 0:
+        report.failed("7", f"PostgreSQL: replay {label}", f"exit {child.returncode}: {child.stderr.strip()[-300:]}")
+        server.drop(db)
+        return
+    console.print(f"  PostgreSQL: the {label} replay's rows into the app tables alone ...")
+    target = server.new_database("bench_replay_ceiling", users)
+    ceiling, rows = pg.copy_database(db, target, _LOGBOOK_COLUMNS, DEFAULT_BATCH_SIZE)
+    server.drop(target)
+    written = rate(run.rows, child.seconds)
+    report.results.append(
+        Result(
+            "7",
+            f"PostgreSQL: replay {label}",
+            run.rate,
+            "entries/s",
+            written / ceiling if ceiling else None,
+            f"PostgreSQL replay {label} ceiling",
+            REPLAY_TARGET,
+            f"{entries:,} entries in {child.seconds:.1f} s (process wall time); peak RSS {run.peak_mb:.0f} MB "
+            f"(workers {child.workers_peak_rss_bytes / 1e6:.0f} MB); ratio: its {run.rows:,} resulting rows per "
+            "second over the ceiling's",
+        )
+    )
+    report.results.append(
+        Result(
+            "7",
+            f"PostgreSQL: replay {label}: app tables alone, a commit per {DEFAULT_BATCH_SIZE:,} rows",
+            ceiling,
+            "rows/s",
+            ceiling / ceilings.one_transaction if ceilings.one_transaction else None,
+            "PostgreSQL one transaction",
+            note=f"the replay's {rows:,} resulting rows written again by COPY into an empty app database in "
+            "arrival order (seq): the ceiling of a resumable replay into PostgreSQL",
+        )
+    )
+    report.checks += replay_checks(run, f"postgres replay {label}")
+    server.drop(db)
 
 
 # --- reporting ------------------------------------------------------------------------------------------
@@ -850,11 +1088,13 @@ def print_checks(report: Report) -> None:
         console.print(f"{mark} {check.name}" + (f": {check.detail}" if check.detail else ""), highlight=False)
 
 
-def write_json(report: Report) -> None:
+def write_json(report: Report, *, complete: bool = True) -> None:
+    """The figures so far (`complete` false while scenarios still run, or when the run was stopped)."""
     cpus = os.cpu_count()
     document = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "mode": "quick" if report.quick else "full",
+        "complete": complete,
         "cpu_count": cpus,
         "machine": platform.machine(),
         "python": platform.python_version(),
@@ -886,6 +1126,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="about a tenth of the size (under two minutes)")
     parser.add_argument("--only", metavar="SCENARIO,...", help=f"run only these: {', '.join(SCENARIOS)}")
     parser.add_argument("--keep", action="store_true", help="keep the data and databases in bench/data/")
+    parser.add_argument("--postgres-url", metavar="URL",
+                        help="a PostgreSQL superuser's URL for the postgres scenario (default: start a durable "
+                        "server of its own, as tests/pgserver.py does; skipped when none can be had)")
     args = parser.parse_args(argv)
     selected = set(SCENARIOS) if not args.only else {s.strip() for s in args.only.split(",") if s.strip()}
     unknown = selected - set(SCENARIOS)
@@ -912,7 +1155,7 @@ def work_dir(keep: bool) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def run_all(report: Report, selected: set[str], work: Path, keep: bool) -> None:
+def run_all(report: Report, selected: set[str], work: Path, keep: bool, postgres_url: str | None) -> None:
     sizes = report.sizes
     users = make_users(sizes.users)
     console.print(f"generating {sizes.entries:,} entries for {sizes.users} users (seed {SEED!r}) ...")
@@ -920,21 +1163,32 @@ def run_all(report: Report, selected: set[str], work: Path, keep: bool) -> None:
     rows = prepare_rows(dataset, {u.id: u.device_id for u in users})
     console.print("1/2: SQLite baseline and the app's way ...")
     scenario_sqlite(report, rows, users, work, run_app="app" in selected)  # the baseline always runs: ratios need it
-    del rows
+    write_json(report, complete=False)
     if "http" in selected:
         console.print(f"3/4/6: HTTP ingest of {dataset.size:,} entries ...")
         guarded(report, "3", "HTTP push ingest", lambda: scenario_http(report, dataset, users, work, selected))
+    # PostgreSQL before the long replays: a run stopped in the 4M replay still has every other figure.
+    if "postgres" in selected:
+        console.print("7: PostgreSQL ...")
+        prepared = rows
+        guarded(report, "7", "PostgreSQL",
+                lambda: scenario_postgres(report, prepared, dataset, users, work, postgres_url))
+    del rows
     if "replay" in selected:
         console.print("5: replay ...")
         guarded(report, "5", "replay", lambda: scenario_replay(report, users, work, keep))
 
 
 def guarded(report: Report, scenario: str, name: str, run: Any) -> None:
-    """A scenario that fails is reported as failed; the others still run. Ctrl-C is not caught."""
+    """A scenario that fails is reported as failed; the others still run. Ctrl-C is not caught. The figures
+    so far are written after each scenario."""
+    started = time.perf_counter()
     try:
         run()
     except Exception as error:  # reported in the table and as a failed check
         report.failed(scenario, name, f"{type(error).__name__}: {error}")
+    console.print(f"  ({name}: {time.perf_counter() - started:.0f} s)")
+    write_json(report, complete=False)
 
 
 def _stop_on_sigterm(signum: int, frame: object) -> None:
@@ -948,9 +1202,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         with work_dir(args.keep) as work:
-            run_all(report, args.selected, work, args.keep)
+            run_all(report, args.selected, work, args.keep, args.postgres_url)
     except KeyboardInterrupt:
-        console.print("[red]interrupted[/]: the server and any replay were stopped")
+        console.print("[red]interrupted[/]: the server and any replay were stopped; the figures of what finished:")
+        print_table(report)
+        write_json(report, complete=False)
+        print_checks(report)
         return 130
     print_table(report)
     write_json(report)
