@@ -183,13 +183,13 @@ def _finish_normalised(prepared: PreparedUpload, live: list[Prepared] | None, no
             if user_id is None:
                 results.append(Rejection(entity_type, valid_id, upload.quarantine_reason, field="owner",
                                          detail=upload.quarantine_detail))
-            elif entity_type not in rec.ENTITY_TYPES:
+            elif (known := rec.ENTITY_TYPE_OF.get(entity_type)) is None:
                 results.append(Rejection(entity_type, valid_id, rec.UNKNOWN_ENTITY_TYPE, field="entity_type"))
             elif valid_id is None:
                 results.append(Rejection(entity_type, None, rec.MISSING_ID, field="id"))
             else:
                 # An id in a device's deleted list counts as deleted at the time of its upload.
-                results.append(Tombstone(entity_type, valid_id, deleted_at, now_ms))
+                results.append(Tombstone(known, valid_id, deleted_at, now_ms))
     return results
 
 

@@ -249,7 +249,7 @@ def _move(
     records: list[Normalised | Tombstone] = []
     work = _Work()
     for row, result, state in moving:
-        entity_type, old_id, new_id = row.entity_type, row.entity_id, result.entity_id
+        entity_type, old_id, new_id = result.entity_type, row.entity_id, result.entity_id
         records.append(result)
         if row.deleted_at is None:
             records.append(Tombstone(entity_type, old_id, ms_to_iso_z(now_ms), now_ms))

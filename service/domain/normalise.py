@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from service.domain.checksum import CanonicalObject, canonical_json, checksum_of_text, is_plain
 from service.domain.records import (
+    ENTITY_TYPE_OF,
     ENTITY_TYPES,
     FUTURE_TIME,
     GOAL,
@@ -32,6 +33,7 @@ from service.domain.records import (
     UNKNOWN_ENTITY_TYPE,
     USER_MISMATCH,
     USER_PREFERENCES,
+    EntityType,
     LogbookRow,
     Normalisation,
     Normalised,
@@ -134,20 +136,23 @@ class _Quarantine(Exception):
         self.detail = detail
 
 
-def normalise(entity_type: str, raw: object, user_id: str, *, now_ms: int) -> Normalisation:
+def normalise(name: str, raw: object, user_id: str, *, now_ms: int) -> Normalisation:
     """The app's stored form of one uploaded record (or its deletion, or why it is quarantined).
 
-    `user_id` is the uploading user; `now_ms` is the upload time, against which future times are judged.
+    `name` is the entity type as the device sent it: any string, as a device may send anything; one that
+    is not an EntityType is quarantined under it. `user_id` is the uploading user; `now_ms` is the upload
+    time, against which future times are judged.
     """
-    if entity_type not in ENTITY_TYPES:
+    entity_type = ENTITY_TYPE_OF.get(name) if isinstance(name, str) else None
+    if entity_type is None:
         # Keep the record's own id in the answer when it has one, so the device can tell which it was.
         own_id = raw.get("id") if isinstance(raw, dict) else None
         return Rejection(
-            d1_text(entity_type),
+            d1_text(name),
             d1_text(own_id) if isinstance(own_id, str) and own_id else None,
             UNKNOWN_ENTITY_TYPE,
             "entity_type",
-            f"unknown entity type {_show(entity_type)}",
+            f"unknown entity type {_show(name)}",
         )
     if not isinstance(raw, dict):
         return Rejection(entity_type, None, NOT_AN_OBJECT, None, f"the record is {_json_kind(raw)}, not an object")
@@ -277,13 +282,13 @@ def _check_owner(raw: Mapping[str, Any], user_id: str) -> None:
             raise _Quarantine(USER_MISMATCH, field, f"the record belongs to {_show(owner)}, not the uploader")
 
 
-def _tombstone(entity_type: str, entity_id: str, deleted_at: object, now_ms: int) -> Tombstone:
+def _tombstone(entity_type: EntityType, entity_id: str, deleted_at: object, now_ms: int) -> Tombstone:
     deleted_ms = _parse_time("deletedAt", deleted_at, now_ms)
     return Tombstone(entity_type, entity_id, ms_to_iso_z(deleted_ms), deleted_ms)
 
 
 def _stored(
-    entity_type: str,
+    entity_type: EntityType,
     entity_id: str,
     data: dict[str, Any],
     text: str,
@@ -320,12 +325,16 @@ def _unstorable(error: Exception) -> _Quarantine:
 # --- logbook entries ---------------------------------------------------------------------------------
 
 
-def _normalise_entry(entity_type: str, entity_id: str, raw: dict[str, Any], user_id: str, now_ms: int) -> Normalised:
+def _normalise_entry(
+    entity_type: EntityType, entity_id: str, raw: dict[str, Any], user_id: str, now_ms: int
+) -> Normalised:
     fast = _fast_entry(entity_type, entity_id, raw, user_id, now_ms)
     return fast if fast is not None else _general_entry(entity_type, entity_id, raw, user_id, now_ms)
 
 
-def _fast_entry(entity_type: str, entity_id: str, raw: dict[str, Any], user_id: str, now_ms: int) -> Normalised | None:
+def _fast_entry(
+    entity_type: EntityType, entity_id: str, raw: dict[str, Any], user_id: str, now_ms: int
+) -> Normalised | None:
     """`_general_entry` for the entries devices send nearly always, in one pass: ASCII enums, a number of
     minutes, valid times, lists and metadata of plain values (see `checksum.is_plain`). None for anything
     else, which the general path then decides (repairs, quarantines): this path never quarantines.
@@ -437,7 +446,9 @@ _UNCHECKED_ENTRY_FIELDS = tuple(
 )
 
 
-def _general_entry(entity_type: str, entity_id: str, raw: dict[str, Any], user_id: str, now_ms: int) -> Normalised:
+def _general_entry(
+    entity_type: EntityType, entity_id: str, raw: dict[str, Any], user_id: str, now_ms: int
+) -> Normalised:
     _check_required_fields(raw)
     entry = {key: value for key, value in raw.items() if key in ENTRY_FIELDS}
     # Step 1: what the app itself would refuse, repaired.
@@ -601,7 +612,9 @@ def _logbook_row(
 # --- goals and plain documents -------------------------------------------------------------------------
 
 
-def _normalise_goal(entity_type: str, entity_id: str, raw: dict[str, Any], user_id: str, now_ms: int) -> Normalised:
+def _normalise_goal(
+    entity_type: EntityType, entity_id: str, raw: dict[str, Any], user_id: str, now_ms: int
+) -> Normalised:
     times = _document_times(raw, now_ms)
     goal = {key: value for key, value in raw.items() if key in GOAL_FIELDS}
     # The app accepts a goal without a status and stores it without one; `null` is the same as absent.
@@ -624,7 +637,9 @@ def _goal_status(status: object) -> str:
     raise _Quarantine(INVALID_VALUE, "status", f"goal status {_show(status)} is not one the app knows")
 
 
-def _normalise_document(entity_type: str, entity_id: str, raw: dict[str, Any], user_id: str, now_ms: int) -> Normalised:
+def _normalise_document(
+    entity_type: EntityType, entity_id: str, raw: dict[str, Any], user_id: str, now_ms: int
+) -> Normalised:
     # Plans, occurrences, templates, repertoire and preferences are stored as the device holds them,
     # but for a repertoire item's scoreId, which the app normalises as it does a piece id.
     times = _document_times(raw, now_ms)
@@ -638,8 +653,8 @@ def _document_times(raw: Mapping[str, Any], now_ms: int) -> dict[str, int]:
     return {field: _parse_time(field, raw[field], now_ms) for field in VERSION_TIMES if _given(raw.get(field))}
 
 
-_Normaliser = Callable[[str, str, dict[str, Any], str, int], Normalised]
-_NORMALISERS: dict[str, _Normaliser] = {LOGBOOK_ENTRY: _normalise_entry, GOAL: _normalise_goal}
+_Normaliser = Callable[[EntityType, str, dict[str, Any], str, int], Normalised]
+_NORMALISERS: dict[EntityType, _Normaliser] = {LOGBOOK_ENTRY: _normalise_entry, GOAL: _normalise_goal}
 
 
 # --- small helpers -----------------------------------------------------------------------------------

@@ -32,6 +32,9 @@ REPERTOIRE_ITEM = EntityType.REPERTOIRE_ITEM
 USER_PREFERENCES = EntityType.USER_PREFERENCES
 
 ENTITY_TYPES: tuple[EntityType, ...] = tuple(EntityType)
+# A device's name for a type -> the EntityType, in one dict lookup (`EntityType(name)` costs ~20 times more,
+# once per record).
+ENTITY_TYPE_OF: dict[str, EntityType] = {t.value: t for t in EntityType}
 
 
 class QuarantineReason(StrEnum):
@@ -96,7 +99,7 @@ class LogbookRow(msgspec.Struct, frozen=True):
 class Normalised(msgspec.Struct, frozen=True):
     """A live record in the app's stored form, ready to be merged."""
 
-    entity_type: str
+    entity_type: EntityType
     entity_id: str
     # The document exactly as the app would store it in sync_data.data.
     data: dict[str, Any]
@@ -120,7 +123,7 @@ class Normalised(msgspec.Struct, frozen=True):
 class Tombstone(msgspec.Struct, frozen=True):
     """A deletion: a record with a present `deletedAt`, or an id in a device's deleted list."""
 
-    entity_type: str
+    entity_type: EntityType
     entity_id: str
     deleted_at: str  # ISO-8601 with `Z` and milliseconds
     deleted_ms: int

@@ -47,6 +47,7 @@ from service.replay.summary import (
     STOPPED,
     UNREADABLE,
     FileReport,
+    FileStatus,
     ReplaySummary,
 )
 from service.store.interface import Storage, WriteTransaction, WriteUnit
@@ -144,7 +145,7 @@ class Replayer:
         finally:
             self._progress.finish()
 
-    def _fail(self, report: FileReport, status: str, error: str) -> None:
+    def _fail(self, report: FileReport, status: FileStatus, error: str) -> None:
         report.status, report.error = status, error
         self._progress.message(f"{report.source.location}: error: {error}")
 

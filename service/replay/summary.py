@@ -6,21 +6,36 @@ what is beyond a cap is still counted, and kept in the database (ledger, quarant
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from service.domain.outcomes import OUTCOMES
+from service.domain.records import QuarantineReason
 from service.pipeline import UploadResult
 from service.replay.grouping import PlannedUpload
 from service.replay.inputs import InputFile, Skipped
 from service.replay.shards import Shard
 
-REPLAYED = "replayed"
-RESUMED = "resumed"
-ALREADY_REPLAYED = "already_replayed"
-DUPLICATE_INPUT = "duplicate_input"  # the same file (and owner option) twice in one run
-UNREADABLE = "unreadable"
-NOTHING_TO_REPLAY = "nothing_to_replay"  # read, and no record in it: exit 2, so an empty input is noticed
-STOPPED = "stopped"  # interrupted, or another run moved the checkpoint
+
+class FileStatus(StrEnum):
+    """What a replay did with one file (the summary's `status`)."""
+
+    REPLAYED = "replayed"
+    RESUMED = "resumed"
+    ALREADY_REPLAYED = "already_replayed"
+    DUPLICATE_INPUT = "duplicate_input"  # the same file (and owner option) twice in one run
+    UNREADABLE = "unreadable"
+    NOTHING_TO_REPLAY = "nothing_to_replay"  # read, and no record in it: exit 2, so an empty input is noticed
+    STOPPED = "stopped"  # interrupted, or another run moved the checkpoint
+
+
+REPLAYED = FileStatus.REPLAYED
+RESUMED = FileStatus.RESUMED
+ALREADY_REPLAYED = FileStatus.ALREADY_REPLAYED
+DUPLICATE_INPUT = FileStatus.DUPLICATE_INPUT
+UNREADABLE = FileStatus.UNREADABLE
+NOTHING_TO_REPLAY = FileStatus.NOTHING_TO_REPLAY
+STOPPED = FileStatus.STOPPED
 
 MAX_LISTED_PER_FILE = 1000
 MAX_LISTED_USERS = 10_000
@@ -33,7 +48,7 @@ def zero_counts() -> dict[str, int]:
 
 @dataclass
 class OwnerProblem:
-    reason: str  # unknown_user, user_mismatch, unreadable_line
+    reason: QuarantineReason  # the owner's problem: unknown_user, user_mismatch, unreadable_line...
     owner: str
     detail: str
     first_line: int | None
@@ -43,7 +58,7 @@ class OwnerProblem:
 @dataclass
 class FileReport:
     source: InputFile
-    status: str = REPLAYED
+    status: FileStatus = REPLAYED
     kind: str | None = None  # the recognised format, e.g. "full export 2.0"
     records: int = 0  # units replayed by this run
     resumed_from: int = 0
@@ -52,7 +67,7 @@ class FileReport:
     bad_lines_total: int = 0
     not_replayed: list[str] = field(default_factory=list)
     error: str | None = None
-    _problems: dict[tuple[str, str], OwnerProblem] = field(default_factory=dict)
+    _problems: dict[tuple[QuarantineReason, str], OwnerProblem] = field(default_factory=dict)
     problems_total: int = 0
 
     def bad_line(self, line: int, reason: str) -> None:
@@ -139,7 +154,7 @@ class ReplaySummary:
 
     @property
     def unknown_users(self) -> bool:
-        return any(p.reason == "unknown_user" for f in self.files for p in f.owner_problems)
+        return any(p.reason == QuarantineReason.UNKNOWN_USER for f in self.files for p in f.owner_problems)
 
     @property
     def next_steps(self) -> list[str]:

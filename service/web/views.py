@@ -5,104 +5,120 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, assert_never
 
 import msgspec
 
+from service.domain.outcomes import Outcome
+from service.domain.progress import RecoveryState
+from service.domain.records import ENTITY_TYPES, EntityType, QuarantineReason
+from service.domain.sources import Source
 from service.domain.times import app_hour
 from service.store.rows import ArchivedConflict, Declaration, HourlyActivity, UserProgress
 from service.usecases.support import declaration_differences
 
-STATE_LABELS = {
-    "not_started": "Not started",
-    "in_progress": "In progress",
-    "complete": "Complete",
-    "needs_review": "Needs review",
+# Words for every member of each closed set (a test checks none is missing). Keyed by the enums; the
+# templates look up the stored text, which is the same key (a StrEnum is its value), and fall back to the
+# text itself for anything else (an entity type a device made up).
+STATE_LABELS: dict[RecoveryState, str] = {
+    RecoveryState.NOT_STARTED: "Not started",
+    RecoveryState.IN_PROGRESS: "In progress",
+    RecoveryState.COMPLETE: "Complete",
+    RecoveryState.NEEDS_REVIEW: "Needs review",
 }
 
-ENTITY_LABELS = {
-    "logbook_entry": "Logbook entries",
-    "goal": "Goals",
-    "practice_plan": "Practice plans",
-    "plan_occurrence": "Plan occurrences",
-    "plan_template": "Plan templates",
-    "repertoire_item": "Repertoire items",
-    "user_preferences": "Preferences",
+ENTITY_LABELS: dict[EntityType, str] = {
+    EntityType.LOGBOOK_ENTRY: "Logbook entries",
+    EntityType.GOAL: "Goals",
+    EntityType.PRACTICE_PLAN: "Practice plans",
+    EntityType.PLAN_OCCURRENCE: "Plan occurrences",
+    EntityType.PLAN_TEMPLATE: "Plan templates",
+    EntityType.REPERTOIRE_ITEM: "Repertoire items",
+    EntityType.USER_PREFERENCES: "Preferences",
 }
 
-ENTITY_ONE = {
-    "logbook_entry": "logbook entry",
-    "goal": "goal",
-    "practice_plan": "practice plan",
-    "plan_occurrence": "plan occurrence",
-    "plan_template": "plan template",
-    "repertoire_item": "repertoire item",
-    "user_preferences": "preferences",
+ENTITY_ONE: dict[EntityType, str] = {
+    EntityType.LOGBOOK_ENTRY: "logbook entry",
+    EntityType.GOAL: "goal",
+    EntityType.PRACTICE_PLAN: "practice plan",
+    EntityType.PLAN_OCCURRENCE: "plan occurrence",
+    EntityType.PLAN_TEMPLATE: "plan template",
+    EntityType.REPERTOIRE_ITEM: "repertoire item",
+    EntityType.USER_PREFERENCES: "preferences",
 }
 
 
 def kind(entity_type: str, n: int) -> str:
-    """`3 logbook entries`, `1 goal`."""
-    if n == 1:
-        return f"1 {ENTITY_ONE.get(entity_type, entity_type)}"
-    return f"{n} {ENTITY_LABELS.get(entity_type, entity_type).lower()}"
+    """`3 logbook entries`, `1 goal` (an entity type the service does not know: its own name)."""
+    if entity_type not in ENTITY_TYPES:
+        return f"1 {entity_type}" if n == 1 else f"{n} {entity_type.lower()}"
+    known = EntityType(entity_type)
+    return f"1 {ENTITY_ONE[known]}" if n == 1 else f"{n} {ENTITY_LABELS[known].lower()}"
 
 
-OUTCOME_LABELS = {
-    "inserted": "New, written",
-    "updated": "Newer version, written",
-    "duplicate": "Already there",
-    "kept_existing": "Older than the stored one",
-    "deleted": "Deleted",
-    "suppressed": "Deleted later on a device",
-    "content_duplicate": "Same session under two ids",
-    "quarantined": "Quarantined",
+OUTCOME_LABELS: dict[Outcome, str] = {
+    Outcome.INSERTED: "New, written",
+    Outcome.UPDATED: "Newer version, written",
+    Outcome.DUPLICATE: "Already there",
+    Outcome.KEPT_EXISTING: "Older than the stored one",
+    Outcome.DELETED: "Deleted",
+    Outcome.SUPPRESSED: "Deleted later on a device",
+    Outcome.CONTENT_DUPLICATE: "Same session under two ids",
+    Outcome.QUARANTINED: "Quarantined",
 }
 
-REASON_WORDS = {
-    "unknown_user": "The account it belongs to does not exist (yet). Re-create the user, then re-drive.",
-    "ambiguous_email": "Several accounts share this email in different cases, so whose it is is unclear.",
-    "user_mismatch": "It names a different user than the one who sent it.",
-    "missing_id": "It has no id, so it cannot be matched to anything the app stores.",
-    "unknown_entity_type": "Its type is not one the app stores.",
-    "not_an_object": "It is not a JSON object (the device sent something else).",
-    "invalid_value": "A field holds a value the app does not accept.",
-    "missing_field": "A field the app requires is missing.",
-    "invalid_time": "A date or time in it cannot be read.",
-    "future_time": "A date in it lies in the future.",
-    "too_large": "It is larger than the app accepts.",
+REASON_WORDS: dict[QuarantineReason, str] = {
+    QuarantineReason.UNKNOWN_USER: "The account it belongs to does not exist (yet). Re-create the user, then re-drive.",
+    QuarantineReason.AMBIGUOUS_EMAIL: (
+        "Several accounts share this email in different cases, so whose it is is unclear."
+    ),
+    QuarantineReason.USER_MISMATCH: "It names a different user than the one who sent it.",
+    QuarantineReason.MISSING_ID: "It has no id, so it cannot be matched to anything the app stores.",
+    QuarantineReason.UNKNOWN_ENTITY_TYPE: "Its type is not one the app stores.",
+    QuarantineReason.NOT_AN_OBJECT: "It is not a JSON object (the device sent something else).",
+    QuarantineReason.INVALID_VALUE: "A field holds a value the app does not accept.",
+    QuarantineReason.MISSING_FIELD: "A field the app requires is missing.",
+    QuarantineReason.INVALID_TIME: "A date or time in it cannot be read.",
+    QuarantineReason.FUTURE_TIME: "A date in it lies in the future.",
+    QuarantineReason.TOO_LARGE: "It is larger than the app accepts.",
+    QuarantineReason.UNREADABLE_LINE: "It is a line of a replayed file that is not a record (kept as it was).",
 }
 
-SOURCE_LABELS = {
-    "push": "App sync (push)",
-    "recovery": "Recovery upload",
-    "replay": "Replay of an export file",
-    "export": "Export file upload",
-    "redrive": "Re-drive by support",
-    "socket": "Live sync",
-    "repertoire": "Repertoire change",
+SOURCE_LABELS: dict[Source, str] = {
+    Source.PUSH: "App sync (push)",
+    Source.RECOVERY: "Recovery upload",
+    Source.REPLAY: "Replay of an export file",
+    Source.EXPORT: "Export file upload",
+    Source.REDRIVE: "Re-drive by support",
+    Source.SOCKET: "Live sync",
+    Source.REPERTOIRE: "Repertoire change",
+    Source.PREFERENCES: "Preferences change",
 }
 
 
 def state_sentence(p: UserProgress) -> str:
     """Is this user's data back? The answer in one sentence."""
-    open_devices = [d for d in p.devices if not d.declared_complete]
-    if p.state == "complete":
-        return (f"Recovered: all {len(p.devices)} device(s) declared complete and the service holds what they "
-                "sent. Nothing waits for a person.")
-    if p.state == "needs_review":
-        parts = []
-        if p.quarantined_waiting:
-            parts.append(f"{p.quarantined_waiting} quarantined record(s)")
-        if p.archived_waiting:
-            parts.append(f"{p.archived_waiting} conflict(s)")
-        return f"Needs a person: {' and '.join(parts)} below."
-    if p.state == "not_started":
-        return "Nothing recovered yet: no device of this user has uploaded anything."
-    if not p.devices:
-        return "Uploads arrived, but no device has declared itself complete."
-    return (f"In progress: {len(open_devices)} of {len(p.devices)} device(s) have not declared themselves "
-            "complete (or declared counts that did not match).")
+    match p.state:
+        case RecoveryState.COMPLETE:
+            return (f"Recovered: all {len(p.devices)} device(s) declared complete and the service holds what "
+                    "they sent. Nothing waits for a person.")
+        case RecoveryState.NEEDS_REVIEW:
+            parts = []
+            if p.quarantined_waiting:
+                parts.append(f"{p.quarantined_waiting} quarantined record(s)")
+            if p.archived_waiting:
+                parts.append(f"{p.archived_waiting} conflict(s)")
+            return f"Needs a person: {' and '.join(parts)} below."
+        case RecoveryState.NOT_STARTED:
+            return "Nothing recovered yet: no device of this user has uploaded anything."
+        case RecoveryState.IN_PROGRESS:
+            if not p.devices:
+                return "Uploads arrived, but no device has declared itself complete."
+            open_devices = [d for d in p.devices if not d.declared_complete]
+            return (f"In progress: {len(open_devices)} of {len(p.devices)} device(s) have not declared "
+                    "themselves complete (or declared counts that did not match).")
+        case _:
+            assert_never(p.state)
 
 
 def device_rows(p: UserProgress, declarations: dict[str, Declaration]) -> list[dict[str, Any]]:
