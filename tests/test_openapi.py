@@ -32,9 +32,11 @@ def test_closed_sets_are_listed_as_enums() -> None:
     import json
 
     from service.domain.outcomes import MergeReason, Outcome
+    from service.domain.progress import RecoveryState
     from service.domain.records import EntityType, QuarantineReason
 
-    schemas = json.loads(render_openapi())["components"]["schemas"]
+    document = json.loads(render_openapi())
+    schemas = document["components"]["schemas"]
     quarantine_reasons = [r.value for r in QuarantineReason]
     assert schemas["QuarantineReason"]["enum"] == quarantine_reasons
     assert schemas["QuarantinedRecord"]["properties"]["reason"] == {"$ref": "#/components/schemas/QuarantineReason"}
@@ -46,3 +48,6 @@ def test_closed_sets_are_listed_as_enums() -> None:
     assert schemas["DeviceDeclaration"]["properties"]["expected"]["propertyNames"] == entity_types
     for counts in ("expected", "received"):
         assert schemas["DeviceCompletion"]["properties"][counts]["propertyNames"] == entity_types
+    users = document["paths"]["/v1/support/users"]["get"]["parameters"]
+    state = next(p for p in users if p["name"] == "state")
+    assert state["schema"]["enum"] == [s.value for s in RecoveryState]

@@ -27,6 +27,11 @@ _PROBLEMS = problem_responses(400, 401, 403, 404)
 UserIdPath = Annotated[str, PathParameter(description="users.id of the user")]
 Limit = Annotated[int, QueryParameter(ge=1, le=500, description="page size")]
 Cursor = Annotated[str | None, QueryParameter(description="`next_cursor` of the previous page")]
+# A RecoveryState, decoded as str and checked by the route, so another value is a 400 naming the states;
+# the document lists them as the parameter's enum.
+StateQuery = Annotated[
+    str | None, QueryParameter(name="state", description=" | ".join(STATES), schema_extra={"enum": list(STATES)})
+]
 
 
 class UserDetail(msgspec.Struct):
@@ -109,9 +114,7 @@ class SupportController(Controller):
         self,
         request: Request[Principal, Any, Any],
         email: Annotated[str | None, QueryParameter(description="part of the email, any case")] = None,
-        recovery_state: Annotated[
-            str | None, QueryParameter(name="state", description=" | ".join(STATES))
-        ] = None,
+        recovery_state: StateQuery = None,
         cursor: Cursor = None,
         limit: Limit = 50,
     ) -> UserPage:
