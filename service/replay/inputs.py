@@ -18,6 +18,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Generator, Sequence
 from contextlib import closing
+from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import IO, NamedTuple, cast
 
@@ -25,9 +26,18 @@ import msgspec
 
 from service.replay.model import UnreadableInput
 
-NDJSON = "ndjson"
-JSON_DOCUMENT = "json"
-SQL_DUMP = "sql"
+
+class FileFormat(StrEnum):
+    """How a replayed file is read."""
+
+    NDJSON = "ndjson"  # one upload per line, streamed
+    JSON_DOCUMENT = "json"  # one user's export, parsed whole
+    SQL_DUMP = "sql"  # a D1/SQLite dump, streamed
+
+
+NDJSON = FileFormat.NDJSON
+JSON_DOCUMENT = FileFormat.JSON_DOCUMENT
+SQL_DUMP = FileFormat.SQL_DUMP
 
 REPLAYABLE_SUFFIXES = (".json", ".ndjson", ".jsonl", ".sql")
 ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar")
@@ -52,7 +62,7 @@ class InputFile(msgspec.Struct, frozen=True):
     file_name: str  # the file's own name, as the ledger records it
     sha256: str
     size: int
-    format: str | None  # NDJSON, JSON_DOCUMENT, SQL_DUMP, or None when not recognised
+    format: FileFormat | None  # None when not recognised
     refused: str | None = None  # why the file is not replayed (unreadable, too large); the others go on
 
 
@@ -257,7 +267,7 @@ def _inspect(opened: Opened, on_bytes: Callable[[str, int], None] | None, max_do
     digest = hashlib.sha256()
     head = b""
     size = 0
-    file_format: str | None = None
+    file_format: FileFormat | None = None
     try:
         while chunk := opened.stream.read(_CHUNK):
             digest.update(chunk)
@@ -282,7 +292,7 @@ def document_too_large(limit: int) -> str:
             "whole); give --max-document-mb to raise the limit")
 
 
-def sniff(file_name: str, head: bytes) -> str | None:
+def sniff(file_name: str, head: bytes) -> FileFormat | None:
     """The format of a file from its name and first bytes (None when it is none of them)."""
     name = _uncompressed_name(file_name)
     if name.endswith(_NDJSON_SUFFIXES):

@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import assert_never
 
 import msgspec
 
@@ -20,11 +21,9 @@ from service.replay.checkpoints import CheckpointMoved, checkpoint_writer, load_
 from service.replay.documents import parse_export
 from service.replay.grouping import PlannedUpload, plan_uploads
 from service.replay.inputs import (
-    JSON_DOCUMENT,
     MAX_DOCUMENT_BYTES,
-    NDJSON,
     READ_ERRORS,
-    SQL_DUMP,
+    FileFormat,
     InputFile,
     MeteredReader,
     Opened,
@@ -240,28 +239,32 @@ class Replayer:
 
     @contextmanager
     def _open(self, source: InputFile, reader: MeteredReader, report: FileReport) -> Iterator[_Source]:
-        if source.format == NDJSON:
-            yield _Source(_verified(read_items(reader), reader), source.size, lambda _done: reader.bytes_read)
-        elif source.format == JSON_DOCUMENT:
-            data = reader.read(self._options.max_document_bytes + 1)
-            if len(data) > self._options.max_document_bytes:
-                raise UnreadableInput(document_too_large(self._options.max_document_bytes))
-            document = parse_export(data)
-            reader.verify()
-            report.kind, report.not_replayed = document.kind, document.not_replayed
-            group = RecordGroup(document.claim, document.device_id, document.records, document.deleted)
-            yield _Source([group], document.units, lambda done: done)
-        elif source.format == SQL_DUMP:
-            self._progress.start(f"loading {source.location}", source.size)
-            with open_dump(reader, lambda: self._progress.update(reader.bytes_read), dump_bytes=source.size) as rows:
+        match source.format:
+            case FileFormat.NDJSON:
+                yield _Source(_verified(read_items(reader), reader), source.size, lambda _done: reader.bytes_read)
+            case FileFormat.JSON_DOCUMENT:
+                data = reader.read(self._options.max_document_bytes + 1)
+                if len(data) > self._options.max_document_bytes:
+                    raise UnreadableInput(document_too_large(self._options.max_document_bytes))
+                document = parse_export(data)
                 reader.verify()
-                report.kind = "SQL dump"
-                yield _Source(rows, rows.count, lambda done: done)
-        else:
-            raise UnreadableInput(
-                "not a format the replay reads (full export, practice report, localStorage dump, "
-                "NDJSON batch file, SQL dump)"
-            )
+                report.kind, report.not_replayed = document.kind, document.not_replayed
+                group = RecordGroup(document.claim, document.device_id, document.records, document.deleted)
+                yield _Source([group], document.units, lambda done: done)
+            case FileFormat.SQL_DUMP:
+                self._progress.start(f"loading {source.location}", source.size)
+                progress, size = self._progress, source.size
+                with open_dump(reader, lambda: progress.update(reader.bytes_read), dump_bytes=size) as rows:
+                    reader.verify()
+                    report.kind = "SQL dump"
+                    yield _Source(rows, rows.count, lambda done: done)
+            case None:
+                raise UnreadableInput(
+                    "not a format the replay reads (full export, practice report, localStorage dump, "
+                    "NDJSON batch file, SQL dump)"
+                )
+            case _:
+                assert_never(source.format)
 
     def _note_bad_lines(self, source: InputFile, report: FileReport, items: list[Item]) -> None:
         for item in items:
