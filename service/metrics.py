@@ -5,6 +5,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from service.domain.outcomes import Receipt
+from service.domain.records import ENTITY_TYPES
+from service.domain.sources import Source
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -22,11 +24,16 @@ UPLOAD_SECONDS = Histogram(
 )
 
 
-def observe_upload(source: str, receipt: Receipt, seconds: float) -> None:
+# The label of records whose entity type is none the service knows. Their own names are devices' input:
+# as labels they would make a new series per name a device makes up, without bound.
+UNKNOWN_ENTITY_TYPE = "unknown"
+
+
+def observe_upload(source: Source, receipt: Receipt, seconds: float) -> None:
     UPLOADS.labels(source).inc()
     UPLOAD_SECONDS.labels(source).observe(seconds)
     for (entity_type, outcome), n in receipt.counts_by_type().items():
-        RECORDS.labels(outcome, entity_type).inc(n)
+        RECORDS.labels(outcome, entity_type if entity_type in ENTITY_TYPES else UNKNOWN_ENTITY_TYPE).inc(n)
 
 
 def render() -> bytes:

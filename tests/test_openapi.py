@@ -48,6 +48,12 @@ def test_closed_sets_are_listed_as_enums() -> None:
     assert schemas["DeviceDeclaration"]["properties"]["expected"]["propertyNames"] == entity_types
     for counts in ("expected", "received"):
         assert schemas["DeviceCompletion"]["properties"][counts]["propertyNames"] == entity_types
+    outcome_keys = {"type": "string", "enum": outcomes}
+    for schema, counts in [("RecoveryUploadResponse", "counts"), ("RecoverySummary", "counts"),
+                           ("LedgerEntry", "counts"), ("UserProgress", "counts"), ("Summary", "records_by_outcome")]:
+        assert schemas[schema]["properties"][counts]["propertyNames"] == outcome_keys, schema
+    states = [s.value for s in RecoveryState]
+    assert schemas["Summary"]["properties"]["users_by_state"]["propertyNames"] == {"type": "string", "enum": states}
     users = document["paths"]["/v1/support/users"]["get"]["parameters"]
     state = next(p for p in users if p["name"] == "state")
-    assert state["schema"]["enum"] == [s.value for s in RecoveryState]
+    assert state["schema"]["enum"] == states

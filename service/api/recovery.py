@@ -8,7 +8,6 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.exceptions import PermissionDeniedException
-from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.params import JSONBody, PathParameter
 
 from service import jsontext
@@ -17,6 +16,7 @@ from service.api.errors import FieldError, problem, problem_responses
 from service.api.rendering import answer_upload, recovery_response
 from service.api.schemas import RawRecoveryUploadRequest, RecoveryUploadRequest, RecoveryUploadResponse
 from service.api.sync import DeviceHeader, IdempotencyHeader, header_token, require_json_body
+from service.domain.outcomes import keys_of
 from service.domain.progress import RecoveryState
 from service.domain.records import ENTITY_TYPES, EntityType
 from service.domain.sources import Source
@@ -31,9 +31,7 @@ UPLOAD_ROUTE = "POST /v1/recovery/uploads"  # the scope of its idempotency keys
 # Counts per EntityType; the document lists the names. Declared keys stay `str` when decoded: another
 # name is refused by `complete_device` naming it (422 `expected.<name>`), not by the decoder. A 200
 # answer's `received` has only declared types (any other type received is a difference: 409).
-_BY_ENTITY_TYPE = msgspec.Meta(
-    extra_json_schema={"extra": {"property_names": Schema(type=OpenAPIType.STRING, enum=list(EntityType))}}
-)
+_BY_ENTITY_TYPE = keys_of(EntityType)
 
 
 class DeviceDeclaration(msgspec.Struct):

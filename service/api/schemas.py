@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from service.domain.outcomes import MergeReason, Outcome, RecordResult, values_of
+from service.domain.outcomes import MergeReason, Outcome, OutcomeCounts, RecordResult, values_of
 from service.domain.records import QuarantineReason
 
 # The app's push groups and the entity type each holds.
@@ -67,7 +67,7 @@ class RecoverySummary(msgspec.Struct):
     """The service's own account of the push (the app's clients ignore it)."""
 
     uploadId: str
-    counts: dict[str, int]
+    counts: OutcomeCounts
     userResolved: bool
 
 
@@ -120,7 +120,7 @@ class RecoveryUploadResponse(msgspec.Struct):
     upload_id: str
     dry_run: bool
     received: int
-    counts: dict[str, int]
+    counts: OutcomeCounts
     results: list[RecordResult]
 
 

@@ -16,6 +16,7 @@ from service.api.auth import Principal, requires_admin
 from service.api.errors import FieldError, problem_responses
 from service.api.rendering import recovery_response
 from service.api.schemas import RecoveryUploadResponse
+from service.domain.outcomes import OutcomeCounts, keys_of
 from service.domain.progress import STATES, RecoveryState
 from service.store.interface import ReadUnit, Storage
 from service.store.rows import LedgerEntry, QuarantinedRecord, UserListItem, UserProgress
@@ -50,8 +51,8 @@ class QuarantinePage(msgspec.Struct):
 
 
 class Summary(msgspec.Struct):
-    users_by_state: dict[str, int]
-    records_by_outcome: dict[str, int]
+    users_by_state: Annotated[dict[str, int], keys_of(RecoveryState)]
+    records_by_outcome: OutcomeCounts
     uploads_last_hour: int
     quarantined_waiting: int
     quarantine_owners: int

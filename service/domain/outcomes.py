@@ -58,6 +58,18 @@ def values_of(*enums: type[StrEnum] | None) -> msgspec.Meta:
     return msgspec.Meta(extra_json_schema={"extra": {"enum": values}})
 
 
+def keys_of(enum: type[StrEnum]) -> msgspec.Meta:
+    """For a `dict[str, ...]` field whose keys are members of `enum`: the OpenAPI document lists them as
+    its `propertyNames`."""
+    return msgspec.Meta(
+        extra_json_schema={"extra": {"property_names": {"type": "string", "enum": [m.value for m in enum]}}}
+    )
+
+
+# Counts per outcome.
+OutcomeCounts = Annotated[dict[str, int], keys_of(Outcome)]
+
+
 # Why a record got its outcome, in its answer: a QuarantineReason (quarantined), a MergeReason
 # (kept_existing, suppressed), else none.
 ResultReason = Annotated[str | None, values_of(QuarantineReason, MergeReason, None)]

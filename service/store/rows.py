@@ -7,14 +7,14 @@ text forms as stored (`YYYY-MM-DD HH:MM:SS` for the service's own tables, ISO-Z 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
-from service.domain.outcomes import ArchiveReason
+from service.domain.outcomes import ArchiveReason, OutcomeCounts, keys_of
 from service.domain.owners import EmailMatch, UserRecord
 from service.domain.progress import RecoveryState
-from service.domain.records import QuarantineReason
+from service.domain.records import EntityType, QuarantineReason
 from service.domain.sources import Source
 
 # ---- users ---------------------------------------------------------------------------------------
@@ -118,8 +118,8 @@ class DeviceProgress(msgspec.Struct):
     last_upload_at: str
     declared_complete: bool
     declared_at: str | None
-    expected: dict[str, int] | None
-    received: dict[str, int]
+    expected: Annotated[dict[str, int], keys_of(EntityType)] | None  # declared: entity types only
+    received: dict[str, int]  # every type the device sent, an unknown one (quarantined) included
 
 
 class UserProgress(msgspec.Struct):
@@ -129,8 +129,9 @@ class UserProgress(msgspec.Struct):
     state: RecoveryState
     first_upload_at: str | None
     last_upload_at: str | None
-    counts: dict[str, int]
-    counts_by_entity_type: dict[str, dict[str, int]]
+    counts: OutcomeCounts
+    # Outer keys as received: an unknown entity type's records are counted (quarantined) under it.
+    counts_by_entity_type: dict[str, OutcomeCounts]
     quarantined_waiting: int
     archived_waiting: int
     devices: list[DeviceProgress]
@@ -144,7 +145,7 @@ class LedgerEntry(msgspec.Struct):
     file_name: str | None
     payload_sha256: str
     received: int
-    counts: dict[str, int]
+    counts: OutcomeCounts
     created_at: str
 
 
