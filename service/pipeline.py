@@ -226,9 +226,12 @@ def _confirm_repeats(
 class _StoreLookups:
     """`MergeLookups` from the database, inside the upload's write transaction."""
 
-    def __init__(self, unit: WriteUnit, user_id: str, now_ms: int, logbook_ids: set[str]) -> None:
+    def __init__(
+        self, unit: WriteUnit, user_id: str, now_ms: int, logbook_ids: set[str], held_elsewhere: set[str]
+    ) -> None:
         self._unit, self._user_id, self._now_ms = unit, user_id, now_ms
         self._batch_ids = logbook_ids
+        self._held_elsewhere = held_elsewhere  # of the batch's logbook ids, read with their state
         self._duplicates: dict[str, set[EntityKey]] | None = None
 
     def duplicates_of(self, entity_id: str) -> dict[EntityKey, StoredEntity]:
@@ -252,7 +255,9 @@ class _StoreLookups:
         return None
 
     def logbook_ids_held_elsewhere(self, entity_ids: Collection[str]) -> set[str]:
-        return self._unit.logbook_ids_of_other_users(self._user_id, entity_ids)
+        unknown = [i for i in entity_ids if i not in self._batch_ids]
+        held = {i for i in entity_ids if i in self._held_elsewhere}
+        return held | self._unit.logbook_ids_of_other_users(self._user_id, unknown) if unknown else held
 
 
 def _apply(
@@ -271,16 +276,19 @@ def _apply(
         # Read-then-write below: this transaction holds the user until it ends (a no-op on SQLite).
         unit.lock_user(user_id)
         keys = {(r.entity_type, r.entity_id) for r in records if not isinstance(r, Rejection)}
-        stored = unit.load_state(user_id, keys)
-        records = _confirm_repeats(records, stored, user_id, now_ms)
         # The contents the batch can touch: its records', and those its keys hold now (a holder that is
         # deleted or edited hands its content to a duplicate, unless another live entry holds it too).
         content_keys = {r.content_key for r in records if isinstance(r, Normalised) and r.content_key}
-        content_keys.update(
-            s.content_key for k, s in stored.items() if k[0] == rec.LOGBOOK_ENTRY and s.content_key is not None
-        )
-        live_content = unit.load_live_content(user_id, content_keys)
-        lookups = _StoreLookups(unit, user_id, now_ms, {k[1] for k in keys if k[0] == rec.LOGBOOK_ENTRY})
+        state = unit.load_batch_state(user_id, keys, content_keys)
+        stored, live_content = state.stored, state.live_content
+        records = _confirm_repeats(records, stored, user_id, now_ms)
+        # A repeat normalised again after all (its stored row changed) may bring a content not read yet.
+        late = {r.content_key for r in records if isinstance(r, Normalised) and r.content_key} - content_keys
+        late.difference_update(s.content_key for k, s in stored.items() if k[0] == rec.LOGBOOK_ENTRY)
+        if late:
+            live_content = {**live_content, **unit.load_live_content(user_id, late)}
+        logbook_ids = {k[1] for k in keys if k[0] == rec.LOGBOOK_ENTRY}
+        lookups = _StoreLookups(unit, user_id, now_ms, logbook_ids, state.logbook_ids_elsewhere)
         plan = plan_merge(records, stored, live_content, lookups)
         unit.apply_plan(plan, user_id=user_id, device_id=upload.device_id, upload_id=upload_id)
         kept = [

@@ -35,6 +35,7 @@ from service.domain.sources import Source
 from service.store.rows import (
     ArchivedConflict,
     ArchiveTotals,
+    BatchState,
     Checkpoint,
     Declaration,
     EmailMatch,
@@ -253,6 +254,15 @@ class WriteUnit(ReadUnit, Protocol):
 
     def load_live_content(self, user_id: str, content_keys: Collection[str]) -> dict[str, list[str]]:
         """content_key -> entity_ids of the user's live logbook entries that hold that content."""
+        ...
+
+    def load_batch_state(
+        self, user_id: str, keys: Collection[EntityKey], content_keys: Collection[str]
+    ) -> BatchState:
+        """The three reads of a batch's merge in as few statements as the engine can (measured: a
+        statement per read cost the writer as much as its inserts): `load_state(keys)`,
+        `load_live_content` of `content_keys` and of the stored logbook keys' content keys, and
+        `logbook_ids_of_other_users` of the logbook keys."""
         ...
 
     def duplicate_keys_of(self, user_id: str, entity_ids: Collection[str]) -> dict[str, set[EntityKey]]:

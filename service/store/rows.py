@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from service.domain.merge import EntityKey, StoredEntity
 from service.domain.outcomes import ArchiveReason, OutcomeCounts, keys_of
 from service.domain.owners import EmailMatch, UserRecord
 from service.domain.progress import RecoveryState
@@ -264,3 +265,11 @@ class KeptRawRecord(msgspec.Struct):
     entity_id: str
     raw: str
     checksum: str
+
+
+class BatchState(msgspec.Struct):
+    """What the merge of one user's batch reads before it plans (`WriteUnit.load_batch_state`)."""
+
+    stored: dict[EntityKey, StoredEntity]  # as `load_state`
+    live_content: dict[str, list[str]]  # as `load_live_content`, of the given and the stored content keys
+    logbook_ids_elsewhere: set[str]  # as `logbook_ids_of_other_users`, of the batch's logbook keys

@@ -34,6 +34,7 @@ from service.store.interface import IDEMPOTENCY_TTL_SECONDS, UserExists
 from service.store.rows import (
     ArchivedConflict,
     ArchiveTotals,
+    BatchState,
     Checkpoint,
     Declaration,
     DeviceProgress,
@@ -576,39 +577,66 @@ class PgWriteUnit(PgReadUnit):
 
     # -- the merge's reads
     def load_state(self, user_id: str, keys: Collection[EntityKey]) -> dict[EntityKey, StoredEntity]:
+        return self._load_state(user_id, keys, None)
+
+    def load_batch_state(
+        self, user_id: str, keys: Collection[EntityKey], content_keys: Collection[str]
+    ) -> BatchState:
+        """Two statements: the keys' state with the logbook ids other users hold, then the live holders
+        of the content keys (the batch's and the stored keys' own)."""
+        elsewhere: set[str] = set()
+        stored = self._load_state(user_id, keys, elsewhere)
+        wanted = set(content_keys)
+        wanted.update(e.content_key for k, e in stored.items() if k[0] == LOGBOOK_ENTRY and e.content_key is not None)
+        return BatchState(stored, self.load_live_content(user_id, wanted), elsewhere)
+
+    def _load_state(
+        self, user_id: str, keys: Collection[EntityKey], elsewhere: set[str] | None
+    ) -> dict[EntityKey, StoredEntity]:
+        """One query: sync_data row and merge state of every key and which logbook ids another user's
+        logbook_entries row holds (added to `elsewhere`, when given). A stored document is decoded for its edit
+        time only when the merge state does not remember it."""
         if not keys:
             return {}
         types, ids = _columns(list(keys), 2)
+        rows = self._all(
+            """SELECT k.t AS entity_type, k.i AS entity_id,
+                      s.id, s.checksum, s.version, s.deleted_at, s.data, s.updated_at,
+                      e.entity_id IS NOT NULL AS has_state, e.updated_ms, e.deleted_ms, e.content_key,
+                      e.duplicate_of, l.id IS NOT NULL AS held_elsewhere
+               FROM unnest(%(t)s::text[], %(i)s::text[]) AS k(t, i)
+               LEFT JOIN sync_data s ON s.user_id = %(u)s AND s.entity_type = k.t AND s.entity_id = k.i
+               LEFT JOIN recovery_entity_state e ON e.user_id = %(u)s AND e.entity_type = k.t AND e.entity_id = k.i
+               LEFT JOIN logbook_entries l ON k.t = %(lb)s AND l.id = k.i AND l.user_id <> %(u)s
+               WHERE s.id IS NOT NULL OR e.entity_id IS NOT NULL OR l.id IS NOT NULL""",
+            {"t": types, "i": ids, "u": user_id, "lb": LOGBOOK_ENTRY},
+        )
         stored: dict[EntityKey, StoredEntity] = {}
-        for r in self._all(
-            """SELECT s.entity_type, s.entity_id, s.id, s.checksum, s.version, s.deleted_at, s.data, s.updated_at
-               FROM unnest(%s::text[], %s::text[]) AS k(t, i)
-               JOIN sync_data s ON s.user_id = %s AND s.entity_type = k.t AND s.entity_id = k.i""",
-            (types, ids, user_id),
-        ):
-            deleted_at = r["deleted_at"]
-            stored[(r["entity_type"], r["entity_id"])] = StoredEntity(
-                row_id=r["id"],
-                checksum=r["checksum"],
-                version=r["version"] or 1,
-                live=deleted_at is None,
-                data=r["data"],
-                updated_ms=_document_updated_ms(r["data"], r["updated_at"]),
-                deleted_ms=to_epoch_ms(deleted_at) if deleted_at is not None else None,
-            )
-        for r in self._all(
-            """SELECT e.entity_type, e.entity_id, e.updated_ms, e.deleted_ms, e.content_key, e.duplicate_of
-               FROM unnest(%s::text[], %s::text[]) AS k(t, i)
-               JOIN recovery_entity_state e ON e.user_id = %s AND e.entity_type = k.t AND e.entity_id = k.i""",
-            (types, ids, user_id),
-        ):
-            entity = stored.setdefault((r["entity_type"], r["entity_id"]), StoredEntity())
-            if r["updated_ms"] is not None:
-                entity.updated_ms = r["updated_ms"]
-            if not entity.live and r["deleted_ms"] is not None:
-                entity.deleted_ms = r["deleted_ms"]
-            entity.content_key = r["content_key"]
-            entity.duplicate_of = r["duplicate_of"]
+        for r in rows:
+            key = (r["entity_type"], r["entity_id"])
+            if r["held_elsewhere"] and elsewhere is not None:
+                elsewhere.add(key[1])
+            row_id = r["id"]
+            state_updated_ms = r["updated_ms"]
+            if row_id is not None:
+                deleted_at = r["deleted_at"]
+                live = deleted_at is None
+                deleted_ms = r["deleted_ms"] if not live else None
+                stored[key] = StoredEntity(
+                    row_id=row_id,
+                    checksum=r["checksum"],
+                    version=r["version"] or 1,
+                    live=live,
+                    data=r["data"],
+                    updated_ms=state_updated_ms if state_updated_ms is not None
+                    else _document_updated_ms(r["data"], r["updated_at"]),
+                    deleted_ms=None if live else deleted_ms if deleted_ms is not None else to_epoch_ms(deleted_at),
+                    content_key=r["content_key"],
+                    duplicate_of=r["duplicate_of"],
+                )
+            elif r["has_state"]:
+                stored[key] = StoredEntity(updated_ms=state_updated_ms, deleted_ms=r["deleted_ms"],
+                                           content_key=r["content_key"], duplicate_of=r["duplicate_of"])
         return stored
 
     def load_live_content(self, user_id: str, content_keys: Collection[str]) -> dict[str, list[str]]:
