@@ -36,6 +36,7 @@ from service.domain.documents import lowercase_enums
 from service.domain.outcomes import RecordResult
 from service.domain.records import LOGBOOK_ENTRY, PLAN_OCCURRENCE, PRACTICE_PLAN, REPERTOIRE_ITEM
 from service.domain.sources import Source
+from service.domain.sync_events import SyncEventType as Event
 from service.domain.times import ms_to_iso_z
 from service.pipeline import IncomingRecord, Upload, UploadResult, ingest, sha256_hex
 from service.store.interface import ReadUnit, Storage
@@ -243,27 +244,27 @@ def decode_message(data: str | bytes) -> InboundEvent:
 
 def mutation_of(event: InboundEvent) -> Mutation:
     """The records a change message carries (the app's event shapes; content is judged by the pipeline)."""
-    kind = event.type
+    kind = event.type  # text as the client sent it: a type that is no Event is answered with ERROR
 
     def records(entity_type: str, raws: Iterable[msgspec.Raw]) -> list[IncomingRecord]:
         return [IncomingRecord(entity_type, bytes(raw)) for raw in raws]
 
-    if kind in ("ENTRY_CREATED", "ENTRY_UPDATED"):
+    if kind in (Event.ENTRY_CREATED, Event.ENTRY_UPDATED):
         return Mutation(records(LOGBOOK_ENTRY, [_required_object(event.entry, "entry")]), {})
-    if kind == "ENTRY_DELETED":
+    if kind == Event.ENTRY_DELETED:
         return Mutation([], {LOGBOOK_ENTRY: [_required_id(event.entryId, "entryId")]})
-    if kind in ("PIECE_ADDED", "PIECE_UPDATED"):
+    if kind in (Event.PIECE_ADDED, Event.PIECE_UPDATED):
         return Mutation(records(REPERTOIRE_ITEM, [_required_object(event.piece, "piece")]), {})
-    if kind in ("PIECE_REMOVED", "PIECE_DISSOCIATED"):
+    if kind in (Event.PIECE_REMOVED, Event.PIECE_DISSOCIATED):
         return Mutation([], {REPERTOIRE_ITEM: [_required_id(event.scoreId, "scoreId")]})
-    if kind in ("PLAN_CREATED", "PLAN_UPDATED"):
+    if kind in (Event.PLAN_CREATED, Event.PLAN_UPDATED):
         plan = records(PRACTICE_PLAN, [_required_object(event.plan, "plan")])
         return Mutation(plan + records(PLAN_OCCURRENCE, event.occurrences), {})
-    if kind == "PLAN_OCCURRENCE_COMPLETED":
+    if kind == Event.PLAN_OCCURRENCE_COMPLETED:
         return Mutation(records(PLAN_OCCURRENCE, [_required_object(event.occurrence, "occurrence")]), {})
-    if kind == "BULK_SYNC":
+    if kind == Event.BULK_SYNC:
         return Mutation(records(LOGBOOK_ENTRY, event.entries), {})
-    if kind == "REPERTOIRE_BULK_SYNC":
+    if kind == Event.REPERTOIRE_BULK_SYNC:
         return Mutation(records(REPERTOIRE_ITEM, event.pieces), {})
     raise BadMessage(f"Invalid sync event format: unknown type {kind[:40]!r}")
 
@@ -297,40 +298,40 @@ def _changes_after(user_id: str, entity_type: str, after_seq: int) -> Callable[[
 
 
 def row_event(
-    entity_type: str, row: SyncRow, *, created: bool, removal: str = "PIECE_REMOVED"
+    entity_type: str, row: SyncRow, *, created: bool, removal: Event = Event.PIECE_REMOVED
 ) -> dict[str, Any] | None:
     """The message that tells a client about one stored row (None for types the socket does not carry)."""
     seq = row.seq
     now = _now_iso()
     if row.deleted_at is not None:
         if entity_type == LOGBOOK_ENTRY:
-            return {"type": "ENTRY_DELETED", "entryId": row.entity_id, "timestamp": now, "seq": seq}
+            return {"type": Event.ENTRY_DELETED, "entryId": row.entity_id, "timestamp": now, "seq": seq}
         if entity_type == REPERTOIRE_ITEM:
             return {"type": removal, "scoreId": row.entity_id, "timestamp": now, "seq": seq}
     document = _document(entity_type, row)
     if document is None:
         return None
     if entity_type == LOGBOOK_ENTRY:
-        return {"type": "ENTRY_CREATED" if created else "ENTRY_UPDATED", "entry": document, "timestamp": now,
+        return {"type": Event.ENTRY_CREATED if created else Event.ENTRY_UPDATED, "entry": document, "timestamp": now,
                 "seq": seq}
     if entity_type == REPERTOIRE_ITEM:
-        return {"type": "PIECE_ADDED" if created else "PIECE_UPDATED", "piece": document, "timestamp": now,
+        return {"type": Event.PIECE_ADDED if created else Event.PIECE_UPDATED, "piece": document, "timestamp": now,
                 "seq": seq}
     if entity_type == PRACTICE_PLAN:
         if row.deleted_at is not None:
             document["deletedAt"] = row.deleted_at
-        return {"type": "PLAN_CREATED" if created else "PLAN_UPDATED", "plan": document, "timestamp": now,
+        return {"type": Event.PLAN_CREATED if created else Event.PLAN_UPDATED, "plan": document, "timestamp": now,
                 "seq": seq}
     if entity_type == PLAN_OCCURRENCE:
         if row.deleted_at is not None:
             document["deletedAt"] = row.deleted_at
-        return {"type": "PLAN_OCCURRENCE_COMPLETED", "occurrence": document, "timestamp": now, "seq": seq}
+        return {"type": Event.PLAN_OCCURRENCE_COMPLETED, "occurrence": document, "timestamp": now, "seq": seq}
     return None
 
 
 # Keyed by str: the rows' entity types are sync_data's text, whatever the app wrote there.
-_BULK: dict[str, tuple[str, str]] = {
-    LOGBOOK_ENTRY: ("BULK_SYNC", "entries"), REPERTOIRE_ITEM: ("REPERTOIRE_BULK_SYNC", "pieces"),
+_BULK: dict[str, tuple[Event, str]] = {
+    LOGBOOK_ENTRY: (Event.BULK_SYNC, "entries"), REPERTOIRE_ITEM: (Event.REPERTOIRE_BULK_SYNC, "pieces"),
 }
 # What a catch-up sends: what SYNC_REQUEST sends, and plans as the app's HTTP pushes broadcast them.
 CATCH_UP_TYPES = (LOGBOOK_ENTRY, REPERTOIRE_ITEM, PRACTICE_PLAN, PLAN_OCCURRENCE)
@@ -427,7 +428,9 @@ def fold(kind: str, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     deletions beside it), a plan keeps its occurrences."""
     if not events:
         return []
-    bulk = {"BULK_SYNC": ("entry", "entries"), "REPERTOIRE_BULK_SYNC": ("piece", "pieces")}
+    bulk: dict[str, tuple[str, str]] = {
+        Event.BULK_SYNC: ("entry", "entries"), Event.REPERTOIRE_BULK_SYNC: ("piece", "pieces"),
+    }
     if kind in bulk:
         one, many = bulk[kind]
         live = [e for e in events if one in e]
@@ -435,7 +438,7 @@ def fold(kind: str, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         folded = [{"type": kind, many: [e[one] for e in live], "timestamp": _now_iso(),
                    "lastSeq": max(e["seq"] for e in live)}] if live else []
         return folded + rest
-    if kind in ("PLAN_CREATED", "PLAN_UPDATED"):
+    if kind in (Event.PLAN_CREATED, Event.PLAN_UPDATED):
         plans = [e for e in events if "plan" in e]
         occurrences = [e["occurrence"] for e in events if "occurrence" in e]
         if plans:
@@ -523,9 +526,9 @@ class LiveSession:
     async def handle(self, data: str | bytes) -> None:
         try:
             event = decode_message(data)
-            if event.type == "PING":
-                await self.peer.send({"type": "PONG", "timestamp": _now_iso()})
-            elif event.type == "SYNC_REQUEST":
+            if event.type == Event.PING:
+                await self.peer.send({"type": Event.PONG, "timestamp": _now_iso()})
+            elif event.type == Event.SYNC_REQUEST:
                 await self.sync_request(last_seq_of(event))
             else:
                 await self.apply(event, mutation_of(event), data)
@@ -536,7 +539,7 @@ class LiveSession:
             await self.error("The service could not process this message; send it again")
 
     async def error(self, text: str) -> None:
-        await self.peer.send({"type": "ERROR", "error": text, "timestamp": _now_iso()})
+        await self.peer.send({"type": Event.ERROR, "error": text, "timestamp": _now_iso()})
 
     async def sync_request(self, last_seq: int) -> None:
         async with self.peer.lane:
@@ -545,7 +548,7 @@ class LiveSession:
     async def _sync_request(self, last_seq: int) -> None:
         user = self.principal.user
         if user is None:
-            await self.peer.send({"type": "SYNC_RESPONSE", "message": "No new data to sync",
+            await self.peer.send({"type": Event.SYNC_RESPONSE, "message": "No new data to sync",
                                   "timestamp": _now_iso(), "lastSeq": last_seq})
             return
         current = await self.db.read(lambda unit: unit.current_seq())
@@ -572,7 +575,7 @@ class LiveSession:
         self.peer.cursor = max(highest, self.peer.cursor or 0)
         self.peer.direct = {seq for seq in self.peer.direct if seq > self.peer.cursor}
         await self.peer.send({
-            "type": "SYNC_RESPONSE",
+            "type": Event.SYNC_RESPONSE,
             "message": "No new data to sync" if sent == 0 else "Sync complete",
             "timestamp": _now_iso(),
             "lastSeq": highest,
@@ -618,7 +621,7 @@ class LiveSession:
                     for found in unit.rows_of(user_id, entity_type, sorted(set(ids)))}
 
         rows = await self.db.read(changed_rows)
-        removal = "PIECE_DISSOCIATED" if kind == "PIECE_DISSOCIATED" else "PIECE_REMOVED"
+        removal = Event.PIECE_DISSOCIATED if kind == Event.PIECE_DISSOCIATED else Event.PIECE_REMOVED
         to_others: list[dict[str, Any]] = []
         to_sender: list[dict[str, Any]] = []
         for r in wanted:
@@ -631,7 +634,7 @@ class LiveSession:
         for message in to_sender:
             await self.peer.send(message)
         if to_others:
-            await self.peer.send({"type": "SYNC_RESPONSE", "message": "Mutation applied", "timestamp": _now_iso(),
+            await self.peer.send({"type": Event.SYNC_RESPONSE, "message": "Mutation applied", "timestamp": _now_iso(),
                                   "lastSeq": max(m["seq"] for m in to_others)})
             await self.hub.send_to_others(self.peer, fold(kind, to_others), {m["seq"] for m in to_others})
 
@@ -659,7 +662,7 @@ def live_sync_handler(secret: str, hub: LiveHub) -> WebsocketRouteHandler:
         hub.join(peer)
         session = LiveSession(db, hub, peer, principal)
         try:
-            await peer.send({"type": "WELCOME", "message": WELCOME_MESSAGE, "timestamp": _now_iso()})
+            await peer.send({"type": Event.WELCOME, "message": WELCOME_MESSAGE, "timestamp": _now_iso()})
             hub.catch_up_soon(peer)  # a change committed between reading the cursor and joining the hub
             while True:
                 message = await socket.receive()
