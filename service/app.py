@@ -11,7 +11,7 @@ from litestar.config.cors import CORSConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
-from service import changefeed
+from service import changefeed, metrics
 from service.api.app_data import GoalsController, RepertoireController
 from service.api.auth import make_jwt_auth, refuse_cross_site_cookie_writes
 from service.api.errors import problem_details_plugin, unexpected_error_handlers
@@ -62,6 +62,7 @@ def create_app(settings: Settings) -> Litestar:
                 await db.close()
             finally:
                 close_shared_pool()
+                metrics.process_exiting()
 
     jwt_auth = make_jwt_auth(settings.jwt_secret, exclude=PUBLIC_PATHS)
     cors = (

@@ -118,8 +118,11 @@ def _serve(args: argparse.Namespace) -> int:
             RESYNC_MAX_BODY_MB=str(settings.max_body_bytes / (1024 * 1024)),
             RESYNC_SERVER_PROCESSES=str(args.workers),  # their normalising pools share the cores
         )
-        uvicorn.run("service.app:create_app_from_env", factory=True, workers=args.workers,
-                    http="service.http_server:LimitedHttpToolsProtocol", **server_options)
+        from service.metrics import multiprocess_directory
+
+        with multiprocess_directory():  # every worker's metrics in one scrape (see service/metrics.py)
+            uvicorn.run("service.app:create_app_from_env", factory=True, workers=args.workers,
+                        http="service.http_server:LimitedHttpToolsProtocol", **server_options)
     else:
         app = create_app(settings)
         freeze_startup_objects()

@@ -1,8 +1,19 @@
-"""Prometheus metrics: records by outcome and entity type, uploads by source, upload latency."""
+"""Prometheus metrics: records by outcome and entity type, uploads by source, upload latency.
+
+One process keeps them in memory. Under `serve --workers N` the parent sets PROMETHEUS_MULTIPROC_DIR before
+the workers start (see `multiprocess_directory`): prometheus_client then keeps every worker's values in files
+named by its pid there, and a scrape, whichever worker answers it, sums them all. There are no gauges, so no
+gauge needs a multiprocess mode.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 
 from service.domain.outcomes import Receipt
 from service.domain.records import ENTITY_TYPES
@@ -36,5 +47,32 @@ def observe_upload(source: Source, receipt: Receipt, seconds: float) -> None:
         RECORDS.labels(outcome, entity_type if entity_type in ENTITY_TYPES else UNKNOWN_ENTITY_TYPE).inc(n)
 
 
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Read once, as prometheus_client does when it is imported: the mode of this process's values.
+MULTIPROCESS = MULTIPROCESS_DIR_ENV in os.environ
+
+
+@contextmanager
+def multiprocess_directory() -> Iterator[str]:
+    """A fresh, empty directory for one `serve --workers N` run, in PROMETHEUS_MULTIPROC_DIR for the workers
+    it starts; removed afterwards, so no run adds another's counts."""
+    with tempfile.TemporaryDirectory(prefix="resync-metrics-") as directory:
+        os.environ[MULTIPROCESS_DIR_ENV] = directory
+        try:
+            yield directory
+        finally:
+            del os.environ[MULTIPROCESS_DIR_ENV]
+
+
+def process_exiting() -> None:
+    """A worker's bookkeeping on its way out (its counters stay: they are counts it made)."""
+    if MULTIPROCESS:
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]  # untyped upstream
+
+
 def render() -> bytes:
-    return generate_latest(REGISTRY)
+    if not MULTIPROCESS:
+        return generate_latest(REGISTRY)
+    registry = CollectorRegistry()  # a fresh one per scrape: the collector reads every worker's files
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # untyped upstream
+    return generate_latest(registry)

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -66,8 +66,9 @@ class ServerProcess:
     """One service process on `db_path`; started, killed and restarted by the tests."""
 
     def __init__(self, db_path: str | os.PathLike[str], log_path: str | os.PathLike[str], *,
-                 secret: str = SECRET, env: dict[str, str] | None = None) -> None:
+                 secret: str = SECRET, env: dict[str, str] | None = None, args: Sequence[str] = ()) -> None:
         self.db_path = str(db_path)
+        self.extra_args = list(args)  # more `serve` options, e.g. ["--workers", "2"]
         self.log_path = Path(log_path)
         self.secret = secret
         self.extra_env = dict(env or {})
@@ -103,7 +104,7 @@ class ServerProcess:
         self._log.flush()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "service", "serve", "--db", self.db_path, "--host", HOST,
-             "--port", str(self.port)],
+             "--port", str(self.port), *self.extra_args],
             cwd=ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -197,11 +198,11 @@ class ServerProcess:
 @contextlib.contextmanager
 def live_server(
     db_path: str | os.PathLike[str], *, log_path: str | os.PathLike[str] | None = None, secret: str = SECRET,
-    env: dict[str, str] | None = None,
+    env: dict[str, str] | None = None, args: Sequence[str] = (),
 ) -> Iterator[ServerProcess]:
     """A running, healthy server on `db_path`; stopped (and reaped) however the block ends."""
     log = Path(log_path) if log_path is not None else Path(db_path).with_suffix(".server.log")
-    server = ServerProcess(db_path, log, secret=secret, env=env)
+    server = ServerProcess(db_path, log, secret=secret, env=env, args=args)
     try:
         server.start()
         yield server
