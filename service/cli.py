@@ -264,7 +264,9 @@ def _redrive(args: argparse.Namespace) -> int:
 
 
 async def _redrive_users(db_path: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    from service.domain.records import AMBIGUOUS_EMAIL
     from service.usecases.redrive import NoSuchUser, RedriveRaced, redrive_user, users_to_redrive
+    from service.usecases.users import owner_for
     db = await _open(db_path)
     announcing = changefeed.publishing(db)  # on PostgreSQL, the replicas' sockets hear what it writes
     await announcing.__aenter__()
@@ -272,12 +274,11 @@ async def _redrive_users(db_path: str, args: argparse.Namespace) -> list[dict[st
         if args.all:
             user_ids = await users_to_redrive(db)
         elif args.email is not None:
-            email = args.email
-            match = await db.read(lambda unit: unit.match_email(email))
-            if match.user is None:
-                several = f" (several users have it in different cases: {', '.join(match.ambiguous)}; give --user)"
-                raise LookupError(f"no user has the email {args.email}{several if match.ambiguous else ''}")
-            user_ids = [match.user.id]
+            owner = await owner_for(db, None, args.email)
+            if owner.user is None:
+                several = f" ({owner.detail}; give --user)" if owner.problem is AMBIGUOUS_EMAIL else ""
+                raise LookupError(f"no user has the email {args.email}{several}")
+            user_ids = [owner.user.id]
         else:
             user_ids = [args.user]
         done: list[dict[str, Any]] = []

@@ -18,7 +18,6 @@ from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from service import jsontext
-from service.api.auth import Principal
 from service.api.errors import FieldError, problem_responses
 from service.api.schemas import (
     Dissociated,
@@ -37,7 +36,8 @@ from service.api.schemas import (
 )
 from service.api.sync import DeviceHeader, IdempotencyHeader, header_token, require_json_body
 from service.domain.normalise import normalise_score_id
-from service.domain.records import GOAL, LOGBOOK_ENTRY, REPERTOIRE_ITEM
+from service.domain.owners import Owner
+from service.domain.records import GOAL, LOGBOOK_ENTRY, REPERTOIRE_ITEM, UNKNOWN_USER
 from service.domain.sources import Source
 from service.domain.times import ms_to_iso_z, to_epoch_ms
 from service.pipeline import (
@@ -126,7 +126,7 @@ class GoalsController(Controller):
     @get("/", summary="The caller's goals (the app's shape)", responses=problem_responses(401))
     async def list_goals(
         self,
-        request: Request[Principal, Any, Any],
+        request: Request[Owner, Any, Any],
         status: Annotated[str | None, QueryParameter(name="status")] = None,
         type_: Annotated[str | None, QueryParameter(name="type")] = None,
         score_id: Annotated[str | None, QueryParameter(name="scoreId")] = None,
@@ -232,7 +232,7 @@ class RepertoireController(Controller):
     tags = ("app client",)
 
     @get("/", summary="The caller's repertoire (the app's shape)", responses=problem_responses(401))
-    async def list_items(self, request: Request[Principal, Any, Any]) -> RepertoireList:
+    async def list_items(self, request: Request[Owner, Any, Any]) -> RepertoireList:
         """Live `repertoire_item` documents, most recently changed first, with practice totals from the
         live logbook entries whose `scoreId` is the piece."""
         principal = request.user
@@ -244,7 +244,7 @@ class RepertoireController(Controller):
         return RepertoireList(items=[_view(row, doc, entries) for row, doc in items])
 
     @get("/{score_id:str}/stats", summary="Practice statistics of one piece", responses=problem_responses(401, 404))
-    async def stats(self, request: Request[Principal, Any, Any], score_id: ScoreIdPath) -> RepertoireStats:
+    async def stats(self, request: Request[Owner, Any, Any], score_id: ScoreIdPath) -> RepertoireStats:
         principal = request.user
         db: Storage = request.app.state.db
         row, item = await self._required_item(db, principal, score_id)
@@ -270,7 +270,7 @@ class RepertoireController(Controller):
           responses=problem_responses(400, 401, 413, 415, 422))
     async def add(
         self,
-        request: Request[Principal, Any, Any],
+        request: Request[Owner, Any, Any],
         data: JSONBody[RepertoireCreate],
         device_id: DeviceHeader = None,
         idempotency_key: IdempotencyHeader = None,
@@ -306,7 +306,7 @@ class RepertoireController(Controller):
          responses=problem_responses(400, 401, 404, 413, 415, 422))
     async def update(
         self,
-        request: Request[Principal, Any, Any],
+        request: Request[Owner, Any, Any],
         score_id: ScoreIdPath,
         data: JSONBody[RepertoireUpdate],
         device_id: DeviceHeader = None,
@@ -335,7 +335,7 @@ class RepertoireController(Controller):
 
     @delete("/{score_id:str}", status_code=200, summary="Remove a piece from the repertoire",
             responses=problem_responses(401, 404))
-    async def remove(self, request: Request[Principal, Any, Any], score_id: ScoreIdPath) -> Response[Any]:
+    async def remove(self, request: Request[Owner, Any, Any], score_id: ScoreIdPath) -> Response[Any]:
         """A tombstone for the piece (and its old `-unknown` form), at the time of the request."""
         principal = request.user
         db: Storage = request.app.state.db
@@ -347,7 +347,7 @@ class RepertoireController(Controller):
 
     @delete("/{score_id:str}/dissociate", status_code=200, summary="Remove a piece, keeping its practice logs",
             responses=problem_responses(401, 404))
-    async def dissociate(self, request: Request[Principal, Any, Any], score_id: ScoreIdPath) -> Response[Any]:
+    async def dissociate(self, request: Request[Owner, Any, Any], score_id: ScoreIdPath) -> Response[Any]:
         """As the app: the piece is removed and every entry that named it keeps the piece's title and
         composer instead of its `scoreId`, in one upload. The entries' `updatedAt` is set to now, so the
         change wins over the copies devices still hold."""
@@ -382,7 +382,7 @@ class RepertoireController(Controller):
     # ---- helpers ----------------------------------------------------------------------------------
 
     async def _live_item(
-        self, db: Storage, principal: Principal, ids: list[str]
+        self, db: Storage, principal: Owner, ids: list[str]
     ) -> tuple[DocumentRow, dict[str, Any]] | None:
         if principal.user is None:
             return None
@@ -391,7 +391,7 @@ class RepertoireController(Controller):
         return (live[0], _decode(live[0])) if live else None
 
     async def _required_item(
-        self, db: Storage, principal: Principal, score_id: str
+        self, db: Storage, principal: Owner, score_id: str
     ) -> tuple[DocumentRow, dict[str, Any]]:
         """The live piece a route names by its (normalised) score id; 404 when there is none."""
         found = await self._live_item(db, principal, [normalise_score_id(score_id)])
@@ -399,7 +399,7 @@ class RepertoireController(Controller):
             raise _no_such_piece()
         return found
 
-    async def _live_ids(self, db: Storage, principal: Principal, ids: list[str]) -> list[str]:
+    async def _live_ids(self, db: Storage, principal: Owner, ids: list[str]) -> list[str]:
         if principal.user is None:
             return []
         rows = await db.read(_rows_of(principal.user.id, ids))
@@ -415,7 +415,7 @@ def _no_such_piece() -> FieldError:
 
 
 async def upload_documents(
-    request: Request[Principal, Any, Any],
+    request: Request[Owner, Any, Any],
     entity_type: str,
     documents: list[dict[str, Any]],
     deleted: dict[str, list[str]],
@@ -442,8 +442,8 @@ async def upload_documents(
         deleted=dict(deleted),
         email=principal.email,
         alias_from=principal.alias_from,
-        quarantine_reason=principal.problem,
-        quarantine_detail=principal.problem_detail,
+        quarantine_reason=principal.problem or UNKNOWN_USER,
+        quarantine_detail=principal.detail,
         payload_sha256=fingerprint,
     )
     rendered = _encode(answer)

@@ -20,9 +20,8 @@ from litestar.middleware.authentication import AuthenticationResult
 from litestar.security.jwt import JWTCookieAuth, JWTCookieAuthenticationMiddleware, Token
 
 from service.api.errors import FieldError
-from service.domain.owners import UserRecord
-from service.domain.records import AMBIGUOUS_EMAIL, UNKNOWN_USER, QuarantineReason
-from service.store.interface import ReadUnit, Storage
+from service.domain.owners import Owner
+from service.usecases.users import owner_for
 
 AUTH_COOKIE = "auth-token"
 
@@ -81,28 +80,6 @@ class AppToken(Token):
             raise NotAuthorizedException(f"{MALFORMED_TOKEN}: {error}") from None
 
 
-class Principal(msgspec.Struct, frozen=True):
-    """Who is calling: the token's subject and email, and the user they resolve to (None if nobody)."""
-
-    sub: str
-    email: str | None
-    user: UserRecord | None
-    # Set when `sub` is not in users but the email is: the token subject that was mapped.
-    alias_from: str | None = None
-    # When `user` is None: why (the quarantine reason of the caller's records) and a note saying so.
-    problem: QuarantineReason = UNKNOWN_USER
-    problem_detail: str = "no user with this id or email exists"
-
-    @property
-    def owner(self) -> str:
-        return self.user.id if self.user is not None else self.sub
-
-    @property
-    def is_subject(self) -> bool:
-        """The token's `sub` is the user itself (not mapped by email)."""
-        return self.user is not None and self.user.id == self.sub
-
-
 class AppTokenMiddleware(JWTCookieAuthenticationMiddleware):
     """Bearer header first, then the cookie, which holds the bare token as the app sets it."""
 
@@ -120,36 +97,19 @@ class AppTokenMiddleware(JWTCookieAuthenticationMiddleware):
         return await self.authenticate_token(encoded_token=token, connection=connection)
 
 
-async def resolve_principal(token: Token, connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+async def owner_of_token(token: Token, connection: ASGIConnection[Any, Any, Any, Any]) -> Owner:
+    """Who a verified token's `sub` and `email` claim are: the one rule (the socket, which has no header,
+    calls it too)."""
     email = token.extras.get("email") if isinstance(token.extras, dict) else None
-    return await principal_for(connection.app.state.db, token.sub, email if isinstance(email, str) and email else None)
+    return await owner_for(connection.app.state.db, token.sub, email if isinstance(email, str) and email else None)
 
 
-async def principal_for(db: Storage, sub: str, email: str | None) -> Principal:
-    """Who a verified token's `sub` and `email` are (also for the live-sync socket, which has no header)."""
-    return await db.read(lambda unit: _principal(unit, sub, email))
-
-
-def _principal(unit: ReadUnit, sub: str, email: str | None) -> Principal:
-    user = unit.user_by_id(sub)
-    if user is not None or email is None:
-        return Principal(sub, email, user)
-    match = unit.match_email(email)
-    if match.user is not None:
-        return Principal(sub, email, match.user, alias_from=sub)
-    if match.ambiguous:
-        return Principal(sub, email, None, problem=AMBIGUOUS_EMAIL,
-                         problem_detail=f"{len(match.ambiguous)} users have this email in different cases and "
-                                        "none exactly: the token's user is ambiguous")
-    return Principal(sub, email, None)
-
-
-def make_jwt_auth(secret: str, exclude: list[str]) -> JWTCookieAuth[Principal, Token]:
-    return JWTCookieAuth[Principal, Token](
+def make_jwt_auth(secret: str, exclude: list[str]) -> JWTCookieAuth[Owner, Token]:
+    return JWTCookieAuth[Owner, Token](
         token_secret=secret,
         algorithm="HS256",
         key=AUTH_COOKIE,
-        retrieve_user_handler=resolve_principal,
+        retrieve_user_handler=owner_of_token,
         authentication_middleware_class=AppTokenMiddleware,
         exclude=exclude,
         require_claims=["exp", "sub"],
@@ -157,11 +117,11 @@ def make_jwt_auth(secret: str, exclude: list[str]) -> JWTCookieAuth[Principal, T
     )
 
 
-def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+def owner_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Owner:
     # `connection.user` raises (a 500) when the auth middleware did not run for this request, as for an
     # OPTIONS request, which it lets through unauthenticated: that is "no token", never a crash.
     user = connection.scope.get("user")
-    if not isinstance(user, Principal):
+    if not isinstance(user, Owner):
         raise NotAuthorizedException("No token: send 'Authorization: Bearer <token>' or the auth-token cookie")
     return user
 
@@ -174,13 +134,12 @@ def requires_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteH
     reveals nothing, so it is let through as on every other route."""
     if connection.scope.get("method") == "OPTIONS":
         return
-    principal = principal_of(connection)
-    if not principal.is_subject:
+    caller = owner_of(connection)
+    if caller.user is None or caller.alias_from is not None:
         raise PermissionDeniedException(
             "Support routes need a token whose subject is an admin user (a match by email carries no role)"
         )
-    assert principal.user is not None
-    if principal.user.role != "admin":
+    if caller.user.role != "admin":
         raise PermissionDeniedException("Support routes need a user whose role is admin")
 
 

@@ -14,11 +14,11 @@ from litestar import Controller, Request, post
 from litestar.exceptions import PermissionDeniedException
 from litestar.params import JSONBody, QueryParameter
 
-from service.api.auth import Principal
 from service.api.errors import FieldError, problem_responses
 from service.api.rendering import recovery_response
 from service.api.schemas import RecoveryUploadResponse
 from service.api.sync import DeviceHeader, header_token, require_json_body
+from service.domain.owners import Owner
 from service.replay.model import UnreadableInput
 from service.usecases.exports import NotTheUploadersFile, upload_export
 
@@ -46,7 +46,7 @@ class ExportController(Controller):
     )
     async def upload_export(
         self,
-        request: Request[Principal, Any, Any],
+        request: Request[Owner, Any, Any],
         data: JSONBody[ExportFile],
         device_header: DeviceHeader = None,
         dry_run: DryRun = False,

@@ -29,18 +29,19 @@ from litestar.handlers import WebsocketRouteHandler
 from litestar.security.jwt import Token
 
 from service import jsontext
-from service.api.auth import Principal, principal_for
 from service.changefeed import ChangeFeed
 from service.domain import outcomes as oc
 from service.domain.documents import lowercase_enums
 from service.domain.outcomes import RecordResult
-from service.domain.records import LOGBOOK_ENTRY, PLAN_OCCURRENCE, PRACTICE_PLAN, REPERTOIRE_ITEM
+from service.domain.owners import Owner
+from service.domain.records import LOGBOOK_ENTRY, PLAN_OCCURRENCE, PRACTICE_PLAN, REPERTOIRE_ITEM, UNKNOWN_USER
 from service.domain.sources import Source
 from service.domain.sync_events import SyncEventType as Event
 from service.domain.times import ms_to_iso_z
 from service.pipeline import IncomingRecord, Upload, UploadResult, ingest, sha256_hex
 from service.store.interface import ReadUnit, Storage
 from service.store.rows import SyncRow
+from service.usecases.users import owner_for
 
 log = logging.getLogger("service.live")
 
@@ -517,7 +518,7 @@ async def refuse(socket: WebSocket[Any, Any, Any], status: int, error: str) -> N
 class LiveSession:
     """One open socket: answers its messages, through the pipeline for changes."""
 
-    def __init__(self, db: Storage, hub: LiveHub, peer: Peer, principal: Principal) -> None:
+    def __init__(self, db: Storage, hub: LiveHub, peer: Peer, principal: Owner) -> None:
         self.db = db
         self.hub = hub
         self.peer = peer
@@ -593,8 +594,8 @@ class LiveSession:
             deleted=dict(mutation.deleted),
             email=principal.email,
             alias_from=principal.alias_from,
-            quarantine_reason=principal.problem,
-            quarantine_detail=principal.problem_detail,
+            quarantine_reason=principal.problem or UNKNOWN_USER,
+            quarantine_detail=principal.detail,
             payload_sha256=sha256_hex(raw),
         )
         async with self.hub.holding(self.peer.user_id):
@@ -649,7 +650,7 @@ def live_sync_handler(secret: str, hub: LiveHub) -> WebsocketRouteHandler:
             await refuse(socket, checked.status, checked.error)
             return
         db: Storage = socket.app.state.db
-        principal = await principal_for(db, checked.sub, checked.email)
+        principal = await owner_for(db, checked.sub, checked.email)
         # The client names the user it was told by `/api/user/me`: the token's own, or the one its email
         # resolved to.
         if user_id not in {checked.sub, principal.owner}:

@@ -11,14 +11,14 @@ from litestar.exceptions import PermissionDeniedException
 from litestar.params import JSONBody, PathParameter
 
 from service import jsontext
-from service.api.auth import Principal
 from service.api.errors import FieldError, problem, problem_responses
 from service.api.rendering import answer_upload, recovery_response
 from service.api.schemas import RawRecoveryUploadRequest, RecoveryUploadRequest, RecoveryUploadResponse
 from service.api.sync import DeviceHeader, IdempotencyHeader, header_token, require_json_body
 from service.domain.outcomes import keys_of
+from service.domain.owners import Owner
 from service.domain.progress import RecoveryState
-from service.domain.records import ENTITY_TYPES, EntityType
+from service.domain.records import ENTITY_TYPES, UNKNOWN_USER, EntityType
 from service.domain.sources import Source
 from service.pipeline import IncomingRecord, Upload, sha256_hex
 from service.store.interface import Storage
@@ -48,7 +48,7 @@ class DeviceCompletion(msgspec.Struct):
     state: RecoveryState
 
 
-def empty_progress(principal: Principal) -> UserProgress:
+def empty_progress(principal: Owner) -> UserProgress:
     return UserProgress(
         user_id=principal.owner, email=principal.email, exists=principal.user is not None,
         state=RecoveryState.NOT_STARTED, first_upload_at=None, last_upload_at=None, counts={},
@@ -71,7 +71,7 @@ class RecoveryController(Controller):
     )
     async def upload(
         self,
-        request: Request[Principal, Any, Any],
+        request: Request[Owner, Any, Any],
         data: JSONBody[RecoveryUploadRequest],
         device_header: DeviceHeader = None,
         idempotency_key: IdempotencyHeader = None,
@@ -94,8 +94,8 @@ class RecoveryController(Controller):
             deleted=data.deleted,
             email=principal.email,
             alias_from=principal.alias_from,
-            quarantine_reason=principal.problem,
-            quarantine_detail=principal.problem_detail,
+            quarantine_reason=principal.problem or UNKNOWN_USER,
+            quarantine_detail=principal.detail,
             payload_sha256=body_sha256,
         )
         dry_run = data.dry_run
@@ -121,7 +121,7 @@ class RecoveryController(Controller):
     )
     async def complete_device(
         self,
-        request: Request[Principal, Any, Any],
+        request: Request[Owner, Any, Any],
         device_id: Annotated[str, PathParameter(description="The device, `dev_` + 16 chars")],
         data: JSONBody[DeviceDeclaration],
     ) -> DeviceCompletion:
@@ -146,7 +146,7 @@ class RecoveryController(Controller):
         return DeviceCompletion(device_id, True, dict(data.expected), outcome.received, outcome.state)
 
     @get("/me", summary="The caller's own recovery progress", responses=problem_responses(401))
-    async def me(self, request: Request[Principal, Any, Any]) -> UserProgress:
+    async def me(self, request: Request[Owner, Any, Any]) -> UserProgress:
         principal = request.user
         db: Storage = request.app.state.db
         found = await db.read(lambda unit: unit.user_progress(principal.owner))

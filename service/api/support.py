@@ -12,11 +12,12 @@ from litestar import Controller, Request, get, post
 from litestar.exceptions import NotFoundException
 from litestar.params import PathParameter, QueryParameter
 
-from service.api.auth import Principal, requires_admin
+from service.api.auth import requires_admin
 from service.api.errors import FieldError, problem_responses
 from service.api.rendering import recovery_response
 from service.api.schemas import RecoveryUploadResponse
 from service.domain.outcomes import OutcomeCounts, keys_of
+from service.domain.owners import Owner
 from service.domain.progress import STATES, RecoveryState
 from service.store.interface import ReadUnit, Storage
 from service.store.rows import LedgerEntry, QuarantinedRecord, UserListItem, UserProgress
@@ -104,7 +105,7 @@ class SupportController(Controller):
         summary="One user's recovery: progress and latest uploads",
         responses=_PROBLEMS,
     )
-    async def user(self, request: Request[Principal, Any, Any], user_id: UserIdPath) -> UserDetail:
+    async def user(self, request: Request[Owner, Any, Any], user_id: UserIdPath) -> UserDetail:
         db: Storage = request.app.state.db
         # One hop to a reader for the whole page: it stays quick while large uploads are written.
         found, latest = await db.read(lambda unit: (unit.user_progress(user_id), unit.latest_ledger(user_id)))
@@ -113,7 +114,7 @@ class SupportController(Controller):
     @get("/users", summary="Search and list users with their recovery state", responses=_PROBLEMS)
     async def users(
         self,
-        request: Request[Principal, Any, Any],
+        request: Request[Owner, Any, Any],
         email: Annotated[str | None, QueryParameter(description="part of the email, any case")] = None,
         recovery_state: StateQuery = None,
         cursor: Cursor = None,
@@ -131,7 +132,7 @@ class SupportController(Controller):
         return UserPage(items[:limit], next_cursor)
 
     @get("/summary", summary="Users per state, records per outcome, recent uploads", responses=_PROBLEMS)
-    async def summary(self, request: Request[Principal, Any, Any]) -> Summary:
+    async def summary(self, request: Request[Owner, Any, Any]) -> Summary:
         db: Storage = request.app.state.db
         figures = await db.read(lambda unit: unit.summary_figures())
         return msgspec.convert(msgspec.structs.asdict(figures), Summary)
@@ -143,7 +144,7 @@ class SupportController(Controller):
     )
     async def quarantine(
         self,
-        request: Request[Principal, Any, Any],
+        request: Request[Owner, Any, Any],
         user_id: UserIdPath,
         cursor: Cursor = None,
         limit: Limit = 50,
@@ -175,7 +176,7 @@ class SupportController(Controller):
         "(never deleted), and what still cannot go in is quarantined again. 409: a concurrent re-drive took "
         "the same records first (nothing written).",
     )
-    async def redrive(self, request: Request[Principal, Any, Any], user_id: UserIdPath) -> RedriveResult:
+    async def redrive(self, request: Request[Owner, Any, Any], user_id: UserIdPath) -> RedriveResult:
         try:
             outcome = await redrive_user(request.app.state.db, user_id)
         except NoSuchUser:
@@ -197,7 +198,7 @@ class SupportController(Controller):
         responses=_PROBLEMS,
         description="Archived versions stay kept; reviewing only stops them holding the user in needs_review.",
     )
-    async def review(self, request: Request[Principal, Any, Any], user_id: UserIdPath) -> ReviewResult:
+    async def review(self, request: Request[Owner, Any, Any], user_id: UserIdPath) -> ReviewResult:
         outcome = await review_user(request.app.state.db, user_id)
         if outcome is None:
             raise NotFoundException(f"No user and no recovery data for {user_id!r}")

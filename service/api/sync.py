@@ -12,7 +12,7 @@ from litestar.exceptions import SerializationException
 from litestar.params import HeaderParameter, JSONBody
 
 from service import jsontext
-from service.api.auth import READS_ONLY, Principal
+from service.api.auth import READS_ONLY
 from service.api.errors import FieldError, problem_responses
 from service.api.rendering import answer_upload
 from service.api.schemas import (
@@ -28,6 +28,8 @@ from service.api.schemas import (
 )
 from service.domain import outcomes as oc
 from service.domain.documents import lowercase_enums
+from service.domain.owners import Owner
+from service.domain.records import UNKNOWN_USER
 from service.domain.sources import Source
 from service.pipeline import (
     IncomingRecord,
@@ -146,7 +148,7 @@ class SyncController(Controller):
     )
     async def push(
         self,
-        request: Request[Principal, Any, Any],
+        request: Request[Owner, Any, Any],
         data: JSONBody[PushRequest],
         device_id: DeviceHeader = None,
         idempotency_key: IdempotencyHeader = None,
@@ -170,8 +172,8 @@ class SyncController(Controller):
             records=records,
             email=principal.email,
             alias_from=principal.alias_from,
-            quarantine_reason=principal.problem,
-            quarantine_detail=principal.problem_detail,
+            quarantine_reason=principal.problem or UNKNOWN_USER,
+            quarantine_detail=principal.detail,
             payload_sha256=body_sha256,
         )
         user_resolved = principal.user is not None
@@ -192,7 +194,7 @@ class SyncController(Controller):
         responses=problem_responses(401),
         opt={READS_ONLY: True},  # a POST that changes nothing: the app's client sends it bodiless
     )
-    async def pull(self, request: Request[Principal, Any, Any]) -> PullResponse:
+    async def pull(self, request: Request[Owner, Any, Any]) -> PullResponse:
         principal = request.user
         db: Storage = request.app.state.db
         groups: dict[str, list[dict[str, Any]]] = {group: [] for group in PUSH_GROUPS}
@@ -218,7 +220,7 @@ class SyncController(Controller):
         )
 
     @get("/status", summary="Sync status of the caller", responses=problem_responses(401))
-    async def status(self, request: Request[Principal, Any, Any]) -> SyncStatus:
+    async def status(self, request: Request[Owner, Any, Any]) -> SyncStatus:
         """The shape the app's client declares (`lastSyncTime, syncToken, pendingChanges, deviceCount,
         entityCount`), then the service's own fields (`lastSyncToken`, counts per type, `userResolved`)."""
         principal = request.user

@@ -15,10 +15,10 @@ from litestar.params import JSONBody
 
 from service import jsontext
 from service.api.app_data import upload_documents
-from service.api.auth import Principal
 from service.api.errors import FieldError, problem_responses
 from service.api.schemas import PreferencesSaved, PreferencesUpdate, UserProfile
 from service.api.sync import DeviceHeader, IdempotencyHeader, require_json_body
+from service.domain.owners import Owner
 from service.domain.records import USER_PREFERENCES
 from service.domain.sources import Source
 from service.domain.times import ms_to_iso_z
@@ -30,7 +30,7 @@ class UserController(Controller):
     tags = ("app client",)
 
     @get("/me", summary="The caller's user (the app's shape)", responses=problem_responses(401, 404))
-    async def me(self, request: Request[Principal, Any, Any]) -> UserProfile:
+    async def me(self, request: Request[Owner, Any, Any]) -> UserProfile:
         """`{id, email, displayName, authProvider, role, createdAt}` from `users`. A token whose subject is
         not in `users` but whose email is answers with that user (the one its uploads go to)."""
         principal = request.user
@@ -51,7 +51,7 @@ class UserController(Controller):
         )
 
     @get("/preferences", summary="The caller's preferences (the app's shape)", responses=problem_responses(401))
-    async def preferences(self, request: Request[Principal, Any, Any]) -> dict[str, Any]:
+    async def preferences(self, request: Request[Owner, Any, Any]) -> dict[str, Any]:
         """The live `user_preferences` document kept under the user's id, or `{}` when there is none."""
         principal = request.user
         if principal.user is None:
@@ -69,7 +69,7 @@ class UserController(Controller):
          responses=problem_responses(400, 401, 413, 415, 422))
     async def save_preferences(
         self,
-        request: Request[Principal, Any, Any],
+        request: Request[Owner, Any, Any],
         data: JSONBody[PreferencesUpdate],
         device_id: DeviceHeader = None,
         idempotency_key: IdempotencyHeader = None,

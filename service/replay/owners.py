@@ -9,10 +9,11 @@ from collections import OrderedDict
 
 import msgspec
 
-from service.domain.owners import EmailMatch, UserRecord
-from service.domain.records import AMBIGUOUS_EMAIL, UNKNOWN_USER, USER_MISMATCH, QuarantineReason
+from service.domain.owners import Owner
+from service.domain.records import UNKNOWN_USER, USER_MISMATCH
 from service.replay.model import OwnerClaim
-from service.store.interface import ReadUnit, Storage
+from service.store.interface import Storage
+from service.usecases.users import owner_for
 
 # The quarantine owner of records nothing names an owner for.
 NO_OWNER = "unknown"
@@ -39,22 +40,6 @@ class OwnerOption(msgspec.Struct, frozen=True):
         if self.user_id is not None:
             return f"user={self.user_id}"
         return f"email={self.email.lower()}" if self.email is not None else "owner-from-file"
-
-
-class Owner(msgspec.Struct, frozen=True):
-    """The owner an upload is built for. `user` None: every record is quarantined under `owner`."""
-
-    owner: str  # the user id, or the id / email / NO_OWNER the records are quarantined under
-    user: UserRecord | None
-    email: str | None = None
-    alias_from: str | None = None  # a file's user id that was mapped to `user` by email
-    problem: QuarantineReason | None = None  # why `user` is None: UNKNOWN_USER, USER_MISMATCH, UNREADABLE_LINE...
-    detail: str = ""
-
-    @property
-    def key(self) -> str:
-        """Uploads are grouped per owner key: a resolved user, or the name records wait under and why."""
-        return self.user.id if self.user is not None else f"?{self.problem}:{self.owner}"
 
 
 class OwnerResolver:
@@ -89,49 +74,15 @@ class OwnerResolver:
                 problem=USER_MISMATCH,
                 detail=f"the data names {claim}, but {self._option.describe()} was given",
             )
-        if claim is None:
+        if claim is None or not (claim.user_id or claim.email):
             return Owner(NO_OWNER, None, problem=UNKNOWN_USER, detail="nothing names an owner: pass --user or --email")
-        return await self._resolve_claim(claim)
+        return await owner_for(self._db, claim.user_id, claim.email)
 
     async def _resolve_option(self) -> Owner:
         if self._given is None:
             option = self._option
-            if option.user_id is not None:
-                user_id = option.user_id
-                user = await self._db.read(lambda unit: unit.user_by_id(user_id))
-            else:
-                email = option.email
-                assert email is not None
-                user = await self._db.read(lambda unit: unit.match_email(email).user)
-            name = option.user_id or option.email or NO_OWNER
-            self._given = (
-                Owner(user.id, user, email=option.email)
-                if user is not None
-                else Owner(name, None, email=option.email, problem=UNKNOWN_USER,
-                           detail=f"no user matches {option.describe()}")
-            )
+            given = await owner_for(self._db, option.user_id, option.email)
+            if given.user is None and given.problem is UNKNOWN_USER:
+                given = msgspec.structs.replace(given, detail=f"no user matches {option.describe()}")
+            self._given = given
         return self._given
-
-    async def _resolve_claim(self, claim: OwnerClaim) -> Owner:
-        """By id first (the source of truth), then by email, as the app's tokens are resolved."""
-        ambiguous = False
-
-        def lookup(unit: ReadUnit) -> tuple[UserRecord | None, EmailMatch | None]:
-            found = unit.user_by_id(claim.user_id) if claim.user_id is not None else None
-            if found is None and claim.email is not None:
-                return None, unit.match_email(claim.email)
-            return found, None
-
-        user, match = await self._db.read(lookup)
-        if match is not None:
-            if match.user is not None:
-                return Owner(match.user.id, match.user, email=claim.email, alias_from=claim.user_id)
-            ambiguous = bool(match.ambiguous)  # several users differ only in case: never a guess
-        if user is not None:
-            return Owner(user.id, user, email=claim.email)
-        return Owner(
-            claim.user_id or claim.email or NO_OWNER, None, email=claim.email,
-            problem=AMBIGUOUS_EMAIL if ambiguous else UNKNOWN_USER,
-            detail=f"several users have the email of {claim} in different cases, none exactly" if ambiguous
-            else f"no user matches {claim}",
-        )

@@ -16,8 +16,9 @@ import hashlib
 
 import msgspec
 
+from service.domain.owners import Owner
 from service.replay.model import BadLine, Item
-from service.replay.owners import NO_OWNER, Owner, OwnerResolver
+from service.replay.owners import NO_OWNER, OwnerResolver
 
 
 class Shard(msgspec.Struct, frozen=True):

@@ -3,10 +3,8 @@ rule that a file naming another user is refused and nothing written lives here, 
 
 from __future__ import annotations
 
-from typing import Protocol
-
-from service.domain.owners import UserRecord
-from service.domain.records import QuarantineReason
+from service.domain.owners import Owner
+from service.domain.records import UNKNOWN_USER
 from service.domain.sources import Source
 from service.pipeline import Upload, UploadResult, ingest, sha256_hex
 from service.replay.documents import parse_export
@@ -14,38 +12,19 @@ from service.replay.model import OwnerClaim
 from service.store.interface import Storage
 
 
-class Uploader(Protocol):
-    """Who uploads: a verified token's subject and email, and the user they resolved to (api.auth.Principal)."""
-
-    @property
-    def sub(self) -> str: ...
-    @property
-    def email(self) -> str | None: ...
-    @property
-    def user(self) -> UserRecord | None: ...
-    @property
-    def alias_from(self) -> str | None: ...
-    @property
-    def problem(self) -> QuarantineReason: ...
-    @property
-    def problem_detail(self) -> str: ...
-    @property
-    def owner(self) -> str: ...
-
-
 class NotTheUploadersFile(PermissionError):
     """The file's profile or `mirubato:user` names another user: nothing is written."""
 
 
-def names_uploader(claim: OwnerClaim, uploader: Uploader) -> bool:
+def names_uploader(claim: OwnerClaim, uploader: Owner) -> bool:
     """The file's owner is the uploader: the resolved user by id or email (else the token's own)."""
     if uploader.user is not None:
         return claim.names(uploader.user.id, uploader.user.email)
-    return claim.names(uploader.sub, uploader.email)
+    return claim.names(uploader.owner, uploader.email)
 
 
 async def upload_export(
-    db: Storage, uploader: Uploader, body: bytes, *, device_id: str | None, dry_run: bool = False
+    db: Storage, uploader: Owner, body: bytes, *, device_id: str | None, dry_run: bool = False
 ) -> UploadResult:
     """Parse the file (`UnreadableInput` when it is none the service reads) and take its records through the
     pipeline as the uploader's; the device is `device_id`, else the one the file names."""
@@ -63,8 +42,8 @@ async def upload_export(
         deleted=document.deleted,
         email=uploader.email,
         alias_from=uploader.alias_from,
-        quarantine_reason=uploader.problem,
-        quarantine_detail=uploader.problem_detail,
+        quarantine_reason=uploader.problem or UNKNOWN_USER,
+        quarantine_detail=uploader.detail,
         payload_sha256=sha256_hex(body),
     )
     result = await ingest(db, upload, dry_run=dry_run)

@@ -19,8 +19,10 @@ from litestar import Request
 from litestar.exceptions import NotAuthorizedException
 from litestar.security.jwt import Token
 
-from service.api.auth import AUTH_COOKIE, Principal, principal_for
+from service.api.auth import AUTH_COOKIE
+from service.domain.owners import Owner
 from service.store.interface import Storage
+from service.usecases.users import owner_for
 
 SESSION_COOKIE = "support-session"
 SIGN_IN_COOKIE = "support-sign-in"  # the sign-in form's own CSRF value, before there is a session
@@ -46,7 +48,7 @@ class CsrfRefused(Exception):
 
 
 class Admin(msgspec.Struct, frozen=True):
-    principal: Principal
+    principal: Owner
     credential: str  # the token, as the cookie holds it
     from_session: bool
     expires_at: int
@@ -62,10 +64,10 @@ def verify_token(token: str, secret: str) -> Token:
     return Token.decode(token.strip(), secret, "HS256", require_claims=["exp", "sub"])
 
 
-async def admin_of_token(db: Storage, token: Token) -> Principal:
+async def admin_of_token(db: Storage, token: Token) -> Owner:
     """The token's `sub` must be a user whose `users.role` is admin, read now. The email claim is not
     used: an email alias never carries a role."""
-    principal = await principal_for(db, token.sub, None)
+    principal = await owner_for(db, token.sub, None)
     if principal.user is None or principal.user.id != token.sub or principal.user.role != "admin":
         raise NotAnAdmin(token.sub)
     return principal

@@ -866,13 +866,13 @@ def test_a_replay_line_whose_email_is_ambiguous_is_quarantined_as_such(
 async def test_a_live_sync_change_from_an_ambiguous_email_is_quarantined_as_such(filled: Client, db_path: str) -> None:
     """Issue 13.5, for the live-sync socket: a change sent by a token whose email two users share in
     different cases (none exactly) is quarantined as ambiguous_email, and the socket is told why."""
-    from service.api.auth import principal_for
     from service.api.live import LiveHub, LiveSession
+    from service.usecases.users import owner_for
 
     add_users(db_path, ("user_DanaUpperDanaUpper00", "Dana@Example.com", "user"),
               ("user_DanaLowerDanaLower00", "dana@example.com", "user"))
     db = filled.app.state.db
-    principal = await principal_for(db, "user_DanaOldIdDanaOldId1", "DANA@example.com")
+    principal = await owner_for(db, "user_DanaOldIdDanaOldId1", "DANA@example.com")
     sent: list[dict[str, Any]] = []
 
     class Peer:

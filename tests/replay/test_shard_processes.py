@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 
-from service.domain.owners import UserRecord
-from service.replay.owners import Owner
+from service.domain.owners import Owner, UserRecord
 from service.replay.shards import shard_of
 from tests.replay.helpers import (
     USERS,

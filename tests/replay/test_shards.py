@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.domain.owners import UserRecord
+from service.domain.owners import Owner, UserRecord
 from service.replay.batching import cut_shard_batches, skip_units
 from service.replay.cli import main
 from service.replay.model import BadLine, Item, OwnerClaim
-from service.replay.owners import NO_OWNER, Owner
+from service.replay.owners import NO_OWNER
 from service.replay.shards import Shard, shard_of
 from tests.conftest import ADA, BEN, query
 from tests.replay.helpers import (
