@@ -105,7 +105,7 @@ class LiveHub:
     def listen(self, db: Storage, feed: ChangeFeed) -> Callable[[], None]:
         """Catch sockets up from `db` on `feed`'s notices; returns the unsubscribe."""
         self._db = db
-        return feed.subscribe(self.notice)
+        return feed.subscribe(self.notice, wanted=lambda: bool(self._peers))
 
     def notice(self, user_id: str | None, seq: int) -> None:
         """The user has changes up to `seq` (None: notices may have been missed, every socket re-reads)."""

@@ -6,8 +6,9 @@ changed after what it last sent them (the `SYNC_REQUEST` read path). A notice sa
 changes up to at least `seq`": a reader always reads the rows themselves, so a late, repeated or merged
 notice never sends a row twice nor skips one.
 
-Two implementations: `LocalFeed` (one process; the SQLite default, where one process holds the sockets)
-and `service.changefeed.postgres.PostgresFeed` (LISTEN/NOTIFY on one channel: every replica's hub hears
+Three implementations: `LocalFeed` (one process, nothing shared), `service.changefeed.polling.PollingFeed`
+(SQLite: this process's commits at once, other processes' on the same file by polling it) and
+`service.changefeed.postgres.PostgresFeed` (LISTEN/NOTIFY on one channel: every replica's hub hears
 every replica's commits, and a replay or CLI writing to the same server is heard too).
 """
 
@@ -31,8 +32,10 @@ class ChangeFeed(Protocol):
         """After a commit: the user has changes up to `seq`. Never blocks, never raises."""
         ...
 
-    def subscribe(self, listener: Listener) -> Callable[[], None]:
-        """Call `listener` (on the event loop) for every notice from now on; returns the unsubscribe."""
+    def subscribe(self, listener: Listener, *, wanted: Callable[[], bool] | None = None) -> Callable[[], None]:
+        """Call `listener` (on the event loop) for every notice from now on; returns the unsubscribe.
+        `wanted` says whether the listener needs notices now (a hub: while it holds sockets); a feed that
+        must work to find notices (polling) may skip that work while no listener wants them."""
         ...
 
     async def close(self) -> None:
@@ -72,7 +75,7 @@ class LocalFeed:
     def publish(self, user_id: str, seq: int) -> None:
         self._listeners.notify(user_id, seq)
 
-    def subscribe(self, listener: Listener) -> Callable[[], None]:
+    def subscribe(self, listener: Listener, *, wanted: Callable[[], bool] | None = None) -> Callable[[], None]:
         return self._listeners.add(listener)
 
     async def close(self) -> None:
@@ -80,14 +83,23 @@ class LocalFeed:
 
 
 async def open_feed(storage: object, *, listen: bool = True) -> ChangeFeed | None:
-    """The feed for a storage: on PostgreSQL, NOTIFY/LISTEN on its server; on SQLite, this process's
-    (None when not listening, as for a replay: no socket in the process could hear it)."""
+    """The feed for a storage: on PostgreSQL, NOTIFY/LISTEN on its server; on a SQLite file, this process's
+    commits at once and other processes' by polling the file (`PollingFeed`); None when not listening on
+    SQLite (a replay: the servers' polls hear what it commits)."""
     url = getattr(storage, "url", None)
     if getattr(storage, "kind", None) == "postgresql" and isinstance(url, str):
         from service.changefeed.postgres import PostgresFeed
 
         return await PostgresFeed.open(url, listen=listen)
-    return LocalFeed() if listen else None
+    if not listen:
+        return None
+    watch_commits = getattr(storage, "watch_commits", None)
+    watch = await watch_commits() if watch_commits is not None else None
+    if watch is None:
+        return LocalFeed()
+    from service.changefeed.polling import PollingFeed
+
+    return await PollingFeed.open(watch)
 
 
 @contextlib.asynccontextmanager

@@ -68,7 +68,7 @@ class PostgresFeed:
         self._queue[user_id] = max(seq, self._queue.get(user_id, seq))
         self._wake.set()
 
-    def subscribe(self, listener: Listener) -> Callable[[], None]:
+    def subscribe(self, listener: Listener, *, wanted: Callable[[], bool] | None = None) -> Callable[[], None]:
         return self._listeners.add(listener)
 
     async def close(self) -> None:

@@ -396,6 +396,22 @@ class WriteTransaction(Protocol):
     async def run(self, work: Callable[[WriteUnit], T]) -> T: ...
 
 
+class CommitWatch(Protocol):
+    """Commits made through other connections to the same database (another server process, a replay),
+    found by polling: cheap when nothing changed (SQLite: `SqliteStorage.watch_commits`)."""
+
+    async def latest_seq(self) -> int | None:
+        """The highest `seq` committed, or None when nothing was committed since the previous call (the
+        first call always answers)."""
+        ...
+
+    async def users_changed(self, after_seq: int, up_to_seq: int) -> list[tuple[str, int]]:
+        """(user_id, highest seq) of every user with rows whose seq is in (after_seq, up_to_seq]."""
+        ...
+
+    async def close(self) -> None: ...
+
+
 class Storage(Protocol):
     """A database engine: the one handle every use case gets."""
 

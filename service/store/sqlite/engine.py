@@ -25,6 +25,7 @@ from typing import Any, Generic, TypeVar
 
 from service.store.interface import EngineKind, Fault, ReadUnit, StorageUnavailable, WriteUnit
 from service.store.sqlite import guard
+from service.store.sqlite.commits import SqliteCommitWatch
 from service.store.sqlite.connection import FAULT_MEMORY_S, GuardedConnection, SyncConnection, fault_of
 from service.store.sqlite.migrations import migrate
 from service.store.sqlite.units import SqliteReadUnit, SqliteWriteUnit
@@ -233,6 +234,11 @@ class SqliteStorage:
         for item, result in done:
             if not item.future.done():
                 item.future.set_result(result)
+
+    async def watch_commits(self) -> SqliteCommitWatch | None:
+        """SQLite only: a watch on commits made through other connections (None for `:memory:`, which no
+        other connection shares)."""
+        return None if self.path == ":memory:" else await SqliteCommitWatch.open(self.path)
 
     async def read(self, work: Callable[[ReadUnit], T]) -> T:
         """`work` on a reader's thread, in one consistent snapshot, in a single hop."""
