@@ -34,6 +34,7 @@ import msgspec
 
 from service import changefeed
 from service.config import DEFAULT_DB_PATH, ServerLimits, Settings
+from service.domain.accounts import Role
 from service.memory import freeze_startup_objects, limit_malloc_arenas, tune_garbage_collector
 from service.store import (
     DATABASE_URL_ENV,
@@ -173,7 +174,7 @@ async def _create_demo_user(settings: Settings) -> str:
 
     db = await _open(settings.db_path)
     try:
-        await add_user(db, NewUser(DEMO_USER_ID, DEMO_EMAIL, "Demo", "admin"), if_absent=True)
+        await add_user(db, NewUser(DEMO_USER_ID, DEMO_EMAIL, "Demo", Role.ADMIN), if_absent=True)
     finally:
         await db.close()
     return issue_token(settings.jwt_secret, DEMO_USER_ID, DEMO_EMAIL)
@@ -194,7 +195,7 @@ def _create_user(args: argparse.Namespace) -> int:
     async def insert() -> None:
         db = await _open(db_path)
         try:
-            await add_user(db, NewUser(user_id, args.email, args.name, args.role))
+            await add_user(db, NewUser(user_id, args.email, args.name, Role(args.role)))
         finally:
             await db.close()
 
@@ -399,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     create_user.add_argument("--email", required=True)
     create_user.add_argument("--id", help="users.id (default: a new user_ id)")
     create_user.add_argument("--name", default=None, help="display name")
-    create_user.add_argument("--role", default="user", choices=["user", "teacher", "admin"])
+    create_user.add_argument("--role", default=Role.USER.value, choices=[r.value for r in Role])
     create_user.set_defaults(run=_create_user)
 
     token = commands.add_parser("token", help="issue an app token (RESYNC_JWT_SECRET, or the dev secret)")

@@ -31,6 +31,7 @@ def test_closed_sets_are_listed_as_enums() -> None:
     or takes them, so clients can tell every value there is."""
     import json
 
+    from service.domain.accounts import AuthProvider, Role
     from service.domain.outcomes import MergeReason, Outcome
     from service.domain.progress import RecoveryState
     from service.domain.records import EntityType, QuarantineReason
@@ -54,6 +55,9 @@ def test_closed_sets_are_listed_as_enums() -> None:
         assert schemas[schema]["properties"][counts]["propertyNames"] == outcome_keys, schema
     states = [s.value for s in RecoveryState]
     assert schemas["Summary"]["properties"]["users_by_state"]["propertyNames"] == {"type": "string", "enum": states}
+    assert schemas["Role"]["enum"] == [r.value for r in Role]
+    assert schemas["UserProfile"]["properties"]["role"] == {"$ref": "#/components/schemas/Role"}
+    assert schemas["AuthProvider"]["enum"] == [p.value for p in AuthProvider]
     users = document["paths"]["/v1/support/users"]["get"]["parameters"]
     state = next(p for p in users if p["name"] == "state")
     assert state["schema"]["enum"] == states

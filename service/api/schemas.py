@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from service.domain.accounts import AuthProvider, Role
 from service.domain.outcomes import MergeReason, Outcome, OutcomeCounts, RecordResult, values_of
 from service.domain.records import QuarantineReason
 
@@ -133,8 +134,8 @@ class UserProfile(msgspec.Struct):
     id: str
     email: str
     displayName: str | None
-    authProvider: str | None
-    role: str
+    authProvider: AuthProvider | None
+    role: Role
     createdAt: str | None
 
 

@@ -18,6 +18,7 @@ from service.api.app_data import upload_documents
 from service.api.errors import FieldError, problem_responses
 from service.api.schemas import PreferencesSaved, PreferencesUpdate, UserProfile
 from service.api.sync import DeviceHeader, IdempotencyHeader, require_json_body
+from service.domain.accounts import Role
 from service.domain.owners import Owner
 from service.domain.records import USER_PREFERENCES
 from service.domain.sources import Source
@@ -46,7 +47,7 @@ class UserController(Controller):
             email=row.email,
             displayName=row.display_name,
             authProvider=row.auth_provider,
-            role=row.role or "user",
+            role=row.role or Role.USER,
             createdAt=row.created_at,
         )
 

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from service.domain.accounts import AuthProvider, Role
 from service.domain.merge import EntityKey, StoredEntity
 from service.domain.outcomes import ArchiveReason, OutcomeCounts, keys_of
 from service.domain.owners import EmailMatch, UserRecord
@@ -29,8 +30,8 @@ class UserProfile(msgspec.Struct):
     id: str
     email: str
     display_name: str | None
-    auth_provider: str | None
-    role: str | None
+    auth_provider: AuthProvider | None
+    role: Role | None
     created_at: str | None
 
 
@@ -40,7 +41,7 @@ class NewUser(msgspec.Struct):
     id: str
     email: str
     display_name: str | None = None
-    role: str | None = None
+    role: Role | None = None
 
 
 # ---- the app's sync rows -----------------------------------------------------------------------------
@@ -176,7 +177,7 @@ class RedrivableRecord(msgspec.Struct):
 class UserListItem(msgspec.Struct):
     user_id: str
     email: str
-    role: str | None
+    role: Role | None
     state: RecoveryState
     last_upload_at: str | None
 
