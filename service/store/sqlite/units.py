@@ -215,17 +215,31 @@ class SqliteReadUnit:
     def known_checksums(
         self, user_id: str, candidates: Collection[tuple[str, str, str]]
     ) -> dict[tuple[str, str, str], str]:
+        """One index lookup per candidate, none when the user has no raw record kept yet (a first
+        upload: the EXISTS is a constant term, tested once before the loop). Candidates travel as
+        [{type: {id: sha}}]: ids and hashes are plain JSON texts, not arrays parsed again per lookup
+        (a key named twice goes into a second layer)."""
         if not candidates:
             return {}
+        layers: list[dict[str, dict[str, str]]] = []
+        for entity_type, entity_id, raw_sha256 in candidates:
+            for layer in layers:
+                ids = layer.setdefault(entity_type, {})
+                if entity_id not in ids:
+                    ids[entity_id] = raw_sha256
+                    break
+            else:
+                layers.append({entity_type: {entity_id: raw_sha256}})
         rows = self.sql.fetchall(
             """
-            SELECT r.entity_type, r.entity_id, r.raw_sha256, r.checksum
-            FROM json_each(?) AS k CROSS JOIN recovery_raw_records r
-              ON r.user_id = ? AND r.entity_type = k.value ->> 0 AND r.entity_id = k.value ->> 1
-             AND r.raw_sha256 = k.value ->> 2
+            SELECT t.key AS entity_type, k.key AS entity_id, k.value AS raw_sha256, r.checksum
+            FROM json_each(?1) AS layer CROSS JOIN json_each(layer.value) AS t CROSS JOIN json_each(t.value) AS k
+            CROSS JOIN recovery_raw_records r
+              ON r.user_id = ?2 AND r.entity_type = t.key AND r.entity_id = k.key AND r.raw_sha256 = k.value
             WHERE r.checksum IS NOT NULL
+              AND EXISTS (SELECT 1 FROM recovery_raw_records WHERE user_id = ?2)
             """,
-            (_json.encode(list(candidates)).decode(), user_id),
+            (_json.encode(layers).decode(), user_id),
         )
         return {(r["entity_type"], r["entity_id"], r["raw_sha256"]): r["checksum"] for r in rows}
 
