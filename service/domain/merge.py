@@ -334,16 +334,20 @@ class _Planner:
 
     def _holder(self, content_key: str | None, exclude: str) -> str | None:
         """Another logbook entry whose live row holds this content (the smallest id, for determinism)."""
-        if content_key is None:
+        holders = self._holders.get(content_key) if content_key is not None else None
+        if not holders:
             return None
-        others = self._holders.get(content_key, set()) - {exclude}
+        if exclude not in holders:
+            return min(holders)
+        others = holders - {exclude}
         return min(others) if others else None
 
     # ---- results and archive ----------------------------------------------------------------------
 
     def _result(self, record: Normalised | Tombstone, outcome: Outcome, **extra: Any) -> None:
         self.results.append(
-            RecordResult(entity_type=record.entity_type, entity_id=record.entity_id, outcome=outcome, **extra)
+            RecordResult(record.entity_type, record.entity_id, outcome, **extra) if extra
+            else RecordResult(record.entity_type, record.entity_id, outcome)
         )
 
     def _archive(
@@ -610,18 +614,9 @@ class _Planner:
         state_writes: list[StateWrite] = []
         for (entity_type, entity_id), w in self._working.items():
             if w.row_changed and w.data is not None and w.checksum is not None:
-                sync_writes.append(
-                    SyncWrite(
-                        entity_type=entity_type,
-                        entity_id=entity_id,
-                        row_id=w.stored.row_id,
-                        data=w.data,
-                        checksum=w.checksum,
-                        version=max(w.version, 1),
-                        deleted_ms=None if w.live else w.deleted_ms,
-                        logbook_row=w.logbook_row,
-                    )
-                )
+                # SyncWrite(entity_type, entity_id, row_id, data, checksum, version, deleted_ms, logbook_row)
+                sync_writes.append(SyncWrite(entity_type, entity_id, w.stored.row_id, w.data, w.checksum,
+                                             max(w.version, 1), None if w.live else w.deleted_ms, w.logbook_row))
             if w.state_changed:
                 state_writes.append(
                     StateWrite(entity_type, entity_id, w.updated_ms, w.deleted_ms, w.content_key, w.duplicate_of)
@@ -651,13 +646,13 @@ def plan_merge(
     }
     planner = _Planner(stored, live_content, lookups, logbook_ids)
     for index, record in enumerate(records):
-        if isinstance(record, Rejection):
-            planner.quarantine(index, record)
-        elif isinstance(record, Tombstone):
-            planner.tombstone(record)
+        if isinstance(record, Normalised):  # the common case first: the four types are disjoint
+            planner.live_record(record)
         elif isinstance(record, Repeat):
             planner.repeat(record)
+        elif isinstance(record, Tombstone):
+            planner.tombstone(record)
         else:
-            planner.live_record(record)
+            planner.quarantine(index, record)
     sync_writes, state_writes = planner.writes()
     return MergePlan(planner.results, sync_writes, state_writes, planner.archived, planner.quarantined)
