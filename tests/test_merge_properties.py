@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from service.domain.merge import round_trip_form
 from service.domain.owners import UserRecord
 from service.domain.records import LOGBOOK_ENTRY
-from service.pipeline import IncomingRecord, Upload, ingest
 from service.store.sqlite.engine import SqliteStorage
+from service.usecases.ingest import IncomingRecord, Upload, ingest
 from tests.conftest import ADA, add_users, query
 from tests.domain import merge_model as model
 

@@ -17,9 +17,9 @@ from service.changefeed import LocalFeed
 from service.cli import main
 from service.domain.checksum import canonical_json, js_stringify
 from service.domain.owners import UserRecord
-from service.pipeline import IncomingRecord, Upload, UploadResult, ingest
 from service.renormalise import ARCHIVE_REASON, RenormaliseReport, renormalise
 from service.store.sqlite.engine import SqliteStorage
+from service.usecases.ingest import IncomingRecord, Upload, UploadResult, ingest
 from tests.conftest import ADA, BEN, add_users, query
 from tests.old_rules import old_rules
 

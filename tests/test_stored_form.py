@@ -8,8 +8,8 @@ import hashlib
 import json
 
 from service.domain.owners import UserRecord
-from service.pipeline import IncomingRecord, Upload, UploadResult, ingest
 from service.store import Storage
+from service.usecases.ingest import IncomingRecord, Upload, UploadResult, ingest
 from tests.conftest import ADA, add_users, query, target
 
 USER = UserRecord(ADA[0], ADA[1], "user")

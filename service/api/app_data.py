@@ -40,7 +40,9 @@ from service.domain.owners import Owner
 from service.domain.records import GOAL, LOGBOOK_ENTRY, REPERTOIRE_ITEM, UNKNOWN_USER
 from service.domain.sources import Source
 from service.domain.times import ms_to_iso_z, to_epoch_ms
-from service.pipeline import (
+from service.store.interface import ReadUnit, Storage
+from service.store.rows import StoredDocument, SyncRow
+from service.usecases.ingest import (
     Idempotency,
     IdempotencyConflict,
     IncomingRecord,
@@ -49,8 +51,6 @@ from service.pipeline import (
     ingest,
     sha256_hex,
 )
-from service.store.interface import ReadUnit, Storage
-from service.store.rows import StoredDocument, SyncRow
 
 DocumentRow = StoredDocument | SyncRow  # a stored document and its row times
 

@@ -38,9 +38,9 @@ from service.domain.records import LOGBOOK_ENTRY, PLAN_OCCURRENCE, PRACTICE_PLAN
 from service.domain.sources import Source
 from service.domain.sync_events import SyncEventType as Event
 from service.domain.times import ms_to_iso_z
-from service.pipeline import IncomingRecord, Upload, UploadResult, ingest, sha256_hex
 from service.store.interface import ReadUnit, Storage
 from service.store.rows import SyncRow
+from service.usecases.ingest import IncomingRecord, Upload, UploadResult, ingest, sha256_hex
 from service.usecases.users import owner_for
 
 log = logging.getLogger("service.live")

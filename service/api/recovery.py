@@ -20,10 +20,10 @@ from service.domain.owners import Owner
 from service.domain.progress import RecoveryState
 from service.domain.records import ENTITY_TYPES, UNKNOWN_USER, EntityType
 from service.domain.sources import Source
-from service.pipeline import IncomingRecord, Upload, sha256_hex
 from service.store.interface import Storage
 from service.store.rows import UserProgress
 from service.usecases.devices import declare_device
+from service.usecases.ingest import IncomingRecord, Upload, sha256_hex
 
 UPLOAD_ROUTE = "POST /v1/recovery/uploads"  # the scope of its idempotency keys
 

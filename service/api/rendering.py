@@ -11,8 +11,8 @@ from litestar.exceptions import ImproperlyConfiguredException
 from service import jsontext
 from service.api.errors import FieldError
 from service.api.schemas import RecoveryUploadResponse
-from service.pipeline import Idempotency, IdempotencyConflict, Replayed, Upload, UploadResult, ingest, sha256_hex
 from service.store.interface import Storage
+from service.usecases.ingest import Idempotency, IdempotencyConflict, Replayed, Upload, UploadResult, ingest, sha256_hex
 
 _encode = jsontext.encode  # an id holding a lone surrogate is written as JSON.stringify does
 

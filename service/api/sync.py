@@ -31,13 +31,13 @@ from service.domain.documents import lowercase_enums
 from service.domain.owners import Owner
 from service.domain.records import UNKNOWN_USER
 from service.domain.sources import Source
-from service.pipeline import (
+from service.store.interface import Storage
+from service.usecases.ingest import (
     IncomingRecord,
     Upload,
     UploadResult,
     sha256_hex,
 )
-from service.store.interface import Storage
 
 PUSH_ROUTE = "POST /api/sync/push"  # the scope of its idempotency keys
 _TOKEN_CHARS = re.compile(r"^[A-Za-z0-9_-]{1,64}$")

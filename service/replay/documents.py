@@ -13,8 +13,8 @@ import msgspec
 
 from service import jsontext
 from service.domain import records as rec
-from service.pipeline import IncomingRecord
 from service.replay.model import OwnerClaim, UnreadableInput, is_device_id
+from service.usecases.ingest import IncomingRecord
 
 # Full export array -> entity type (the export's own names differ from the push groups).
 EXPORT_GROUPS: dict[str, str] = {

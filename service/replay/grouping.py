@@ -15,10 +15,10 @@ import msgspec
 from service.domain.owners import Owner
 from service.domain.records import QuarantineReason
 from service.domain.sources import Source
-from service.pipeline import IncomingRecord, Upload
 from service.replay.inputs import InputFile
 from service.replay.model import BadLine, Item, RecordGroup
 from service.replay.owners import NO_OWNER, OwnerResolver
+from service.usecases.ingest import IncomingRecord, Upload
 
 SOURCE = Source.REPLAY
 # The reason an unreadable line is quarantined with, and the entity type it is kept under (its raw text

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from service.pipeline import IncomingRecord
+from service.usecases.ingest import IncomingRecord
 
 # The same rule the push endpoint applies to X-Device-ID.
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")

@@ -16,8 +16,8 @@ import msgspec
 
 from service import jsontext
 from service.api.schemas import PUSH_GROUPS, RawPushChanges
-from service.pipeline import IncomingRecord
 from service.replay.model import BadLine, Item, OwnerClaim, RecordGroup, is_device_id
+from service.usecases.ingest import IncomingRecord
 
 # Longer lines are reported, not read: memory stays flat whatever the file holds.
 MAX_LINE_BYTES = 64 * 1024 * 1024

@@ -15,7 +15,6 @@ from typing import assert_never
 
 import msgspec
 
-from service.pipeline import StagedBatch, apply_staged, commit_batch, ingest_batch, stage_batch
 from service.replay.batching import Batch, cut_batches, cut_shard_batches, skip_units
 from service.replay.checkpoints import CheckpointMoved, checkpoint_writer, load_checkpoint, replay_key
 from service.replay.documents import parse_export
@@ -50,6 +49,7 @@ from service.replay.summary import (
     ReplaySummary,
 )
 from service.store.interface import Storage, WriteTransaction, WriteUnit
+from service.usecases.ingest import StagedBatch, apply_staged, commit_batch, ingest_batch, stage_batch
 
 DEFAULT_BATCH_SIZE = 1000
 _BAD_LINES_SHOWN_PER_FILE = 20

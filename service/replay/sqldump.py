@@ -26,9 +26,9 @@ from typing import TypeVar
 
 import msgspec
 
-from service.pipeline import IncomingRecord
 from service.replay.model import OwnerClaim, RecordGroup, UnreadableInput
 from service.replay.ndjson import LineSource
+from service.usecases.ingest import IncomingRecord
 
 REQUIRED_COLUMNS = frozenset({"user_id", "entity_type", "entity_id", "data", "deleted_at"})
 # One user's rows together, then one device's, so consecutive rows share an upload. `rowid` breaks

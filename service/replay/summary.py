@@ -11,10 +11,10 @@ from typing import Any
 
 from service.domain.outcomes import OUTCOMES
 from service.domain.records import QuarantineReason
-from service.pipeline import UploadResult
 from service.replay.grouping import PlannedUpload
 from service.replay.inputs import InputFile, Skipped
 from service.replay.shards import Shard
+from service.usecases.ingest import UploadResult
 
 
 class FileStatus(StrEnum):

@@ -6,10 +6,10 @@ from __future__ import annotations
 from service.domain.owners import Owner
 from service.domain.records import UNKNOWN_USER
 from service.domain.sources import Source
-from service.pipeline import Upload, UploadResult, ingest, sha256_hex
 from service.replay.documents import parse_export
 from service.replay.model import OwnerClaim
 from service.store.interface import Storage
+from service.usecases.ingest import Upload, UploadResult, ingest, sha256_hex
 
 
 class NotTheUploadersFile(PermissionError):

@@ -14,9 +14,9 @@ import msgspec
 
 from service.domain.owners import UserRecord
 from service.domain.sources import Source
-from service.pipeline import IncomingRecord, Upload, UploadResult, ingest_batch
 from service.store.interface import ReadUnit, Storage, WriteUnit
 from service.store.rows import RedrivableRecord
+from service.usecases.ingest import IncomingRecord, Upload, UploadResult, ingest_batch
 
 
 class NoSuchUser(LookupError):

@@ -12,10 +12,10 @@ from typing import Any
 import msgspec
 
 from service.domain.owners import UserRecord
-from service.pipeline import IncomingRecord, Upload, UploadResult, ingest
 from service.store.sqlite import guard
 from service.store.sqlite.engine import SqliteStorage
 from service.store.sqlite.schema import APP_SCHEMA
+from service.usecases.ingest import IncomingRecord, Upload, UploadResult, ingest
 
 # The columns of logbook_entries, in the order app_state() lists them.
 LOGBOOK_COLUMNS = (

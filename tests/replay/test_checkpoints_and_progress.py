@@ -10,12 +10,12 @@ import pytest
 from rich.console import Console
 
 from service.domain.owners import UserRecord
-from service.pipeline import IncomingRecord, Upload, ingest_batch
 from service.replay.checkpoints import Checkpoint, CheckpointMoved, checkpoint_writer, load_checkpoint, replay_key
 from service.replay.owners import OwnerOption
 from service.replay.progress import BarProgress, LineProgress, progress_for
 from service.store.interface import WriteUnit
 from service.store.sqlite.engine import SqliteStorage
+from service.usecases.ingest import IncomingRecord, Upload, ingest_batch
 from tests.conftest import ADA
 from tests.replay.helpers import app_database, count
 

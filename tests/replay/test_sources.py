@@ -11,12 +11,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.pipeline import IncomingRecord
 from service.replay.batching import cut_batches, skip_units
 from service.replay.documents import parse_export
 from service.replay.inputs import JSON_DOCUMENT, NDJSON, SQL_DUMP, sniff
 from service.replay.model import BadLine, Item, OwnerClaim, RecordGroup, UnreadableInput
 from service.replay.ndjson import parse_line, read_items
+from service.usecases.ingest import IncomingRecord
 from tests.conftest import ADA
 from tests.replay.helpers import EXPORT_1_0, EXPORT_2_0, LOCALSTORAGE_DUMP, PRACTICE_REPORT
 

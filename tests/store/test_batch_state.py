@@ -8,10 +8,10 @@ from typing import Any
 import msgspec
 
 from service.domain.owners import UserRecord
-from service.pipeline import IncomingRecord, Upload, UploadResult, ingest
 from service.store import Storage
 from service.store.interface import WriteUnit
 from service.store.rows import BatchState
+from service.usecases.ingest import IncomingRecord, Upload, UploadResult, ingest
 from tests.conftest import ADA, BEN, add_users, query, target
 
 ADA_USER = UserRecord(ADA[0], ADA[1], "user")

@@ -9,11 +9,19 @@ import msgspec
 import pytest
 
 from service.domain.owners import UserRecord
-from service.pipeline import Idempotency, IdempotencyConflict, IncomingRecord, Replayed, Upload, UploadResult, ingest
 from service.store import Storage
 from service.store.interface import UserExists
 from service.store.rows import NewUser
 from service.usecases.devices import declare_device
+from service.usecases.ingest import (
+    Idempotency,
+    IdempotencyConflict,
+    IncomingRecord,
+    Replayed,
+    Upload,
+    UploadResult,
+    ingest,
+)
 from service.usecases.redrive import NoSuchUser, redrive_user
 from service.usecases.support import review_user
 from service.usecases.users import add_user

@@ -9,8 +9,8 @@ from typing import Any
 import msgspec
 
 from service.domain.owners import UserRecord
-from service.pipeline import IncomingRecord, Upload, UploadResult, ingest
 from service.store import Storage
+from service.usecases.ingest import IncomingRecord, Upload, UploadResult, ingest
 from tests.conftest import ADA, BEN, add_users, auth, load_fixture, query, target
 from tests.domain import merge_model as model
 
