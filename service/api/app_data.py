@@ -37,7 +37,7 @@ from service.api.schemas import (
 from service.api.sync import DeviceHeader, IdempotencyHeader, header_token, require_json_body
 from service.domain.normalise import normalise_score_id
 from service.domain.owners import Owner
-from service.domain.records import GOAL, LOGBOOK_ENTRY, REPERTOIRE_ITEM, UNKNOWN_USER
+from service.domain.records import GOAL, LOGBOOK_ENTRY, REPERTOIRE_ITEM
 from service.domain.sources import Source
 from service.domain.times import ms_to_iso_z, to_epoch_ms
 from service.store.interface import ReadUnit, Storage
@@ -433,17 +433,12 @@ async def upload_documents(
     key = header_token(idempotency_key, "X-Idempotency-Key")
     body = await request.body()
     fingerprint = sha256_hex(f"{request.method} {request.url.path}\n".encode() + body)
-    upload = Upload(
-        owner=principal.owner,
-        user=principal.user,
+    upload = Upload.of_owner(
+        principal,
         device_id=device,
         source=source,
         records=[IncomingRecord(entity_type, _encode(d), d) for d in documents],
         deleted=dict(deleted),
-        email=principal.email,
-        alias_from=principal.alias_from,
-        quarantine_reason=principal.problem or UNKNOWN_USER,
-        quarantine_detail=principal.detail,
         payload_sha256=fingerprint,
     )
     rendered = _encode(answer)

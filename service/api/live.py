@@ -6,10 +6,11 @@ sends (`ENTRY_*`, `PIECE_*`, `PLAN_*`, `BULK_SYNC`, `REPERTOIRE_BULK_SYNC`) is o
 pipeline as every HTTP upload (source `socket`), then sent to the user's other open sockets as the
 stored rows say, the way the app's worker sends it.
 
-This module is an adapter: it authenticates, translates messages to an `Upload` and rows to messages. The
-hub holds the sockets of this process and listens to the change feed (`service.changefeed`): a change
-committed by any front end (an HTTP push, a replay, another replica's socket) reaches every open socket of
-its user as the rows changed after what that socket was last sent.
+This module is an adapter: it authenticates, parses frames, calls the socket's use cases
+(`service.usecases.live`: which event is which upload, what is answered and broadcast) and shapes stored
+rows into the worker's frames. The hub holds the sockets of this process and listens to the change feed
+(`service.changefeed`): a change committed by any front end (an HTTP push, a replay, another replica's
+socket) reaches every open socket of its user as the rows changed after what that socket was last sent.
 """
 
 from __future__ import annotations
@@ -30,30 +31,34 @@ from litestar.security.jwt import Token
 
 from service import jsontext
 from service.changefeed import ChangeFeed
-from service.domain import outcomes as oc
 from service.domain.documents import lowercase_enums
-from service.domain.outcomes import RecordResult
 from service.domain.owners import Owner
-from service.domain.records import LOGBOOK_ENTRY, PLAN_OCCURRENCE, PRACTICE_PLAN, REPERTOIRE_ITEM, UNKNOWN_USER
-from service.domain.sources import Source
+from service.domain.records import LOGBOOK_ENTRY, PLAN_OCCURRENCE, PRACTICE_PLAN, REPERTOIRE_ITEM
 from service.domain.sync_events import SyncEventType as Event
 from service.domain.times import ms_to_iso_z
-from service.store.interface import ReadUnit, Storage
+from service.store.interface import Storage
 from service.store.rows import SyncRow
-from service.usecases.ingest import IncomingRecord, Upload, UploadResult, ingest, sha256_hex
+from service.usecases.live import (
+    SYNC_CHUNK,
+    BadMessage,
+    ChangeOutcome,
+    SocketEvent,
+    StoredChange,
+    apply_change,
+    changes_since,
+    initial_cursor,
+    last_seq_of,
+    sync_request,
+)
+from service.usecases.live import mutation_of as mutation_of  # what a frame asks for, for the socket's tests
 from service.usecases.users import owner_for
 
 log = logging.getLogger("service.live")
 
-SOURCE = Source.SOCKET
-SYNC_CHUNK = 250  # rows per BULK_SYNC message, as the app's worker sends them
 SEND_TIMEOUT_S = 10.0  # a socket that takes longer to take a message is dropped
 WELCOME_MESSAGE = "Connected to Mirubato sync"
 
 _encode = jsontext.encode  # a lone surrogate goes out as JSON.stringify writes it
-_CHANGED = frozenset({oc.INSERTED, oc.UPDATED, oc.DELETED})
-# The sender's version lost (the stored one is newer, or a deletion is): it is sent the stored state.
-_LOST = frozenset({oc.KEPT_EXISTING, oc.SUPPRESSED})
 
 
 def _now_iso() -> str:
@@ -186,54 +191,9 @@ class LiveHub:
 # ---- messages in ----------------------------------------------------------------------------------
 
 
-class InboundEvent(msgspec.Struct):
-    """A client message; records stay as their verbatim bytes (an empty Raw: the field was absent)."""
-
-    type: Any = None
-    lastSeq: Any = None
-    entry: msgspec.Raw = msgspec.Raw()
-    entryId: Any = None
-    piece: msgspec.Raw = msgspec.Raw()
-    scoreId: Any = None
-    plan: msgspec.Raw = msgspec.Raw()
-    occurrence: msgspec.Raw = msgspec.Raw()
-    occurrences: list[msgspec.Raw] = []
-    entries: list[msgspec.Raw] = []
-    pieces: list[msgspec.Raw] = []
-
-
-
-
-class BadMessage(Exception):
-    """A message the socket answers with `ERROR` (the connection stays open)."""
-
-
-class Mutation(msgspec.Struct):
-    """What a change message asks for, as an upload's records and deleted lists."""
-
-    records: list[IncomingRecord]
-    deleted: dict[str, list[str]]
-
-
-def _is_object(raw: msgspec.Raw) -> bool:
-    return bytes(raw).lstrip()[:1] == b"{"
-
-
-def _required_object(raw: msgspec.Raw, field: str) -> msgspec.Raw:
-    if not _is_object(raw):
-        raise BadMessage(f"Invalid sync event format: {field} must be an object")
-    return raw
-
-
-def _required_id(value: Any, field: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise BadMessage(f"Invalid sync event format: {field} must be a non-empty string")
-    return value
-
-
-def decode_message(data: str | bytes) -> InboundEvent:
+def decode_message(data: str | bytes) -> SocketEvent:
     try:
-        event = jsontext.decode(data, InboundEvent)  # lone surrogate escapes are JSON the app reads
+        event = jsontext.decode(data, SocketEvent)  # lone surrogate escapes are JSON the app reads
     except msgspec.ValidationError as exc:
         raise BadMessage(f"Invalid sync event format: {exc}") from None
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
@@ -241,42 +201,6 @@ def decode_message(data: str | bytes) -> InboundEvent:
     if not isinstance(event.type, str):
         raise BadMessage("Invalid sync event format: type is missing")
     return event
-
-
-def mutation_of(event: InboundEvent) -> Mutation:
-    """The records a change message carries (the app's event shapes; content is judged by the pipeline)."""
-    kind = event.type  # text as the client sent it: a type that is no Event is answered with ERROR
-
-    def records(entity_type: str, raws: Iterable[msgspec.Raw]) -> list[IncomingRecord]:
-        return [IncomingRecord(entity_type, bytes(raw)) for raw in raws]
-
-    if kind in (Event.ENTRY_CREATED, Event.ENTRY_UPDATED):
-        return Mutation(records(LOGBOOK_ENTRY, [_required_object(event.entry, "entry")]), {})
-    if kind == Event.ENTRY_DELETED:
-        return Mutation([], {LOGBOOK_ENTRY: [_required_id(event.entryId, "entryId")]})
-    if kind in (Event.PIECE_ADDED, Event.PIECE_UPDATED):
-        return Mutation(records(REPERTOIRE_ITEM, [_required_object(event.piece, "piece")]), {})
-    if kind in (Event.PIECE_REMOVED, Event.PIECE_DISSOCIATED):
-        return Mutation([], {REPERTOIRE_ITEM: [_required_id(event.scoreId, "scoreId")]})
-    if kind in (Event.PLAN_CREATED, Event.PLAN_UPDATED):
-        plan = records(PRACTICE_PLAN, [_required_object(event.plan, "plan")])
-        return Mutation(plan + records(PLAN_OCCURRENCE, event.occurrences), {})
-    if kind == Event.PLAN_OCCURRENCE_COMPLETED:
-        return Mutation(records(PLAN_OCCURRENCE, [_required_object(event.occurrence, "occurrence")]), {})
-    if kind == Event.BULK_SYNC:
-        return Mutation(records(LOGBOOK_ENTRY, event.entries), {})
-    if kind == Event.REPERTOIRE_BULK_SYNC:
-        return Mutation(records(REPERTOIRE_ITEM, event.pieces), {})
-    raise BadMessage(f"Invalid sync event format: unknown type {kind[:40]!r}")
-
-
-def last_seq_of(event: InboundEvent) -> int:
-    value = event.lastSeq
-    if value is None:
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise BadMessage("Invalid sync event format: lastSeq must be a non-negative integer")
-    return value
 
 
 # ---- messages out ---------------------------------------------------------------------------------
@@ -292,10 +216,6 @@ def _document(entity_type: str, row: SyncRow) -> dict[str, Any] | None:
     if entity_type == REPERTOIRE_ITEM and not document.get("scoreId"):
         document["scoreId"] = row.entity_id  # the client keys its pieces by scoreId
     return lowercase_enums(entity_type, document)
-
-
-def _changes_after(user_id: str, entity_type: str, after_seq: int) -> Callable[[ReadUnit], list[SyncRow]]:
-    return lambda unit: unit.changes_after(user_id, entity_type, after_seq, SYNC_CHUNK)
 
 
 def row_event(
@@ -334,10 +254,6 @@ def row_event(
 _BULK: dict[str, tuple[Event, str]] = {
     LOGBOOK_ENTRY: (Event.BULK_SYNC, "entries"), REPERTOIRE_ITEM: (Event.REPERTOIRE_BULK_SYNC, "pieces"),
 }
-# What a catch-up sends: what SYNC_REQUEST sends, and plans as the app's HTTP pushes broadcast them.
-CATCH_UP_TYPES = (LOGBOOK_ENTRY, REPERTOIRE_ITEM, PRACTICE_PLAN, PLAN_OCCURRENCE)
-
-
 def change_messages(rows: Iterable[tuple[str, SyncRow]]) -> Iterator[dict[str, Any]]:
     """Rows in seq order as a SYNC_REQUEST answer sends them: each run of live entries (or pieces) one bulk
     message of at most SYNC_CHUNK, `lastSeq` its last row's; a deletion, a plan or an occurrence a message
@@ -380,26 +296,12 @@ def records_in(message: dict[str, Any]) -> int:
 
 
 async def send_changes_since_cursor(db: Storage, peer: Peer) -> bool:
-    """Send `peer` its user's rows changed after its cursor (but those it was sent directly), in seq order,
-    read in one snapshot so that no change between two reads is stepped over; False when it is gone."""
+    """Send `peer` its user's rows changed after its cursor (but those it was sent directly), in seq order;
+    False when it is gone."""
     after = peer.cursor
     if after is None:
         return True
-    user_id = peer.user_id
-
-    def read(unit: ReadUnit) -> list[tuple[str, SyncRow]]:
-        rows: list[tuple[str, SyncRow]] = []
-        for entity_type in CATCH_UP_TYPES:
-            cursor = after
-            while True:
-                chunk = unit.changes_after(user_id, entity_type, cursor, SYNC_CHUNK)
-                rows += [(entity_type, row) for row in chunk]
-                if len(chunk) < SYNC_CHUNK:
-                    break
-                cursor = chunk[-1].seq or cursor
-        return rows
-
-    rows = sorted(await db.read(read), key=lambda pair: pair[1].seq or 0)
+    rows = await changes_since(db, peer.user_id, after)
     if not rows:
         return True
     highest = max(after, rows[-1][1].seq or after)
@@ -409,19 +311,6 @@ async def send_changes_since_cursor(db: Storage, peer: Peer) -> bool:
     peer.cursor = max(peer.cursor or 0, highest)
     peer.direct = {seq for seq in peer.direct if seq > peer.cursor}
     return True
-
-
-async def initial_cursor(db: Storage, user_id: str) -> int:
-    """Where a new socket's catch-ups start: the user's last sync token (the change counter when their
-    last upload committed, so no change of theirs still being written is below it), else the counter."""
-
-    def read(unit: ReadUnit) -> int:
-        current = unit.current_seq()
-        metadata = unit.sync_metadata(user_id)
-        token = metadata.last_sync_token if metadata is not None else None
-        return min(current, int(token)) if token is not None and token.isdigit() else current
-
-    return await db.read(read)
 
 
 def fold(kind: str, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -532,7 +421,7 @@ class LiveSession:
             elif event.type == Event.SYNC_REQUEST:
                 await self.sync_request(last_seq_of(event))
             else:
-                await self.apply(event, mutation_of(event), data)
+                await self.apply(event, data)
         except BadMessage as bad:
             await self.error(str(bad))
         except Exception:  # never crash a socket on one message: the client is told and may send it again
@@ -552,26 +441,16 @@ class LiveSession:
             await self.peer.send({"type": Event.SYNC_RESPONSE, "message": "No new data to sync",
                                   "timestamp": _now_iso(), "lastSeq": last_seq})
             return
-        current = await self.db.read(lambda unit: unit.current_seq())
-        # A counter beyond this database's own sequence was given by another server (the app's, before
-        # the loss): none of the recovered rows would be newer than it, so the device gets everything.
-        if last_seq > current:
-            last_seq = 0
         sent = 0
-        highest = last_seq
-        for entity_type in (LOGBOOK_ENTRY, REPERTOIRE_ITEM):
-            cursor = last_seq
-            while True:
-                rows = await self.db.read(_changes_after(user.id, entity_type, cursor))
-                # Sent in seq order: what came before a deletion goes first.
-                for message in change_messages((entity_type, row) for row in rows):
-                    await self.peer.send(message)
-                    sent += records_in(message)
-                if rows:
-                    cursor = rows[-1].seq or cursor  # changes_after returns rows with a seq only
-                    highest = max(highest, cursor)
-                if len(rows) < SYNC_CHUNK:
-                    break
+
+        async def send(entity_type: str, rows: list[SyncRow]) -> None:
+            nonlocal sent
+            # Sent in seq order: what came before a deletion goes first.
+            for message in change_messages((entity_type, row) for row in rows):
+                await self.peer.send(message)
+                sent += records_in(message)
+
+        highest = await sync_request(self.db, user.id, last_seq, send)
         # From here on, changes committed anywhere reach this socket unasked.
         self.peer.cursor = max(highest, self.peer.cursor or 0)
         self.peer.direct = {seq for seq in self.peer.direct if seq > self.peer.cursor}
@@ -582,58 +461,25 @@ class LiveSession:
             "lastSeq": highest,
         })
 
-    async def apply(self, event: InboundEvent, mutation: Mutation, data: str | bytes) -> None:
-        principal = self.principal
-        raw = data.encode("utf-8") if isinstance(data, str) else data
-        upload = Upload(
-            owner=principal.owner,
-            user=principal.user,
-            device_id=None,  # the socket names no device
-            source=SOURCE,
-            records=mutation.records,
-            deleted=dict(mutation.deleted),
-            email=principal.email,
-            alias_from=principal.alias_from,
-            quarantine_reason=principal.problem or UNKNOWN_USER,
-            quarantine_detail=principal.detail,
-            payload_sha256=sha256_hex(raw),
-        )
+    async def apply(self, event: SocketEvent, data: str | bytes) -> None:
+        payload = data.encode("utf-8") if isinstance(data, str) else data
         async with self.hub.holding(self.peer.user_id):
-            result = await ingest(self.db, upload)  # the same use case as every HTTP upload
-            assert isinstance(result, UploadResult)  # no idempotency key: never a replayed answer
-            await self.answer(event.type, result.receipt.results)
+            outcome = await apply_change(self.db, self.principal, event, payload)
+            await self.answer(event.type, outcome)
 
-    async def answer(self, kind: str, results: list[RecordResult]) -> None:
-        user = self.principal.user
-        quarantined = [r for r in results if r.outcome == oc.QUARANTINED]
-        if quarantined:
-            reasons = ", ".join(f"{r.entity_id or '?'}: {r.reason}" for r in quarantined[:20])
+    async def answer(self, kind: str, outcome: ChangeOutcome) -> None:
+        if outcome.quarantined:
+            reasons = ", ".join(f"{r.entity_id or '?'}: {r.reason}" for r in outcome.quarantined[:20])
             await self.error(f"Invalid data, kept for review and not synced ({reasons})")
-        wanted = [r for r in results if r.entity_id is not None and r.outcome in _CHANGED | _LOST]
-        if user is None or not wanted:
-            return
-        by_type: dict[str, list[str]] = {}
-        for r in wanted:
-            by_type.setdefault(r.entity_type, []).append(cast(str, r.entity_id))
-        user_id = user.id
-
-        def changed_rows(unit: ReadUnit) -> dict[tuple[str, str], SyncRow]:
-            return {(entity_type, found.entity_id): found for entity_type, ids in by_type.items()
-                    for found in unit.rows_of(user_id, entity_type, sorted(set(ids)))}
-
-        rows = await self.db.read(changed_rows)
         removal = Event.PIECE_DISSOCIATED if kind == Event.PIECE_DISSOCIATED else Event.PIECE_REMOVED
-        to_others: list[dict[str, Any]] = []
-        to_sender: list[dict[str, Any]] = []
-        for r in wanted:
-            row = rows.get((r.entity_type, cast(str, r.entity_id)))
-            if row is None or row.seq is None:
-                continue
-            message = row_event(r.entity_type, row, created=r.outcome == oc.INSERTED, removal=removal)
-            if message is not None:
-                (to_others if r.outcome in _CHANGED else to_sender).append(message)
-        for message in to_sender:
+
+        def messages(changes: list[StoredChange]) -> list[dict[str, Any]]:
+            shaped = (row_event(c.entity_type, c.row, created=c.created, removal=removal) for c in changes)
+            return [message for message in shaped if message is not None]
+
+        for message in messages(outcome.lost):
             await self.peer.send(message)
+        to_others = messages(outcome.changed)
         if to_others:
             await self.peer.send({"type": Event.SYNC_RESPONSE, "message": "Mutation applied", "timestamp": _now_iso(),
                                   "lastSeq": max(m["seq"] for m in to_others)})

@@ -18,7 +18,7 @@ from service.api.sync import DeviceHeader, IdempotencyHeader, header_token, requ
 from service.domain.outcomes import keys_of
 from service.domain.owners import Owner
 from service.domain.progress import RecoveryState
-from service.domain.records import ENTITY_TYPES, UNKNOWN_USER, EntityType
+from service.domain.records import ENTITY_TYPES, EntityType
 from service.domain.sources import Source
 from service.store.interface import Storage
 from service.store.rows import UserProgress
@@ -82,9 +82,8 @@ class RecoveryController(Controller):
         body = await request.body()
         body_sha256 = sha256_hex(body)  # once: the ledger's payload hash and the idempotency fingerprint
         raw = jsontext.decode(body, RawRecoveryUploadRequest)
-        upload = Upload(
-            owner=principal.owner,
-            user=principal.user,
+        upload = Upload.of_owner(
+            principal,
             device_id=device,
             source=Source.RECOVERY,
             records=[
@@ -92,10 +91,6 @@ class RecoveryController(Controller):
                 for record, raw_record in zip(data.records, raw.records, strict=True)
             ],
             deleted=data.deleted,
-            email=principal.email,
-            alias_from=principal.alias_from,
-            quarantine_reason=principal.problem or UNKNOWN_USER,
-            quarantine_detail=principal.detail,
             payload_sha256=body_sha256,
         )
         dry_run = data.dry_run

@@ -29,7 +29,6 @@ from service.api.schemas import (
 from service.domain import outcomes as oc
 from service.domain.documents import lowercase_enums
 from service.domain.owners import Owner
-from service.domain.records import UNKNOWN_USER
 from service.domain.sources import Source
 from service.store.interface import Storage
 from service.usecases.ingest import (
@@ -164,16 +163,11 @@ class SyncController(Controller):
             for group, entity_type in PUSH_GROUPS.items()
             for item, value in zip(getattr(raw.changes, group), getattr(data.changes, group), strict=True)
         ]
-        upload = Upload(
-            owner=principal.owner,
-            user=principal.user,
+        upload = Upload.of_owner(
+            principal,
             device_id=device,
             source=Source.PUSH,
             records=records,
-            email=principal.email,
-            alias_from=principal.alias_from,
-            quarantine_reason=principal.problem or UNKNOWN_USER,
-            quarantine_detail=principal.detail,
             payload_sha256=body_sha256,
         )
         user_resolved = principal.user is not None

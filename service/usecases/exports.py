@@ -4,7 +4,6 @@ rule that a file naming another user is refused and nothing written lives here, 
 from __future__ import annotations
 
 from service.domain.owners import Owner
-from service.domain.records import UNKNOWN_USER
 from service.domain.sources import Source
 from service.replay.documents import parse_export
 from service.replay.model import OwnerClaim
@@ -33,17 +32,12 @@ async def upload_export(
         raise NotTheUploadersFile(
             f"This {document.kind} belongs to {document.claim}, not to the signed-in user; nothing was written"
         )
-    upload = Upload(
-        owner=uploader.owner,
-        user=uploader.user,
+    upload = Upload.of_owner(
+        uploader,
         device_id=device_id or document.device_id,
         source=Source.EXPORT,
         records=document.records,
         deleted=document.deleted,
-        email=uploader.email,
-        alias_from=uploader.alias_from,
-        quarantine_reason=uploader.problem or UNKNOWN_USER,
-        quarantine_detail=uploader.detail,
         payload_sha256=sha256_hex(body),
     )
     result = await ingest(db, upload, dry_run=dry_run)

@@ -22,7 +22,7 @@ from service.domain import records as rec
 from service.domain.merge import EntityKey, Repeat, StoredEntity, plan_merge
 from service.domain.normalise import d1_text, entity_id_of
 from service.domain.outcomes import Receipt
-from service.domain.owners import UserRecord
+from service.domain.owners import Owner, UserRecord
 from service.domain.records import Normalised, Rejection, Tombstone
 from service.domain.sources import Source
 from service.domain.times import ms_to_iso_z
@@ -59,6 +59,17 @@ class Upload(msgspec.Struct):
     # the file names another user than the one given, or that a line could not be read).
     quarantine_reason: rec.QuarantineReason = rec.UNKNOWN_USER
     quarantine_detail: str = "no user with this id or email exists"
+
+    @classmethod
+    def of_owner(cls, owner: Owner, *, device_id: str | None, source: Source, records: list[IncomingRecord],
+                 deleted: dict[str, list[Any]] | None = None, payload_sha256: str | None = None) -> Upload:
+        """The upload of `owner`'s records: its user, or (nobody) the quarantine reason and detail it carries."""
+        return cls(
+            owner=owner.owner, user=owner.user, device_id=device_id, source=source, records=records,
+            deleted=dict(deleted) if deleted else {}, email=owner.email, alias_from=owner.alias_from,
+            quarantine_reason=owner.problem or rec.UNKNOWN_USER, quarantine_detail=owner.detail,
+            payload_sha256=payload_sha256,
+        )
 
 
 class UploadResult(msgspec.Struct, frozen=True):

@@ -7,8 +7,8 @@ from __future__ import annotations
 import msgspec
 
 from service.domain.owners import UserRecord
-from service.pipeline import IncomingRecord, Upload, UploadResult, ingest, sha256_hex
 from service.store import Storage
+from service.usecases.ingest import IncomingRecord, Upload, UploadResult, ingest, sha256_hex
 from tests.conftest import ADA, BEN, add_users, query, target
 
 ADA_USER = UserRecord(ADA[0], ADA[1], "user")
