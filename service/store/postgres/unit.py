@@ -22,15 +22,15 @@ import msgspec
 import psycopg
 from psycopg import errors as pg_errors
 
-from service import jsontext
 from service.domain.merge import EntityKey, MergePlan, StoredEntity, SyncWrite
 from service.domain.outcomes import OUTCOMES as _OUTCOMES
 from service.domain.outcomes import Receipt
 from service.domain.owners import EmailMatch, UserRecord, match_email_among
 from service.domain.progress import RecoveryState, state_of
 from service.domain.records import LOGBOOK_ENTRY, LogbookRow
-from service.domain.times import app_timestamp, ms_to_iso_z, to_epoch_ms
+from service.domain.times import app_timestamp, ms_to_iso_z
 from service.store.interface import IDEMPOTENCY_TTL_SECONDS, UserExists
+from service.store.merge_state import stored_entities
 from service.store.rows import (
     ArchivedConflict,
     ArchiveTotals,
@@ -65,22 +65,6 @@ USER_LOCKS = 0x5253_5955  # "RSYU"
 SEQ_BLOCK_LOCK = 0x5253_5351  # "RSSQ"
 SEQUENCE = "recovery_change_seq"
 _json = msgspec.json.Encoder()
-
-
-def _document_updated_ms(data: str, row_updated_at: str | None) -> int | None:
-    """A row the app stored before the service existed: its client time, else the server's."""
-    try:
-        document = jsontext.decode(data)
-    except msgspec.DecodeError:
-        document = None
-    if isinstance(document, dict):
-        for field in ("updatedAt", "updated_at", "createdAt", "created_at"):
-            value = document.get(field)
-            if value:
-                ms = to_epoch_ms(value)
-                if ms is not None:
-                    return ms
-    return to_epoch_ms(row_updated_at) if row_updated_at else None
 
 
 def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
@@ -611,33 +595,7 @@ class PgWriteUnit(PgReadUnit):
                WHERE s.id IS NOT NULL OR e.entity_id IS NOT NULL OR l.id IS NOT NULL""",
             {"t": types, "i": ids, "u": user_id, "lb": LOGBOOK_ENTRY},
         )
-        stored: dict[EntityKey, StoredEntity] = {}
-        for r in rows:
-            key = (r["entity_type"], r["entity_id"])
-            if r["held_elsewhere"] and elsewhere is not None:
-                elsewhere.add(key[1])
-            row_id = r["id"]
-            state_updated_ms = r["updated_ms"]
-            if row_id is not None:
-                deleted_at = r["deleted_at"]
-                live = deleted_at is None
-                deleted_ms = r["deleted_ms"] if not live else None
-                stored[key] = StoredEntity(
-                    row_id=row_id,
-                    checksum=r["checksum"],
-                    version=r["version"] or 1,
-                    live=live,
-                    data=r["data"],
-                    updated_ms=state_updated_ms if state_updated_ms is not None
-                    else _document_updated_ms(r["data"], r["updated_at"]),
-                    deleted_ms=None if live else deleted_ms if deleted_ms is not None else to_epoch_ms(deleted_at),
-                    content_key=r["content_key"],
-                    duplicate_of=r["duplicate_of"],
-                )
-            elif r["has_state"]:
-                stored[key] = StoredEntity(updated_ms=state_updated_ms, deleted_ms=r["deleted_ms"],
-                                           content_key=r["content_key"], duplicate_of=r["duplicate_of"])
-        return stored
+        return stored_entities(rows, elsewhere)
 
     def load_live_content(self, user_id: str, content_keys: Collection[str]) -> dict[str, list[str]]:
         if not content_keys:
