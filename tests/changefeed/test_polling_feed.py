@@ -4,12 +4,9 @@ through one process reaches a socket held by another within a poll or two, witho
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
 from service.changefeed import open_feed
@@ -17,17 +14,12 @@ from service.changefeed.polling import POLL_INTERVAL_S, PollingFeed
 from service.store.sqlite import SqliteStorage
 from service.store.sqlite.connection import SyncConnection
 from service.store.sqlite.units import SqliteWriteUnit
-from tests.conftest import ADA, BEN, add_users, auth, token_for
-from tests.e2e.app_client import AppClient
+from tests.conftest import ADA, BEN, add_users
+from tests.reliability.cross_process import assert_changes_cross_processes
 from tests.reliability.liveserver import ServerProcess
 
 # The bound a client sees: a couple of polls plus the catch-up read, on a loaded 2-CPU machine.
 DELIVERY_BOUND_S = 2.0
-
-
-def entry(entry_id: str) -> dict[str, Any]:
-    return {"id": entry_id, "timestamp": 1748799900000, "duration": 30, "type": "practice",
-            "instrument": "piano", "notes": entry_id, "updatedAt": "2025-06-01T10:00:00.000Z"}
 
 
 async def _push(storage: SqliteStorage, user_id: str, count: int) -> int:
@@ -120,30 +112,4 @@ def two_processes(tmp_path: Path) -> Iterator[tuple[ServerProcess, ServerProcess
 async def test_a_change_through_one_process_reaches_a_socket_held_by_another_promptly(
     two_processes: tuple[ServerProcess, ServerProcess],
 ) -> None:
-    first, second = two_processes
-    on_second = AppClient(second.base_url, token_for(ADA), ADA[0], "dev_a1B2c3D4e5F6g7H8")
-    on_first = AppClient(first.base_url, token_for(ADA), ADA[0], "dev_b1B2c3D4e5F6g7H8")
-    ben = AppClient(second.base_url, token_for(BEN), BEN[0], "dev_c1B2c3D4e5F6g7H8")
-    try:
-        async with on_second.socket() as socket, on_first.socket() as sender, ben.socket() as bens:
-            for s in (socket, sender, bens):
-                assert (await s.receive())["type"] == "WELCOME"
-            async with httpx.AsyncClient(base_url=first.base_url, timeout=30) as http:
-                pushed = await http.post("/api/sync/push", json={"changes": {"entries": [entry("e1"), entry("e2")]}},
-                                         headers=auth(ADA, **{"X-Device-ID": "dev_d1B2c3D4e5F6g7H8"}))
-            answered = time.monotonic()
-            assert pushed.status_code == 200, pushed.text
-            bulk = await asyncio.wait_for(socket.receive(), DELIVERY_BOUND_S)
-            assert time.monotonic() - answered < DELIVERY_BOUND_S
-            assert bulk["type"] == "BULK_SYNC" and [e["id"] for e in bulk["entries"]] == ["e1", "e2"]
-            assert bulk["lastSeq"] == int(pushed.json()["syncToken"])
-
-            # A socket change through the first process: the second's socket hears it once.
-            await sender.send({"type": "ENTRY_DELETED", "entryId": "e1"})
-            assert (await sender.until("SYNC_RESPONSE"))[-1]["message"] == "Mutation applied"
-            deleted = await asyncio.wait_for(socket.receive(), DELIVERY_BOUND_S)
-            assert (deleted["type"], deleted["entryId"]) == ("ENTRY_DELETED", "e1")
-            assert await socket.quiet(0.8) == [] and await bens.quiet(0.1) == []
-    finally:
-        for client in (on_second, on_first, ben):
-            await client.close()
+    await assert_changes_cross_processes(*two_processes, within_s=DELIVERY_BOUND_S)
