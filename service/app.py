@@ -17,7 +17,7 @@ from service.api.auth import make_jwt_auth, refuse_cross_site_cookie_writes
 from service.api.errors import problem_details_plugin, unexpected_error_handlers
 from service.api.exports import ExportController
 from service.api.live import LiveHub, live_sync_handler, redact_tokens_in_server_logs
-from service.api.operations import health, prometheus_metrics
+from service.api.operations import health
 from service.api.recovery import RecoveryController
 from service.api.rendering import AppResponse
 from service.api.support import SupportController
@@ -88,7 +88,7 @@ def create_app(settings: Settings) -> Litestar:
             ExportController,
             SupportController,
             health,
-            prometheus_metrics,
+            metrics.MetricsController,
             support_pages(settings.jwt_secret),
         ],
         template_config=template_config(),
@@ -96,6 +96,7 @@ def create_app(settings: Settings) -> Litestar:
         on_app_init=[jwt_auth.on_app_init],
         guards=[refuse_cross_site_cookie_writes],  # CSRF, on every route (see the guard)
         plugins=[problem_details_plugin()],
+        middleware=[metrics.http_metrics().middleware],
         exception_handlers=dict(unexpected_error_handlers),
         request_max_body_size=settings.max_body_bytes,
         cors_config=cors,

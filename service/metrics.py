@@ -1,9 +1,12 @@
-"""Prometheus metrics: records by outcome and entity type, uploads by source, upload latency.
+"""Prometheus metrics: records by outcome and entity type, uploads by source, upload latency; HTTP requests by
+method, route template and status (Litestar's Prometheus plugin, `http_metrics`). All on prometheus_client's
+default registry, which the plugin's scrape (`MetricsController`, at /metrics) reads.
 
 One process keeps them in memory. Under `serve --workers N` the parent sets PROMETHEUS_MULTIPROC_DIR before
 the workers start (see `multiprocess_directory`): prometheus_client then keeps every worker's values in files
-named by its pid there, and a scrape, whichever worker answers it, sums them all. There are no gauges, so no
-gauge needs a multiprocess mode.
+named by its pid there, and a scrape, whichever worker answers it, sums them all (the plugin's controller
+reads them with a MultiProcessCollector). The one gauge, the plugin's requests in progress, sums live
+processes (`livesum`): a worker that exits is marked dead.
 """
 
 from __future__ import annotations
@@ -13,25 +16,24 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from prometheus_client import REGISTRY, Counter, Histogram, multiprocess
 
 from service.domain.outcomes import Receipt
 from service.domain.records import ENTITY_TYPES
 from service.domain.sources import Source
 
-REGISTRY = CollectorRegistry(auto_describe=True)
+METRICS_PATH = "/metrics"
+__all__ = ["REGISTRY", "MetricsController", "http_metrics", "multiprocess_directory", "observe_upload",
+           "process_exiting"]
 
-RECORDS = Counter(
-    "resync_records_total", "Records received, by outcome and entity type", ["outcome", "entity_type"],
-    registry=REGISTRY,
-)
-UPLOADS = Counter("resync_uploads_total", "Uploads committed, by source", ["source"], registry=REGISTRY)
+RECORDS = Counter("resync_records_total", "Records received, by outcome and entity type", ["outcome", "entity_type"])
+UPLOADS = Counter("resync_uploads_total", "Uploads committed, by source", ["source"])
 UPLOAD_SECONDS = Histogram(
     "resync_upload_duration_seconds",
     "Time to take one upload through the pipeline, queueing for the writer included",
     ["source"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-    registry=REGISTRY,
 )
 
 
@@ -70,9 +72,15 @@ def process_exiting() -> None:
         multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]  # untyped upstream
 
 
-def render() -> bytes:
-    if not MULTIPROCESS:
-        return generate_latest(REGISTRY)
-    registry = CollectorRegistry()  # a fresh one per scrape: the collector reads every worker's files
-    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # untyped upstream
-    return generate_latest(registry)
+def http_metrics() -> PrometheusConfig:
+    """Requests by method, route template (never the raw path: ids would make a series each) and status,
+    their duration, and how many are in progress: `resync_requests_total`, `resync_request_duration_seconds`,
+    `resync_requests_in_progress`. The scrape itself is not counted."""
+    return PrometheusConfig(app_name="resync", prefix="resync", group_path=True, exclude=[f"^{METRICS_PATH}$"])
+
+
+class MetricsController(PrometheusController):
+    """The scrape: this process's values, or under `serve --workers N` every process's added up."""
+
+    path = METRICS_PATH
+    include_in_schema = False

@@ -1,13 +1,12 @@
-"""Operations endpoints: liveness with a database check, and Prometheus metrics. No auth, not in the schema."""
+"""Operations endpoint: liveness with a database check. No auth, not in the schema (the metrics scrape is
+`service.metrics.MetricsController`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from litestar import MediaType, Request, Response, get
-from prometheus_client import CONTENT_TYPE_LATEST
 
-from service import metrics
 from service.api.errors import RETRY_AFTER_S
 from service.store.interface import Storage
 
@@ -30,7 +29,3 @@ def _unhealthy(reason: str) -> Response[dict[str, str]]:
     return Response({"status": "unavailable", "database": reason}, status_code=503, media_type=MediaType.JSON,
                     headers={"Retry-After": str(RETRY_AFTER_S)})
 
-
-@get("/metrics", include_in_schema=False, exclude_from_auth=True, cache=False)
-async def prometheus_metrics() -> Response[bytes]:
-    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -7,6 +7,8 @@ from typing import Any
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from tests.conftest import ADA, ADMIN, BEN, add_users, auth, load_fixture, query
 
 Client = AsyncTestClient[Litestar]
@@ -134,6 +136,25 @@ async def test_health_and_metrics_need_no_token(client: Client) -> None:
     assert 'resync_records_total{entity_type="logbook_entry",outcome="inserted"}' in text
     assert 'resync_uploads_total{source="push"}' in text
     assert "resync_upload_duration_seconds_bucket" in text
+
+
+async def test_metrics_count_http_requests_by_route_template_never_by_raw_path(client: Client) -> None:
+    """Litestar's Prometheus plugin counts every request by method, route template and status; ids in a
+    path never become label values (a series each), and the scrape does not count itself."""
+
+    async def requests() -> dict[tuple[str, str, str], float]:
+        families = {f.name: f for f in text_string_to_metric_families((await client.get("/metrics")).text)}
+        samples = families["resync_requests"].samples if "resync_requests" in families else []
+        return {(s.labels["method"], s.labels["path"], s.labels["status_code"]): s.value
+                for s in samples if s.name == "resync_requests_total"}
+
+    detail = ("GET", "/v1/support/users/{user_id}", "200")
+    before = (await requests()).get(detail, 0.0)
+    for user in (ADA, BEN):
+        assert (await client.get(f"/v1/support/users/{user[0]}", headers=auth(ADMIN))).status_code == 200
+    after = await requests()
+    assert after[detail] == before + 2
+    assert not any(ADA[0] in path or BEN[0] in path or path == "/metrics" for _, path, _ in after)
 
 
 async def test_list_and_detail_agree_on_every_users_state(client: Client, db_path: str) -> None:
