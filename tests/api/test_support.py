@@ -6,7 +6,6 @@ from typing import Any
 
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ADA, ADMIN, BEN, add_users, auth, load_fixture, query
