@@ -3,7 +3,7 @@
 
 Both run on their connection's own thread (see `engine`), synchronously, so a use case's whole
 transaction is one hop from the event loop. The write-path statements are a fixed number whatever the
-number of records: keys travel as one JSON parameter, rows through `executemany`.
+number of records: keys travel as one JSON parameter, rows many to an INSERT (`SyncConnection.insert_rows`).
 """
 
 from __future__ import annotations
@@ -710,15 +710,15 @@ class SqliteWriteUnit(SqliteReadUnit):
                 elif deleted_at is not None:
                     logbook_deletes.append((deleted_at, w.version, device_id, w.entity_id, user_id))
             if inserts:
-                conn.executemany(_INSERT_SYNC, inserts)
+                conn.insert_rows(_INSERT_SYNC, inserts)
             if updates:
                 conn.executemany(_UPDATE_SYNC, updates)
             if logbook_upserts:
-                conn.executemany(_UPSERT_LOGBOOK, logbook_upserts)
+                conn.insert_rows(_UPSERT_LOGBOOK, logbook_upserts)
             if logbook_deletes:
                 conn.executemany(_DELETE_LOGBOOK, logbook_deletes)
         if plan.state_writes:
-            conn.executemany(
+            conn.insert_rows(
                 _UPSERT_STATE,
                 [(user_id, s.entity_type, s.entity_id, s.updated_ms, s.deleted_ms, s.content_key, s.duplicate_of)
                  for s in plan.state_writes],
@@ -742,7 +742,7 @@ class SqliteWriteUnit(SqliteReadUnit):
         now = app_timestamp()
         keyed = [r for r in rows if r.entity_id is not None]
         if keyed:
-            self.sql.executemany(
+            self.sql.insert_rows(
                 """INSERT INTO recovery_raw_records (user_id, entity_type, entity_id, raw_sha256, raw, checksum,
                      upload_id, device_id, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT DO NOTHING""",
@@ -761,14 +761,14 @@ class SqliteWriteUnit(SqliteReadUnit):
         counts: list[tuple[str, str, str, int]] = []
         for entity_type, rows in by_type.items():
             # One statement per entity type, so its count of inserted rows is the type's count of new records.
-            inserted = self.sql.executemany(
+            inserted = self.sql.insert_rows(
                 """INSERT INTO recovery_device_records (user_id, device_id, entity_type, entity_id)
                    VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING""",
                 rows,
             )
             if inserted:
                 counts.append((user_id, device_id, entity_type, inserted))
-        self.sql.executemany(
+        self.sql.insert_rows(
             """INSERT INTO recovery_device_counts (user_id, device_id, entity_type, received) VALUES (?, ?, ?, ?)
                ON CONFLICT (user_id, device_id, entity_type) DO UPDATE SET received = received + excluded.received""",
             counts,

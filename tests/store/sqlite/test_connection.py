@@ -1,0 +1,72 @@
+"""`SyncConnection.insert_rows`: many rows to an INSERT, with what `executemany` of the same rows gives."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.store.sqlite import guard
+from service.store.sqlite.connection import ROWS_PER_STATEMENT, SyncConnection, _open
+
+UPSERT = """INSERT INTO t (k, v) VALUES (?, ?)
+ON CONFLICT (k) DO UPDATE SET v = t.v || '+' || excluded.v"""
+IF_ABSENT = "INSERT INTO t (k, v) VALUES (?, ?) ON CONFLICT DO NOTHING"
+
+
+def _connection(path: Path) -> SyncConnection:
+    conn = _open(str(path), read_only=False)
+    conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+    return SyncConnection(conn)
+
+
+def _rows(conn: SyncConnection) -> list[tuple[int, str]]:
+    return [(r["k"], r["v"]) for r in conn.fetchall("SELECT k, v FROM t ORDER BY k")]
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, ROWS_PER_STATEMENT - 1, ROWS_PER_STATEMENT, ROWS_PER_STATEMENT + 1, 1000])
+def test_every_row_goes_in_whatever_the_count(tmp_path: Path, count: int) -> None:
+    conn = _connection(tmp_path / "a.db")
+    rows = [(k, f"v{k}") for k in range(count)]
+    assert conn.insert_rows(IF_ABSENT, rows) == count
+    assert _rows(conn) == rows
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 40), st.text(max_size=3)), max_size=400))
+def test_same_rows_and_count_as_executemany(tmp_path_factory: pytest.TempPathFactory,
+                                            rows: list[tuple[int, str]]) -> None:
+    """Rows that conflict with each other, within one statement or across, end as executemany leaves
+    them, in the same order, and the count of rows changed is the same."""
+    for sql in (UPSERT, IF_ABSENT):
+        folder = tmp_path_factory.mktemp("db")
+        one_by_one, many = _connection(folder / "one.db"), _connection(folder / "many.db")
+        assert many.insert_rows(sql, rows) == one_by_one.executemany(sql, rows)
+        assert _rows(many) == _rows(one_by_one)
+
+
+def test_a_statement_without_one_row_of_parameters_is_refused(tmp_path: Path) -> None:
+    conn = _connection(tmp_path / "a.db")
+    with pytest.raises(ValueError, match="exactly one VALUES row"):
+        conn.insert_rows("INSERT INTO t (k, v) SELECT ?, ?", [(1, "a")])
+    with pytest.raises(ValueError, match="exactly one VALUES row"):
+        conn.insert_rows("INSERT INTO t (k, v) VALUES (?1, ?2)", [(1, "a")])
+
+
+def test_replace_is_refused_before_any_row_is_written(tmp_path: Path) -> None:
+    conn = _connection(tmp_path / "a.db")
+    with pytest.raises(guard.GuardViolation):
+        conn.insert_rows("INSERT OR REPLACE INTO t (k, v) VALUES (?, ?)", [(1, "a")])
+    assert _rows(conn) == []
+
+
+def test_a_failing_row_leaves_the_statement_it_was_in_unwritten(tmp_path: Path) -> None:
+    """A constraint failure aborts the statement it is in: none of its rows stay, as with one statement
+    per row the failing one and those after it would not (callers run in a transaction and roll back)."""
+    conn = _connection(tmp_path / "a.db")
+    with pytest.raises(sqlite3.IntegrityError):
+        conn.insert_rows("INSERT INTO t (k, v) VALUES (?, ?)", [(1, "a"), (2, None)])
+    assert _rows(conn) == []
