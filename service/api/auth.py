@@ -126,7 +126,7 @@ def owner_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Owner:
     return user
 
 
-def requires_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def requires_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """Support (and every admin) route: the token's `sub` must be a user whose `users.role` is admin (read
     from the database this request). A token mapped to an admin by its email is not that admin.
 
@@ -156,7 +156,9 @@ def _declares_json(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
     return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
 
 
-def refuse_cross_site_cookie_writes(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+async def refuse_cross_site_cookie_writes(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> None:
     """CSRF: a browser sends the `auth-token` cookie with a request from any web page, and a form or a
     plain `fetch` (no body, a form body, `text/plain`) needs no CORS preflight. So a state-changing
     request authenticated by the cookie must be declared `application/json` (415 otherwise), which a
