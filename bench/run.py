@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import multiprocessing
 import multiprocessing.queues
@@ -76,7 +77,7 @@ class Sizes:
     entries: int  # the push data set: baseline, app's way and HTTP ingest use the same records
     push_size: int
     app_way_subset: int  # per-record commits are slow: the app's way runs on the first N records
-    replay_entries: tuple[int, int]
+    replay_entries: tuple[int, ...]  # one or two sizes; with two, the RSS growth between them is a row
     postgres_replay_entries: int
     replay_ceiling_at: tuple[int, ...] = ()  # replay sizes whose own rows are written again for a ceiling
     concurrency: int = 6
@@ -748,9 +749,10 @@ def add_latency_rows(report: Report, latencies: Latencies, idle: Latencies | Non
 
 def scenario_replay(report: Report, users: list[BenchUser], work: Path, keep: bool) -> None:
     cmd, how = replay_command()
-    small, large = (human_count(n) for n in report.sizes.replay_entries)
+    labels = [human_count(n) for n in report.sizes.replay_entries]
+    small, large = labels[0], labels[-1]
     if cmd is None:
-        for label in (small, large):
+        for label in labels:
             report.results.append(Result("5", f"replay {label}", None, "entries/s", target=REPLAY_TARGET, note=how))
         return
     runs: list[ReplayRun] = []
@@ -1119,6 +1121,16 @@ def write_json(report: Report, *, complete: bool = True) -> None:
 # --- main -----------------------------------------------------------------------------------------------
 
 
+def _replay_sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part.replace("_", "")) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: one or two entry counts, like 1000000 or 100000,400000") from None
+    if not 1 <= len(sizes) <= 2 or min(sizes) < 1000:
+        raise argparse.ArgumentTypeError(f"{text!r}: one or two entry counts of at least 1000")
+    return sizes
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="bench/run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -1126,6 +1138,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="about a tenth of the size (under two minutes)")
     parser.add_argument("--only", metavar="SCENARIO,...", help=f"run only these: {', '.join(SCENARIOS)}")
     parser.add_argument("--keep", action="store_true", help="keep the data and databases in bench/data/")
+    parser.add_argument("--replay-entries", metavar="N[,N]", type=_replay_sizes,
+                        help="the replay sizes instead of the run's own (each with its ceiling), as when the 4M "
+                        "replay, 20-80 minutes on 2 CPUs, does not fit the time there is")
     parser.add_argument("--postgres-url", metavar="URL",
                         help="a PostgreSQL superuser's URL for the postgres scenario (default: start a durable "
                         "server of its own, as tests/pgserver.py does; skipped when none can be had)")
@@ -1198,7 +1213,10 @@ def _stop_on_sigterm(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    report = Report(QUICK if args.quick else FULL, args.quick)
+    sizes = QUICK if args.quick else FULL
+    if args.replay_entries:
+        sizes = dataclasses.replace(sizes, replay_entries=args.replay_entries, replay_ceiling_at=args.replay_entries)
+    report = Report(sizes, args.quick)
     started = time.perf_counter()
     try:
         with work_dir(args.keep) as work:
