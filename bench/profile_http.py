@@ -141,7 +141,9 @@ def report(raws: list[tuple[int, Path]], entries: int, server: int, cpu: dict[tu
         frames = stack.split(";")
         if len(frames) < 2 or not frames[0].startswith("thread ("):
             continue
-        tid_text, _, name = frames[0].removeprefix("thread (").partition("): ")
+        # "thread (TID): NAME", or "thread (TID)" for a thread py-spy found no name for
+        tid_text, _, name = frames[0].removeprefix("thread (").partition(")")
+        name = name.removeprefix(": ")
         key = (process, int(tid_text, 0))
         role = role_of_thread.get(key)
         if role is None or role == "other threads":
