@@ -2,7 +2,7 @@
 
 Every connection is guarded (see `guard`), runs with foreign keys on, WAL and a busy timeout. Writes go
 through `write` / `transaction` or, for uploads, `write_shared` (group commit): one `BEGIN IMMEDIATE`
-transaction at a time, statements batched with `executemany`, committed with `synchronous=FULL` so an
+transaction at a time, rows many to a statement (`SyncConnection.insert_rows`), committed with `synchronous=FULL` so an
 acknowledged upload survives a power loss. SQLite's write lock is database-wide, which is what makes
 `lock_user`, `allocate_seq` and `claim_idempotency` safe here (see `units`).
 
