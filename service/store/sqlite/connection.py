@@ -79,6 +79,9 @@ class SyncConnection:
         changed = 0
         start = 0
         size = ROWS_PER_STATEMENT
+        if rows:  # a build with a lower limit of parameters a statement (999 before SQLite 3.32) gets fewer rows
+            while size > 1 and size * len(rows[0]) > self._conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER):
+                size //= 2
         while start < len(rows):
             while size > len(rows) - start:
                 size //= 2

@@ -70,3 +70,14 @@ def test_a_failing_row_leaves_the_statement_it_was_in_unwritten(tmp_path: Path) 
     with pytest.raises(sqlite3.IntegrityError):
         conn.insert_rows("INSERT INTO t (k, v) VALUES (?, ?)", [(1, "a"), (2, None)])
     assert _rows(conn) == []
+
+
+def test_a_lower_limit_of_parameters_gets_smaller_statements(tmp_path: Path) -> None:
+    """SQLite before 3.32 allows 999 parameters a statement; a build like that still takes every row."""
+    conn = _open(str(tmp_path / "a.db"), read_only=False)
+    conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+    conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 50)  # 25 rows of two
+    sync = SyncConnection(conn)
+    rows = [(k, f"v{k}") for k in range(300)]
+    assert sync.insert_rows(IF_ABSENT, rows) == 300
+    assert _rows(sync) == rows
