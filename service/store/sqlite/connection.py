@@ -79,9 +79,10 @@ class SyncConnection:
         changed = 0
         start = 0
         size = ROWS_PER_STATEMENT
-        if rows:  # a build with a lower limit of parameters a statement (999 before SQLite 3.32) gets fewer rows
-            while size > 1 and size * len(rows[0]) > self._conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER):
-                size //= 2
+        # A build with a lower limit of parameters a statement (999 before SQLite 3.32) gets fewer rows.
+        most = self._conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // max(1, len(rows[0])) if rows else size
+        while size > max(1, most):
+            size //= 2
         while start < len(rows):
             while size > len(rows) - start:
                 size //= 2
@@ -166,11 +167,12 @@ class GuardedConnection:
 @functools.lru_cache(maxsize=256)
 def _rows_statement(sql: str, rows: int) -> str:
     """`sql` with its one `VALUES (?, ...)` row written out `rows` times."""
-    groups = _ONE_ROW.findall(sql)
-    if len(groups) != 1:
-        raise ValueError(f"insert_rows needs exactly one VALUES row of ? parameters, not {len(groups)}: {sql}")
-    row = groups[0][len("VALUES"):].strip()
-    return _ONE_ROW.sub(lambda _: "VALUES " + ", ".join([row] * rows), sql, count=1)
+    found = list(_ONE_ROW.finditer(sql))
+    if len(found) != 1:
+        raise ValueError(f"insert_rows needs exactly one VALUES row of ? parameters, not {len(found)}: {sql}")
+    match = found[0]
+    row = match.group()[len("VALUES"):].strip()
+    return f"{sql[:match.start()]}VALUES {', '.join([row] * rows)}{sql[match.end():]}"
 
 
 def _open(path: str, read_only: bool) -> sqlite3.Connection:

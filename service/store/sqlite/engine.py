@@ -2,9 +2,9 @@
 
 Every connection is guarded (see `guard`), runs with foreign keys on, WAL and a busy timeout. Writes go
 through `write` / `transaction` or, for uploads, `write_shared` (group commit): one `BEGIN IMMEDIATE`
-transaction at a time, rows many to a statement (`SyncConnection.insert_rows`), committed with `synchronous=FULL` so an
-acknowledged upload survives a power loss. SQLite's write lock is database-wide, which is what makes
-`lock_user`, `allocate_seq` and `claim_idempotency` safe here (see `units`).
+transaction at a time, rows many to a statement (`SyncConnection.insert_rows`), committed with
+`synchronous=FULL` so an acknowledged upload survives a power loss. SQLite's write lock is database-wide,
+which is what makes `lock_user`, `allocate_seq` and `claim_idempotency` safe here (see `units`).
 
 A use case's work runs on the connection's own thread, in one hop (`GuardedConnection.run`).
 """

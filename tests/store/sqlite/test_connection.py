@@ -17,9 +17,11 @@ ON CONFLICT (k) DO UPDATE SET v = t.v || '+' || excluded.v"""
 IF_ABSENT = "INSERT INTO t (k, v) VALUES (?, ?) ON CONFLICT DO NOTHING"
 
 
-def _connection(path: Path) -> SyncConnection:
+def _connection(path: Path, *, parameter_limit: int | None = None) -> SyncConnection:
     conn = _open(str(path), read_only=False)
     conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+    if parameter_limit is not None:
+        conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, parameter_limit)
     return SyncConnection(conn)
 
 
@@ -74,10 +76,7 @@ def test_a_failing_row_leaves_the_statement_it_was_in_unwritten(tmp_path: Path) 
 
 def test_a_lower_limit_of_parameters_gets_smaller_statements(tmp_path: Path) -> None:
     """SQLite before 3.32 allows 999 parameters a statement; a build like that still takes every row."""
-    conn = _open(str(tmp_path / "a.db"), read_only=False)
-    conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)")
-    conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 50)  # 25 rows of two
-    sync = SyncConnection(conn)
+    sync = _connection(tmp_path / "a.db", parameter_limit=50)  # 25 rows of two
     rows = [(k, f"v{k}") for k in range(300)]
     assert sync.insert_rows(IF_ABSENT, rows) == 300
     assert _rows(sync) == rows
