@@ -54,23 +54,37 @@ def old_rules(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Uploads made inside this block are stored as the earlier version stored them (normalisation
     runs inline for small uploads, so patching this process is enough)."""
     stored = current._stored
+    canonical_json, canonical_object = current._canonical_json, current._canonical_object
+    # The document each canonical text was made from: the stored form drops the decoded document, and the
+    # old text is written from it (its number spellings are not in the canonical text).
+    made_from: dict[str, dict[str, Any]] = {}
 
-    def old_stored(
-        entity_type: str, entity_id: str, data: dict[str, Any], text: str, *args: Any, **kw: Any
-    ) -> Normalised:
-        result = stored(entity_type, entity_id, data, text, *args, **kw)
-        return msgspec.structs.replace(result, text=msgspec.json.encode(data).decode())
+    def remembered_json(data: dict[str, Any]) -> str:
+        text = canonical_json(data)
+        made_from[text] = data
+        return text
+
+    def remembered_object(data: dict[str, Any]) -> Any:
+        encoded = canonical_object(data)
+        made_from[encoded.text()] = data
+        return encoded
+
+    def old_stored(entity_type: str, entity_id: str, text: str, *args: Any, **kw: Any) -> Normalised:
+        result = stored(entity_type, entity_id, text, *args, **kw)
+        return msgspec.structs.replace(result, text=msgspec.json.encode(made_from[text]).decode())
 
     def old_document(entity_type: str, entity_id: str, raw: dict[str, Any], user_id: str, now_ms: int) -> Normalised:
         times = current._document_times(raw, now_ms)
         document = dict(raw)
-        return old_stored(entity_type, entity_id, document, current._canonical_json(document), times)
+        return old_stored(entity_type, entity_id, remembered_json(document), times)
 
     with monkeypatch.context() as patch:
         patch.setattr(current, "score_id", old_score_id)
         patch.setattr(current, "normalise_score_id", old_normalise_score_id)
         patch.setattr(current, "_repertoire_score_id", lambda raw: raw.get("scoreId"))
         patch.setattr(current, "_stored", old_stored)
+        patch.setattr(current, "_canonical_json", remembered_json)
+        patch.setattr(current, "_canonical_object", remembered_object)
         patch.setattr(current, "_normalise_document", old_document)
         patch.setattr(units, "ms_to_iso_z", _old_timestamp_text)
         yield

@@ -13,7 +13,6 @@ from litestar.testing import AsyncTestClient
 
 from service.app import create_app
 from service.config import Settings
-from service.domain.merge import encode_document
 from service.domain.normalise import normalise
 from service.domain.records import Normalised
 from service.store.sqlite.schema import APP_SCHEMA
@@ -59,7 +58,7 @@ def build_app_database(path: Path) -> dict[tuple[str, str, str], str]:
             conn.execute(
                 "INSERT INTO sync_data (id, user_id, entity_type, entity_id, data, checksum, device_id, seq)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (f"sync_{seq}", user[0], entity_type, n.entity_id, encode_document(n.data), n.checksum, device, seq),
+                (f"sync_{seq}", user[0], entity_type, n.entity_id, n.text, n.checksum, device, seq),
             )
     conn.execute("UPDATE sync_sequence SET current_value = ?", (seq,))
     conn.commit()

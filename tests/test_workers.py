@@ -8,6 +8,7 @@ import time
 
 import msgspec
 import pytest
+from msgspec import inspect as mi
 
 from service import workers
 from service.domain.records import LOGBOOK_ENTRY
@@ -114,3 +115,12 @@ def test_workers_exit_when_their_parent_is_killed() -> None:
     while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(_alive(pid) for pid in workers)
+
+
+def test_results_cross_back_as_stored_text_without_a_decoded_document() -> None:
+    """What a worker sends back is pickled and unpickled by the server (under its GIL): a normalised
+    record carries its document once, as the stored text; a decoded copy doubled that cost."""
+    fields = mi.type_info(workers.Normalised)
+    assert isinstance(fields, mi.StructType)
+    kinds = {f.name: type(f.type).__name__ for f in fields.fields}
+    assert "text" in kinds and not {"DictType", "AnyType"} & set(kinds.values()), kinds

@@ -540,7 +540,7 @@ class _Planner:
         if n.content_key is not None and n.content_key == w.content_key:
             return True
         mine = _stored_round_trip_form(n.entity_type, w.data)
-        return mine is not None and mine == round_trip_form(n.entity_type, n.data)
+        return mine is not None and mine == _stored_round_trip_form(n.entity_type, n.text)
 
     def _same_as_duplicate_version(self, key: EntityKey, w: _Working, n: Normalised) -> bool:
         if n.updated_ms != w.updated_ms:
@@ -548,8 +548,8 @@ class _Planner:
         pending = self._pending(key, w)
         if pending is None:
             return False
-        mine = round_trip_form(key[0], pending.data)
-        return mine is not None and mine == round_trip_form(n.entity_type, n.data)
+        mine = _stored_round_trip_form(key[0], pending.text)
+        return mine is not None and mine == _stored_round_trip_form(n.entity_type, n.text)
 
     # ---- content and rows -------------------------------------------------------------------------
 

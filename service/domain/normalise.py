@@ -290,17 +290,16 @@ def _tombstone(entity_type: EntityType, entity_id: str, deleted_at: object, now_
 def _stored(
     entity_type: EntityType,
     entity_id: str,
-    data: dict[str, Any],
     text: str,
     times: Mapping[str, int],
     **entry_extras: Any,
 ) -> Normalised:
-    """The Normalised record for `data`, whose canonical JSON is `text`."""
+    """The Normalised record of a document whose canonical JSON is `text`."""
     # UTF-8 needs at most 4 bytes a character, so short texts need no encoding to be measured.
     if len(text) > MAX_DOCUMENT_BYTES // 4 and (size := len(text.encode("utf-8"))) > MAX_DOCUMENT_BYTES:
         raise _Quarantine(TOO_LARGE, None, f"the stored document is {size} bytes, over D1's {MAX_DOCUMENT_BYTES}")
     updated_ms = _first(times, VERSION_TIMES, default=None)
-    return Normalised(entity_type, entity_id, data, checksum_of_text(text), updated_ms, text, **entry_extras)
+    return Normalised(entity_type, entity_id, checksum_of_text(text), updated_ms, text, **entry_extras)
 
 
 def _canonical_json(data: dict[str, Any]) -> str:
@@ -425,7 +424,6 @@ def _fast_entry(
     return Normalised(
         entity_type,
         entity_id,
-        entry,
         encoded.checksum(),
         _first(times, VERSION_TIMES, default=None),
         text,
@@ -466,7 +464,6 @@ def _general_entry(
     return _stored(
         entity_type,
         entity_id,
-        entry,
         encoded.text(),
         times,
         content_key=checksum_of_text(encoded.text(omit=CONTENT_KEY_IGNORED)),
@@ -625,7 +622,7 @@ def _normalise_goal(
     title = goal.get("title")
     if title is not None and not isinstance(title, str):
         raise _Quarantine(INVALID_VALUE, "title", f"title must be a string, got {_json_kind(title)}")
-    return _stored(entity_type, entity_id, goal, _canonical_json(goal), times)
+    return _stored(entity_type, entity_id, _canonical_json(goal), times)
 
 
 def _goal_status(status: object) -> str:
@@ -646,7 +643,7 @@ def _normalise_document(
     document = dict(raw)
     if entity_type == REPERTOIRE_ITEM and isinstance(document.get("scoreId"), str):
         document["scoreId"] = normalise_score_id(document["scoreId"])
-    return _stored(entity_type, entity_id, document, _canonical_json(document), times)
+    return _stored(entity_type, entity_id, _canonical_json(document), times)
 
 
 def _document_times(raw: Mapping[str, Any], now_ms: int) -> dict[str, int]:

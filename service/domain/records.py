@@ -7,6 +7,8 @@ from typing import Any
 
 import msgspec
 
+from service import jsontext
+
 
 class EntityType(StrEnum):
     """The `sync_data.entity_type` values the service stores (the app's names for its documents).
@@ -97,19 +99,21 @@ class LogbookRow(msgspec.Struct, frozen=True):
 
 
 class Normalised(msgspec.Struct, frozen=True):
-    """A live record in the app's stored form, ready to be merged."""
+    """A live record in the app's stored form, ready to be merged.
+
+    The document is kept only as its stored text: records cross from the normalising processes back to
+    the server's, and the decoded document would double what is pickled there while the merge needs it
+    only to compare two versions of the same edit time (`document()`)."""
 
     entity_type: EntityType
     entity_id: str
-    # The document exactly as the app would store it in sync_data.data.
-    data: dict[str, Any]
-    # CONTRACT section 5 checksum of `data`.
+    # CONTRACT section 5 checksum of `text`.
     checksum: str
     # The client's last-modified time (epoch ms) from updatedAt/updated_at; orders competing versions.
     updated_ms: int | None
-    # The text stored in sync_data.data: `data` as the app's JSON.stringify writes it (JavaScript number
-    # spelling, integers beyond 2**53 as the doubles JSON.parse makes, lone surrogates as `\udxxx`), with
-    # keys sorted, the text `checksum` is computed over.
+    # The text stored in sync_data.data: the document exactly as the app would store it, as its
+    # JSON.stringify writes it (JavaScript number spelling, integers beyond 2**53 as the doubles JSON.parse
+    # makes, lone surrogates as `\udxxx`), with keys sorted, the text `checksum` is computed over.
     text: str
     # Logbook entries only: checksum of the document without id, user, times, device, version and
     # checksum fields, so the same session logged under two ids is recognised (CONTRACT section 8).
@@ -118,6 +122,11 @@ class Normalised(msgspec.Struct, frozen=True):
     logbook_row: LogbookRow | None = None
     # Logbook entries only: why `logbook_entries` refuses the row (None when it accepts it).
     logbook_refusal: str | None = None
+
+    def document(self) -> dict[str, Any]:
+        """The stored document, decoded from `text` (as the app reads it back)."""
+        document: dict[str, Any] = jsontext.decode(self.text)
+        return document
 
 
 class Tombstone(msgspec.Struct, frozen=True):

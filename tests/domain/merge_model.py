@@ -50,7 +50,7 @@ def stored_form(document: Mapping[str, Any]) -> dict[str, Any]:
     """The document as the service stores it (and /api/sync/pull returns it)."""
     n = normalise(LOGBOOK_ENTRY, dict(document), USER_ID, now_ms=NOW_MS)
     assert isinstance(n, Normalised)
-    return dict(msgspec.json.decode(msgspec.json.encode(n.data)))
+    return dict(n.document())
 
 
 def pushed_back(document: Mapping[str, Any]) -> dict[str, Any]:

@@ -77,8 +77,8 @@ def test_normalization_vectors(vector: dict[str, Any]) -> None:
     if expected["outcome"] == "stored":
         assert isinstance(result, Normalised), result
         # Compare as parsed JSON (key order is not part of the contract), and the checksum exactly.
-        assert json.loads(json.dumps(result.data)) == expected["data"]
-        assert result.checksum == expected["checksum"] == checksum(result.data)
+        assert json.loads(json.dumps(result.document())) == expected["data"]
+        assert result.checksum == expected["checksum"] == checksum(result.document())
     elif expected["outcome"] == "tombstone":
         assert isinstance(result, Tombstone), result
         assert result.deleted_at == expected["deleted_at"]
@@ -120,7 +120,8 @@ def test_record_of_another_user(field: str) -> None:
 
 @pytest.mark.parametrize("owner", [ADA, "", None])
 def test_own_or_absent_user_is_accepted(owner: str | None) -> None:
-    assert stored(rec.LOGBOOK_ENTRY, entry(user_id=owner) if owner is not None else entry()).data["user_id"] == ADA
+    record = entry(user_id=owner) if owner is not None else entry()
+    assert stored(rec.LOGBOOK_ENTRY, record).document()["user_id"] == ADA
 
 
 @pytest.mark.parametrize("field", ["timestamp", "duration", "type", "instrument"])
@@ -247,7 +248,7 @@ def test_absurdly_deep_documents_are_quarantined_not_raised() -> None:
     ],
 )
 def test_every_timestamp_form_becomes_epoch_ms(timestamp: object) -> None:
-    data = stored(rec.LOGBOOK_ENTRY, entry(timestamp=timestamp)).data
+    data = stored(rec.LOGBOOK_ENTRY, entry(timestamp=timestamp)).document()
     assert data["timestamp"] == PRACTICE_START
     assert type(data["timestamp"]) is int
 
@@ -257,7 +258,7 @@ def test_every_timestamp_form_becomes_epoch_ms(timestamp: object) -> None:
     "value", ["2025-07-01T17:45:00.000Z", "2025-07-01T19:45:00+02:00", "2025-07-01 17:45:00", "1751391900000"]
 )
 def test_snake_case_times_become_epoch_ms(field: str, value: str) -> None:
-    assert stored(rec.LOGBOOK_ENTRY, entry(**{field: value})).data[field] == PRACTICE_START
+    assert stored(rec.LOGBOOK_ENTRY, entry(**{field: value})).document()[field] == PRACTICE_START
 
 
 @pytest.mark.parametrize("field", ["createdAt", "updatedAt"])
@@ -272,7 +273,7 @@ def test_snake_case_times_become_epoch_ms(field: str, value: str) -> None:
     ],
 )
 def test_camel_case_times_become_iso_z(field: str, value: object, iso: str) -> None:
-    data = stored(rec.LOGBOOK_ENTRY, entry(**{field: value})).data
+    data = stored(rec.LOGBOOK_ENTRY, entry(**{field: value})).document()
     assert data[field] == iso
     # ...and the snake-case copy the app makes carries the same text.
     assert data[field.replace("At", "_at")] == iso
@@ -372,23 +373,23 @@ def test_js_round_is_math_round(x: float, rounded: int) -> None:
 
 
 def test_durations_are_rounded_like_math_round() -> None:
-    assert stored(rec.LOGBOOK_ENTRY, entry(duration=12.5)).data["duration"] == 13
-    assert stored(rec.LOGBOOK_ENTRY, entry(duration=12.49)).data["duration"] == 12
-    assert stored(rec.LOGBOOK_ENTRY, entry(duration=45.0)).data["duration"] == 45
-    assert stored(rec.LOGBOOK_ENTRY, entry(duration=0)).data["duration"] == 0
+    assert stored(rec.LOGBOOK_ENTRY, entry(duration=12.5)).document()["duration"] == 13
+    assert stored(rec.LOGBOOK_ENTRY, entry(duration=12.49)).document()["duration"] == 12
+    assert stored(rec.LOGBOOK_ENTRY, entry(duration=45.0)).document()["duration"] == 45
+    assert stored(rec.LOGBOOK_ENTRY, entry(duration=0)).document()["duration"] == 0
 
 
 # --- app rules -----------------------------------------------------------------------------------------
 
 
 def test_uppercase_enums_are_lowercased() -> None:
-    data = stored(rec.LOGBOOK_ENTRY, entry(type="PRACTICE", instrument="PIANO", mood="SATISFIED")).data
+    data = stored(rec.LOGBOOK_ENTRY, entry(type="PRACTICE", instrument="PIANO", mood="SATISFIED")).document()
     assert (data["type"], data["instrument"], data["mood"]) == ("practice", "piano", "satisfied")
 
 
 def test_custom_instruments_are_kept() -> None:
     result = stored(rec.LOGBOOK_ENTRY, entry(instrument="Viola da Gamba"))
-    assert result.data["instrument"] == "viola da gamba"
+    assert result.document()["instrument"] == "viola da gamba"
     assert result.logbook_row is None
     assert result.logbook_refusal == "logbook_entries CHECK refuses instrument 'viola da gamba'"
 
@@ -404,23 +405,23 @@ def test_custom_instruments_are_kept() -> None:
     ],
 )
 def test_goal_ids_move_as_the_app_moves_them(goals: dict[str, Any], expected: dict[str, Any]) -> None:
-    data = stored(rec.LOGBOOK_ENTRY, entry(goalIds=None) | goals).data
+    data = stored(rec.LOGBOOK_ENTRY, entry(goalIds=None) | goals).document()
     assert {key: data[key] for key in ("goalIds", "goal_ids") if key in data} == expected
 
 
 def test_created_at_zero_is_absent_to_the_app() -> None:
-    data = stored(rec.LOGBOOK_ENTRY, entry(created_at=0)).data
+    data = stored(rec.LOGBOOK_ENTRY, entry(created_at=0)).document()
     assert data["created_at"] == "2025-07-01T18:30:12.345Z"
 
 
 def test_deleted_at_inside_an_entry_is_just_data() -> None:
-    data = stored(rec.LOGBOOK_ENTRY, entry(deleted_at="2025-07-02T09:15:00.000Z", deletedAt=None)).data
+    data = stored(rec.LOGBOOK_ENTRY, entry(deleted_at="2025-07-02T09:15:00.000Z", deletedAt=None)).document()
     assert data["deleted_at"] == "2025-07-02T09:15:00.000Z"
 
 
 @pytest.mark.parametrize("falsy", [None, "", 0, False])
 def test_falsy_deleted_at_is_not_a_deletion(falsy: object) -> None:
-    assert stored(rec.LOGBOOK_ENTRY, {**entry(), "deletedAt": falsy}).data["deletedAt"] == falsy
+    assert stored(rec.LOGBOOK_ENTRY, {**entry(), "deletedAt": falsy}).document()["deletedAt"] == falsy
 
 
 # --- pieces --------------------------------------------------------------------------------------------
@@ -448,7 +449,7 @@ def test_falsy_deleted_at_is_not_a_deletion(falsy: object) -> None:
 def test_score_id_from_title_and_composer(title: str, composer: str | None, expected: str) -> None:
     assert score_id(title, composer) == expected
     piece = {"title": title} if composer is None else {"title": title, "composer": composer}
-    pieces = stored(rec.LOGBOOK_ENTRY, entry(pieces=[piece])).data["pieces"]
+    pieces = stored(rec.LOGBOOK_ENTRY, entry(pieces=[piece])).document()["pieces"]
     assert pieces[0]["id"] == expected
 
 
@@ -474,7 +475,7 @@ def test_score_id_from_title_and_composer(title: str, composer: str | None, expe
 )
 def test_existing_piece_ids_are_renormalised(existing: str, expected: str) -> None:
     assert normalise_score_id(existing) == expected
-    pieces = stored(rec.LOGBOOK_ENTRY, entry(pieces=[{"id": existing, "title": "t"}])).data["pieces"]
+    pieces = stored(rec.LOGBOOK_ENTRY, entry(pieces=[{"id": existing, "title": "t"}])).document()["pieces"]
     assert pieces[0]["id"] == expected
 
 
@@ -495,7 +496,7 @@ NOCTURNE = {"title": "Nocturne", "composer": "Chopin"}
     ],
 )
 def test_pieces_keep_only_the_apps_fields(piece: dict[str, Any], expected: dict[str, Any]) -> None:
-    assert stored(rec.LOGBOOK_ENTRY, entry(pieces=[piece])).data["pieces"] == [expected]
+    assert stored(rec.LOGBOOK_ENTRY, entry(pieces=[piece])).document()["pieces"] == [expected]
 
 
 # --- rows, keys and versions ---------------------------------------------------------------------------
@@ -627,7 +628,7 @@ def test_a_full_entry_with_deleted_at_is_a_deletion() -> None:
     ],
 )
 def test_goal_statuses(status: str, stored_status: str) -> None:
-    assert stored(rec.GOAL, {"id": "g-1", "title": "t", "status": status}).data["status"] == stored_status
+    assert stored(rec.GOAL, {"id": "g-1", "title": "t", "status": status}).document()["status"] == stored_status
 
 
 @pytest.mark.parametrize(
@@ -648,7 +649,7 @@ def test_goal_quarantine(goal: dict[str, Any], reason: str, field: str) -> None:
 def test_a_goal_without_status_is_stored_without_one(goal: dict[str, Any]) -> None:
     """The app accepts a goal with no status and stores it as it is: no quarantine, no status invented."""
     result = stored(rec.GOAL, goal)
-    assert result.data == {"id": "g-1", "title": "Scales"}
+    assert result.document() == {"id": "g-1", "title": "Scales"}
     assert result.checksum == checksum({"id": "g-1", "title": "Scales"})
 
 
@@ -668,15 +669,15 @@ def test_goal_keeps_the_apps_columns_only() -> None:
         "updatedAt": "2025-07-01T18:30:00.000Z",
     }
     result = stored(rec.GOAL, raw)
-    assert result.data == {key: value for key, value in raw.items() if key not in ("milestones", "updatedAt")}
+    assert result.document() == {key: value for key, value in raw.items() if key not in ("milestones", "updatedAt")}
     assert result.updated_ms == 1_751_394_600_000
 
 
 def test_repertoire_items_are_keyed_by_score_id() -> None:
     item = {"id": "rep_1", "scoreId": "nocturne op. 9 no. 2-chopin", "status": "learning", "updatedAt": PRACTICE_START}
     result = stored(rec.REPERTOIRE_ITEM, item)
-    assert (result.entity_id, result.data, result.updated_ms) == ("nocturne op. 9 no. 2-chopin", item, PRACTICE_START)
-    assert result.data is not item
+    assert (result.entity_id, result.updated_ms) == ("nocturne op. 9 no. 2-chopin", PRACTICE_START)
+    assert result.document() == item
     assert stored(rec.REPERTOIRE_ITEM, {"id": "rep_1"}).entity_id == "rep_1"
     assert rejected(rec.REPERTOIRE_ITEM, {"status": "learning"}).reason == rec.MISSING_ID
 
@@ -684,7 +685,7 @@ def test_repertoire_items_are_keyed_by_score_id() -> None:
 def test_user_preferences_are_keyed_by_the_user() -> None:
     preferences = {"language": "en", "theme": "dark", "privacyConsent": True}
     result = stored(rec.USER_PREFERENCES, preferences)
-    assert (result.entity_id, result.data, result.checksum) == (ADA, preferences, checksum(preferences))
+    assert (result.entity_id, result.document(), result.checksum) == (ADA, preferences, checksum(preferences))
     assert stored(rec.USER_PREFERENCES, {"userId": ADA, "theme": "dark"}).entity_id == ADA
 
 
@@ -692,7 +693,7 @@ def test_user_preferences_are_keyed_by_the_user() -> None:
 def test_plans_are_stored_as_sent(entity_type: str) -> None:
     plan = {"id": "p-1", "planId": "p-0", "schedule": {"kind": "recurring"}, "updated_at": "2025-07-01 17:45:00"}
     result = stored(entity_type, plan)
-    assert (result.data, result.checksum, result.updated_ms) == (plan, checksum(plan), PRACTICE_START)
+    assert (result.document(), result.checksum, result.updated_ms) == (plan, checksum(plan), PRACTICE_START)
     assert (result.content_key, result.logbook_row, result.logbook_refusal) == (None, None, None)
 
 
@@ -736,7 +737,7 @@ def test_normalise_never_raises(entity_type: str, raw: Any) -> None:
     result = normalise(entity_type, raw, ADA, now_ms=NOW)
     assert isinstance(result, Normalised | Tombstone | Rejection)
     if isinstance(result, Normalised):
-        assert result.checksum == checksum(result.data)
+        assert result.checksum == checksum(result.document())
 
 
 # Piece text without "|": an id that *starts* with "||" and has periods next to spaces in its composer part
@@ -782,22 +783,22 @@ def test_normalising_stored_data_again_settles(raw: dict[str, Any]) -> None:
     gets `created_at` in ms (and an existing piece id is rebuilt, which can change once).
     """
     first = stored(rec.LOGBOOK_ENTRY, raw)
-    second = stored(rec.LOGBOOK_ENTRY, first.data)
-    third = stored(rec.LOGBOOK_ENTRY, second.data)
+    second = stored(rec.LOGBOOK_ENTRY, first.document())
+    third = stored(rec.LOGBOOK_ENTRY, second.document())
     assert third.checksum == second.checksum
-    assert third.data == second.data
+    assert third.document() == second.document()
     assert third.content_key == second.content_key
     assert second.updated_ms == first.updated_ms
 
 
 def test_an_entry_with_its_own_snake_case_times_is_a_fixed_point() -> None:
     first = stored(rec.LOGBOOK_ENTRY, entry(created_at=PRACTICE_START, updated_at="2025-07-01 18:30:12"))
-    assert stored(rec.LOGBOOK_ENTRY, first.data).checksum == first.checksum
+    assert stored(rec.LOGBOOK_ENTRY, first.document()).checksum == first.checksum
 
 
 def test_re_uploading_stored_data_turns_copied_iso_times_into_ms() -> None:
     again = stored(rec.LOGBOOK_ENTRY, CURRENT_ENTRY["expected"]["data"])
-    assert again.data == CURRENT_ENTRY["expected"]["data"] | {
+    assert again.document() == CURRENT_ENTRY["expected"]["data"] | {
         "created_at": 1_751_394_612_345,
         "updated_at": 1_751_394_612_345,
     }
@@ -811,4 +812,4 @@ def test_normalise_never_raises_on_a_valid_entry_with_odd_fields(valid: dict[str
     result = normalise(rec.LOGBOOK_ENTRY, valid | odd, ADA, now_ms=NOW)
     assert isinstance(result, Normalised | Tombstone | Rejection)
     if isinstance(result, Normalised):
-        assert result.checksum == checksum(result.data)
+        assert result.checksum == checksum(result.document())

@@ -37,7 +37,7 @@ def _stored_piece(piece: dict[str, Any]) -> dict[str, Any]:
     }
     result = normalise(rec.LOGBOOK_ENTRY, entry, ADA, now_ms=NOW)
     assert isinstance(result, Normalised), result
-    stored: dict[str, Any] = result.data["pieces"][0]
+    stored: dict[str, Any] = result.document()["pieces"][0]
     return stored
 
 
@@ -138,4 +138,4 @@ def test_a_repertoire_item_is_keyed_by_its_normalised_score_id(
     result = normalise(rec.REPERTOIRE_ITEM, {**item, "status": "learning"}, ADA, now_ms=NOW)
     assert isinstance(result, Normalised), result
     assert result.entity_id == key
-    assert result.data.get("scoreId") == stored_score_id
+    assert result.document().get("scoreId") == stored_score_id

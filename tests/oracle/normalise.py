@@ -262,7 +262,7 @@ def _stored(
     if len(text) > MAX_DOCUMENT_BYTES // 4 and (size := len(text.encode("utf-8"))) > MAX_DOCUMENT_BYTES:
         raise _Quarantine(TOO_LARGE, None, f"the stored document is {size} bytes, over D1's {MAX_DOCUMENT_BYTES}")
     updated_ms = _first(times, VERSION_TIMES, default=None)
-    return Normalised(entity_type, entity_id, data, checksum_of_text(text), updated_ms, text, **entry_extras)
+    return Normalised(entity_type, entity_id, checksum_of_text(text), updated_ms, text, **entry_extras)
 
 
 def _canonical_json(data: dict[str, Any]) -> str:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from service.domain.merge import encode_document
 from service.domain.normalise import normalise
 from service.domain.records import Normalised
 from service.store.sqlite.schema import APP_SCHEMA
@@ -36,13 +35,13 @@ def app_with_history(path: Path) -> dict[tuple[str, str, str], str]:
         for entity_type, record in records:
             stored = normalise(entity_type, record, user, now_ms=NOW_MS)
             assert isinstance(stored, Normalised)
-            again = normalise(entity_type, json.loads(encode_document(stored.data)), user, now_ms=NOW_MS)
+            again = normalise(entity_type, json.loads(stored.text), user, now_ms=NOW_MS)
             assert isinstance(again, Normalised)
             checksums[(user, entity_type, stored.entity_id)] = again.checksum
             conn.execute(
                 "INSERT INTO sync_data (id, user_id, entity_type, entity_id, data, checksum, device_id, seq)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (f"sync_{len(checksums)}", user, entity_type, stored.entity_id, encode_document(stored.data),
+                (f"sync_{len(checksums)}", user, entity_type, stored.entity_id, stored.text,
                  stored.checksum, device, len(checksums)),
             )
     conn.execute("UPDATE sync_data SET deleted_at = '2025-07-02 09:15:00' WHERE entity_id = 'V1StGXR8_Z5jdHi6B-0004'")
