@@ -56,7 +56,6 @@ from rich.console import Console
 from rich.table import Table
 from workload import ADMIN, BenchUser, Expected, NdjsonFile, PushDataset, make_users, push_dataset, total, write_ndjson
 
-from service.domain.merge import encode_document
 from service.domain.normalise import normalise
 from service.domain.outcomes import OUTCOMES
 from service.domain.records import LOGBOOK_ENTRY, Normalised
@@ -176,7 +175,7 @@ def prepare_rows(dataset: PushDataset, devices: dict[str, str]) -> PreparedRows:
         if not isinstance(n, Normalised):
             raise RuntimeError(f"the service does not take a generated record ({n}): fix bench/workload.py")
         device = devices[user_id]
-        data = encode_document(n.data)
+        data = n.text
         sync.append((f"sync_bench{i:012d}", user_id, n.entity_type, n.entity_id, data, n.checksum, 1, device, i + 1))
         if (row := n.logbook_row) is not None:
             content = tuple(getattr(row, column) for column in LOGBOOK_CONTENT)
