@@ -109,6 +109,28 @@ def run_jobs(jobs: list[NormaliseJob]) -> list[list[Prepared]]:
     return [run_job(job) for job in jobs]
 
 
+def _without_repeats(job: NormaliseJob) -> NormaliseJob:
+    """The job's records that need normalising: all but its repeats."""
+    if not job.repeats:
+        return job
+    kept = [i for i in range(len(job.raws)) if i not in job.repeats]
+    values = None if job.values is None else [job.values[i] for i in kept]
+    return NormaliseJob(job.user_id, job.now_ms, [job.entity_types[i] for i in kept], [job.raws[i] for i in kept],
+                        values, {})
+
+
+def _with_repeats(job: NormaliseJob, normalised: list[Prepared]) -> list[Prepared]:
+    """The job's results in order: `normalised` (those of `_without_repeats(job)`) with its repeats between."""
+    if not job.repeats:
+        return normalised
+    rest = iter(normalised)
+    results: list[Prepared] = []
+    for index, (entity_type, raw) in enumerate(zip(job.entity_types, job.raws, strict=True)):
+        repeat = job.repeats.get(index)
+        results.append(Repeat(entity_type, repeat[0], repeat[1], raw) if repeat is not None else next(rest))
+    return results
+
+
 def _slice(job: NormaliseJob, start: int, end: int) -> NormaliseJob:
     """Records start..end of a job, to run in a worker process (which decodes the raw bytes itself:
     sending them costs less than sending decoded values)."""
@@ -157,14 +179,16 @@ class NormalisePool:
 
     async def run_many(self, jobs: list[NormaliseJob]) -> list[list[Prepared]]:
         """Every job's results, in order. Jobs are cut into one part of about equal size per worker
-        (a part may hold several small jobs, and a large job may span parts)."""
-        total = sum(len(job.raws) for job in jobs)
+        (a part may hold several small jobs, and a large job may span parts). Repeats need no normalising:
+        they are made here and never sent, so a device re-pushing its history keeps the pool idle."""
+        to_normalise = [_without_repeats(job) for job in jobs]
+        total = sum(len(job.raws) for job in to_normalise)
         if self.workers < 1 or total < POOL_THRESHOLD:
             return [run_job(job) for job in jobs]
         share = min(-(-total // self.workers), MAX_PART)
         parts: list[list[tuple[int, NormaliseJob]]] = [[]]
         room = share
-        for index, job in enumerate(jobs):
+        for index, job in enumerate(to_normalise):
             start = 0
             while start < len(job.raws):
                 if room == 0:
@@ -186,7 +210,7 @@ class NormalisePool:
         for part, outcomes in zip(parts, done, strict=True):
             for (index, _), outcome in zip(part, outcomes, strict=True):
                 results[index].extend(outcome)
-        return results
+        return [_with_repeats(job, normalised) for job, normalised in zip(jobs, results, strict=True)]
 
     def close(self) -> None:
         if self._executor is not None:

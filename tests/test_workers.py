@@ -44,6 +44,33 @@ async def test_jobs_cut_across_workers_come_back_whole_and_in_order() -> None:
     assert [len(results) for results in pooled] == [3, POOL_THRESHOLD + 17, 0, 40]
 
 
+def _with_repeats_at(job: NormaliseJob, indices: range) -> NormaliseJob:
+    repeats = {i: (f"entry_{i:05d}", "c" * 64) for i in indices}
+    return NormaliseJob(job.user_id, job.now_ms, job.entity_types, job.raws, None, repeats)
+
+
+async def test_repeats_are_never_sent_to_a_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A device re-pushing its history is all repeats: they need no normalising, so the pool is not even
+    started, and a mixed job's repeats come back in place while only the rest went to the workers."""
+    pool = NormalisePool(workers=2)
+    try:
+        all_repeats = _with_repeats_at(_job(0, POOL_THRESHOLD + 50), range(POOL_THRESHOLD + 49))
+        assert await pool.run_many([all_repeats]) == [run_job(all_repeats)]
+        assert pool._executor is None
+        # Repeats every third record: what is left still reaches the threshold, so it goes to the pool.
+        mixed = _with_repeats_at(_job(0, 2 * POOL_THRESHOLD), range(0, 2 * POOL_THRESHOLD, 3))
+        sent: list[NormaliseJob] = []
+        cut = workers._slice
+        monkeypatch.setattr(workers, "_slice", lambda job, start, end: sent.append(cut(job, start, end)) or sent[-1])
+        pooled = await pool.run_many([mixed])
+        assert pool._executor is not None
+        assert pooled == [run_job(mixed)]
+        assert sum(len(part.raws) for part in sent) == 2 * POOL_THRESHOLD - len(mixed.repeats)
+        assert not any(part.repeats for part in sent)
+    finally:
+        pool.close()
+
+
 async def test_a_pool_of_no_workers_normalises_inline() -> None:
     jobs = [_job(0, POOL_THRESHOLD + 1)]
     pool = NormalisePool(workers=0)
