@@ -50,12 +50,13 @@ class NormaliseJob(msgspec.Struct, frozen=True):
 
 
 def run_job(job: NormaliseJob) -> list[Prepared]:
+    return _with_repeats(job, _normalise_each(_without_repeats(job)))
+
+
+def _normalise_each(job: NormaliseJob) -> list[Prepared]:
+    """The records of a job without repeats, normalised one by one."""
     results: list[Prepared] = []
     for index, (entity_type, raw) in enumerate(zip(job.entity_types, job.raws, strict=True)):
-        repeat = job.repeats.get(index)
-        if repeat is not None:
-            results.append(Repeat(entity_type, repeat[0], repeat[1], raw))
-            continue
         if job.values is not None:
             value = job.values[index]
         else:

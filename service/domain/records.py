@@ -101,9 +101,9 @@ class LogbookRow(msgspec.Struct, frozen=True):
 class Normalised(msgspec.Struct, frozen=True):
     """A live record in the app's stored form, ready to be merged.
 
-    The document is kept only as its stored text: records cross from the normalising processes back to
-    the server's, and the decoded document would double what is pickled there while the merge needs it
-    only to compare two versions of the same edit time (`document()`)."""
+    The document is kept only as its stored text (`document()` decodes it): records cross from the
+    normalising processes back to the server's, and a decoded copy would double what is pickled there,
+    while the merge reads the document only to compare two versions of the same edit time."""
 
     entity_type: EntityType
     entity_id: str
