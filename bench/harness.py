@@ -97,19 +97,26 @@ class ServerProcess:
     """`python -m service serve` on a free loopback port, on the SQLite file `db` or (`database_url`) a
     PostgreSQL database; `with` stops it whatever happens."""
 
-    def __init__(self, db: Path | None, secret: str, log: Path, database_url: str | None = None) -> None:
+    def __init__(
+        self, db: Path | None, secret: str, log: Path, database_url: str | None = None, *, support_port: bool = False
+    ) -> None:
         self.db = db
         self.database_url = database_url
         self.secret = secret
         self.log = log
         self.port = free_port()
         self.base_url = f"http://{HOST}:{self.port}"
+        # `serve --support-port`: the support listener, a process of its own (service/support_listener.py)
+        self.support_port = free_port() if support_port else None
+        self.support_url = f"http://{HOST}:{self.support_port}" if support_port else None
         self._proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> ServerProcess:
         env = {**os.environ, "RESYNC_JWT_SECRET": self.secret}
         where = ["--database-url", self.database_url] if self.database_url else ["--db", str(self.db)]
         cmd = [sys.executable, "-m", "service", "serve", *where, "--host", HOST, "--port", str(self.port)]
+        if self.support_port is not None:
+            cmd += ["--support-port", str(self.support_port)]
         with self.log.open("ab") as log:
             self._proc = subprocess.Popen(
                 cmd,

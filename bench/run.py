@@ -388,25 +388,31 @@ async def poll_support(
 
 
 async def ingest_while_polling(
-    base_url: str, pushes: list[Push], sizes: Sizes, admin_token: str, user_ids: list[str], poll: bool
-) -> tuple[PushRun, Latencies | None]:
-    """The pushes, while (with `poll`) another process polls the support route: measured from a process of
-    its own, the latency is the server's, not this process's event loop busy with the pushes' answers."""
-    if not poll:
-        return await send_pushes([base_url], pushes, sizes.concurrency), None
+    base_url: str, pushes: list[Push], sizes: Sizes, admin_token: str, user_ids: list[str], poll_urls: list[str]
+) -> tuple[PushRun, list[Latencies]]:
+    """The pushes, while a process per URL of `poll_urls` polls the support route there: measured from a
+    process of its own, the latency is the server's, not this process's event loop busy with the pushes'
+    answers. One list of latencies per URL, in order."""
+    if not poll_urls:
+        return await send_pushes([base_url], pushes, sizes.concurrency), []
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
-    answers: multiprocessing.queues.Queue[Latencies] = context.Queue()
-    poller = context.Process(
-        target=poll_in_process, args=(base_url, admin_token, user_ids, sizes.poll_interval_s, stop, answers)
-    )
-    poller.start()
+    answers: list[multiprocessing.queues.Queue[Latencies]] = [context.Queue() for _ in poll_urls]
+    pollers = [
+        context.Process(
+            target=poll_in_process, args=(url, admin_token, user_ids, sizes.poll_interval_s, stop, answer)
+        )
+        for url, answer in zip(poll_urls, answers, strict=True)
+    ]
+    for poller in pollers:
+        poller.start()
     try:
         run = await send_pushes([base_url], pushes, sizes.concurrency)
     finally:
         stop.set()
-    latencies = await asyncio.to_thread(answers.get, True, 120)
-    poller.join(30)
+    latencies = [await asyncio.to_thread(answer.get, True, 120) for answer in answers]
+    for poller in pollers:
+        poller.join(30)
     return run, latencies
 
 
@@ -431,6 +437,8 @@ class HttpRuns:
     reupload: PushRun | None
     latencies: Latencies | None
     idle_latencies: Latencies | None  # the same GETs on the idle server after the ingest, for reference
+    # The same GETs during the ingest on the devices' port (the server process, beside the writer)
+    device_port_latencies: Latencies | None = None
 
 
 IDLE_POLLS = 100
@@ -445,17 +453,21 @@ def run_http(
     pushes = build_pushes(dataset, users, sizes.push_size, secret)
     admin_token = issue_token(secret, ADMIN.id, ADMIN.email)
     user_ids = [u.id for u in users]
-    with ServerProcess(db, secret, work / "server.log") as server:
-        ingest, latencies = asyncio.run(
-            ingest_while_polling(server.base_url, pushes, sizes, admin_token, user_ids, poll=support)
+    # Support staff are served by the support listener (`serve --support-port`), as deployed; the same GETs
+    # on the devices' port are measured beside them, for reference.
+    with ServerProcess(db, secret, work / "server.log", support_port=support) as server:
+        poll_urls = [server.support_url, server.base_url] if server.support_url else []
+        ingest, polled = asyncio.run(
+            ingest_while_polling(server.base_url, pushes, sizes, admin_token, user_ids, poll_urls)
         )
         idle = None
-        if support:
+        if server.support_url:
             idle = asyncio.run(
-                poll_support(server.base_url, admin_token, user_ids, asyncio.Event(), 0.005, limit=IDLE_POLLS)
+                poll_support(server.support_url, admin_token, user_ids, asyncio.Event(), 0.005, limit=IDLE_POLLS)
             )
         again = asyncio.run(send_pushes([server.base_url], pushes, sizes.concurrency)) if reupload else None
-    return HttpRuns(db, ingest, again, latencies, idle)
+    latencies, device_port = polled if polled else (None, None)
+    return HttpRuns(db, ingest, again, latencies, idle, device_port)
 
 
 # --- 5: replay -----------------------------------------------------------------------------------------
@@ -719,15 +731,19 @@ def scenario_http(report: Report, dataset: PushDataset, users: list[BenchUser], 
         report.checks.append(check_counts("http re-upload", again.counts, expected, first_time=False))
         received += again.entries
     if runs.latencies is not None:
-        add_latency_rows(report, runs.latencies, runs.idle_latencies)
+        add_latency_rows(report, runs.latencies, runs.idle_latencies, runs.device_port_latencies)
     report.checks += check_database("http db", runs.db, dataset.expected, received, "push")
 
 
-def add_latency_rows(report: Report, latencies: Latencies, idle: Latencies | None) -> None:
+def add_latency_rows(
+    report: Report, latencies: Latencies, idle: Latencies | None, device_port: Latencies | None = None
+) -> None:
     if not latencies.ms:
         report.failed("6", "support GET latency", "no request completed during the ingest")
         return
     note = f"{len(latencies.ms):,} requests during (3), every {report.sizes.poll_interval_s * 1000:.0f} ms"
+    if device_port is not None:
+        note = f"support listener (serve --support-port): {note}"
     if idle is not None and idle.ms:
         note += f"; idle server: p50 {percentile(idle.ms, 50):.1f}, p99 {percentile(idle.ms, 99):.1f} ms"
     report.results.append(
@@ -744,6 +760,18 @@ def add_latency_rows(report: Report, latencies: Latencies, idle: Latencies | Non
         )
     )
     report.checks.append(no_errors("support GET: every poll answered 200", latencies.errors))
+    if device_port is not None and device_port.ms:
+        report.results.append(
+            Result(
+                "6",
+                "the same GET on the devices' port, p99",
+                percentile(device_port.ms, 99),
+                "ms",
+                note=f"{len(device_port.ms):,} requests at once, from the server process beside its writer "
+                f"(p50 {percentile(device_port.ms, 50):.1f} ms); for reference",
+            )
+        )
+        report.checks.append(no_errors("support GET on the devices' port: every poll answered 200", device_port.errors))
 
 
 def scenario_replay(report: Report, users: list[BenchUser], work: Path, keep: bool) -> None:

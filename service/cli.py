@@ -24,6 +24,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import sqlite3
 import sys
 from datetime import timedelta
@@ -54,11 +55,13 @@ DEMO_EMAIL = "demo@example.com"
 # `create-user` and `token` in another terminal sign with the same one.
 DEV_SECRET_FILE = ".resync-dev-secret"
 EXIT_USAGE = 2
+EXIT_FAILURE = 1
 
 SERVE_EPILOG = """environment:
   RESYNC_JWT_SECRET    the app's HS256 secret (required; --dev keeps a dev secret next to the database instead)
   RESYNC_DB            app database file (default ./data/app.db); --db overrides it
-  RESYNC_HOST, RESYNC_PORT, RESYNC_WORKERS   defaults of --host, --port and --workers
+  RESYNC_HOST, RESYNC_PORT, RESYNC_WORKERS, RESYNC_SUPPORT_PORT   defaults of --host, --port, --workers
+                       and --support-port
   RESYNC_MAX_BODY_MB   larger request bodies get 413 (default 64)
   RESYNC_CORS_ORIGINS  comma-separated origins allowed to call with credentials
   RESYNC_MAX_HEADER_KB, RESYNC_HEADER_TIMEOUT_S, RESYNC_BODY_TIMEOUT_S, RESYNC_KEEP_ALIVE_S,
@@ -74,9 +77,6 @@ async def _open(db_path: str) -> Storage:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from service.app import create_app
     from service.http_server import LimitedHttpToolsProtocol
 
     env = Settings.from_env()
@@ -110,6 +110,45 @@ def _serve(args: argparse.Namespace) -> int:
         "timeout_keep_alive": limits.keep_alive_s, "limit_concurrency": limits.max_connections,
         "h11_max_incomplete_event_size": limits.max_header_bytes,
     }
+    support = None
+    if args.support_port is not None:
+        from service import support_listener
+
+        try:
+            sock = support_listener.bind(args.host, args.support_port)
+        except OSError as exc:
+            print(f"error: --support-port {args.support_port}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            support = support_listener.start(settings, sock, {**server_options, "port": args.support_port})
+        except support_listener.SupportListenerFailed as exc:
+            print(f"error: --support-port {args.support_port}: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        finally:
+            sock.close()  # the support process holds its own copy
+        print(f"support listener: http://{args.host}:{args.support_port} (process {support.pid}); the same "
+              "routes, for support staff", file=sys.stderr)
+        # uvicorn stops on SIGTERM, then raises it again for the usual exit: by default that would end this
+        # process at once, before the `finally` below stops the support process in order.
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        _run_uvicorn(args, settings, server_options)
+    finally:
+        if support is not None:
+            support_listener.stop(support)
+    return 0
+
+
+def _exit_on_sigterm(signum: int, _: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _run_uvicorn(args: argparse.Namespace, settings: Settings, server_options: dict[str, Any]) -> None:
+    import uvicorn
+
+    from service.app import create_app
+    from service.http_server import LimitedHttpToolsProtocol
+
     if args.workers > 1:
         # Each worker process opens its own writer; SQLite's BEGIN IMMEDIATE serialises them, so uploads
         # stay one transaction each while normalisation runs on every core.
@@ -128,7 +167,6 @@ def _serve(args: argparse.Namespace) -> int:
         app = create_app(settings)
         freeze_startup_objects()
         uvicorn.run(app, http=LimitedHttpToolsProtocol, **server_options)
-    return 0
 
 
 async def _open_and_close(db_path: str) -> None:
@@ -364,6 +402,11 @@ def build_parser() -> argparse.ArgumentParser:
                        f"({DEV_SECRET_FILE}, mode 0600); create a demo admin user and print a token for it")
     serve.add_argument("--workers", type=int, default=int(os.environ.get("RESYNC_WORKERS", "1")),
                        help="worker processes (env RESYNC_WORKERS, default 1; one per core speeds up large uploads)")
+    support_port = os.environ.get("RESYNC_SUPPORT_PORT")
+    serve.add_argument("--support-port", type=int, default=int(support_port) if support_port else None,
+                       help="also serve on this port, from a process of its own, for support staff: their pages "
+                       "and API stay quick while large uploads are written (env RESYNC_SUPPORT_PORT; "
+                       "default: none)")
     limits = serve.add_argument_group("limits before authentication")
     limits.add_argument("--max-header-kb", type=lambda v: int(float(v) * 1024), dest="max_header_bytes",
                         help="request line and headers larger than this get 431 (RESYNC_MAX_HEADER_KB, default 32)")
