@@ -422,5 +422,7 @@ class UnsafeRole(StorageUnavailable):
 
 
 def _unstorable(error: psycopg.DataError) -> Exception:
-    """psycopg refuses a NUL in text before it reaches the server: the request's fault, not the storage's."""
-    return UnstorableText(str(error)) if "NUL" in str(error) else error
+    """A NUL in text is the request's fault, not the storage's: psycopg refuses it in a parameter sent as
+    text before it reaches the server, and the server refuses it in one sent in binary (the arrays)."""
+    nul_in_binary = isinstance(error, psycopg.errors.CharacterNotInRepertoire) and "0x00" in str(error)
+    return UnstorableText(str(error)) if "NUL" in str(error) or nul_in_binary else error

@@ -1,7 +1,7 @@
 """The storage interface's units on PostgreSQL: the statements of one transaction, run synchronously on the
 connection's own thread (engine.py). The same semantics as the SQLite engine's, in PostgreSQL's dialect:
 
-- keys travel as arrays (`unnest(%s::text[], %s::text[])`), so a load is one statement whatever the
+- keys travel as arrays (`unnest(%b::text[], %b::text[])`), so a load is one statement whatever the
   number of keys, and bulk writes are one `INSERT ... SELECT FROM unnest(...)` per table;
 - `lock_user` is `pg_advisory_xact_lock` on the user (two-int key space: (USER_LOCKS, hashtext(user))):
   a user's writes are serialised, other users' run beside them;
@@ -68,7 +68,7 @@ _json = msgspec.json.Encoder()
 
 
 def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
-    """Rows as one list per column: the parameters of `unnest(%s::t[], ...)`."""
+    """Rows as one list per column: the parameters of `unnest(%b::t[], ...)`."""
     return [[r[i] for r in rows] for i in range(width)] if rows else [[] for _ in range(width)]
 
 
@@ -180,7 +180,7 @@ class PgReadUnit:
     def rows_of(self, user_id: str, entity_type: str, entity_ids: Collection[str]) -> list[SyncRow]:
         rows = self._all(
             "SELECT entity_id, data, seq, deleted_at, created_at, updated_at FROM sync_data"
-            " WHERE user_id = %s AND entity_type = %s AND entity_id = ANY(%s::text[])",
+            " WHERE user_id = %s AND entity_type = %s AND entity_id = ANY(%b::text[])",
             (user_id, entity_type, list(entity_ids)),
         )
         return [SyncRow(r["entity_id"], r["data"], r["seq"], r["deleted_at"], r["created_at"], r["updated_at"])
@@ -202,7 +202,7 @@ class PgReadUnit:
         types, ids, shas = _columns(list(candidates), 3)
         rows = self._all(
             """SELECT r.entity_type, r.entity_id, r.raw_sha256, r.checksum
-               FROM unnest(%s::text[], %s::text[], %s::text[]) AS k(t, i, h)
+               FROM unnest(%b::text[], %b::text[], %b::text[]) AS k(t, i, h)
                JOIN recovery_raw_records r
                  ON r.user_id = %s AND r.entity_type = k.t AND r.entity_id = k.i AND r.raw_sha256 = k.h
                WHERE r.checksum IS NOT NULL""",
@@ -492,13 +492,13 @@ class PgReadUnit:
 _INSERT_SYNC = """
 INSERT INTO sync_data (id, user_id, entity_type, entity_id, data, checksum, version, deleted_at, device_id, seq)
 SELECT k.id, %s, k.t, k.i, k.data, k.checksum, k.version, k.deleted_at, %s, k.seq
-FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::text[], %s::bigint[])
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::bigint[], %b::text[], %b::bigint[])
   AS k(id, t, i, data, checksum, version, deleted_at, seq)
 """
 _UPDATE_SYNC = """
 UPDATE sync_data s SET data = k.data, checksum = k.checksum, version = k.version, deleted_at = k.deleted_at,
   device_id = %s, seq = k.seq
-FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[], %s::bigint[], %s::text[])
+FROM unnest(%b::text[], %b::text[], %b::bigint[], %b::text[], %b::bigint[], %b::text[])
   AS k(data, checksum, version, deleted_at, seq, id)
 WHERE s.id = k.id
 """
@@ -511,19 +511,19 @@ _LOGBOOK_TYPES = ("text", "bigint", "bigint", "text", "text", "text", "text", "t
 # row with the same id is left alone (the WHERE), as on SQLite. One row per id: a plan writes a key once.
 _UPSERT_LOGBOOK = f"""
 INSERT INTO logbook_entries ({", ".join(_LOGBOOK_COLUMNS)}, user_id, device_id)
-SELECT k.*, %s, %s FROM unnest({", ".join(f"%s::{t}[]" for t in _LOGBOOK_TYPES)}) AS k({", ".join(_LOGBOOK_COLUMNS)})
+SELECT k.*, %s, %s FROM unnest({", ".join(f"%b::{t}[]" for t in _LOGBOOK_TYPES)}) AS k({", ".join(_LOGBOOK_COLUMNS)})
 ON CONFLICT (id) DO UPDATE SET
   {", ".join(f"{c} = excluded.{c}" for c in _LOGBOOK_COLUMNS[1:])}, device_id = excluded.device_id
 WHERE logbook_entries.user_id = excluded.user_id
 """  # noqa: S608 - built from the constants above
 _DELETE_LOGBOOK = """
 UPDATE logbook_entries l SET deleted_at = k.deleted_at, sync_version = k.version, device_id = %s
-FROM unnest(%s::text[], %s::bigint[], %s::text[]) AS k(deleted_at, version, id)
+FROM unnest(%b::text[], %b::bigint[], %b::text[]) AS k(deleted_at, version, id)
 WHERE l.id = k.id AND l.user_id = %s
 """
 _UPSERT_STATE = """
 INSERT INTO recovery_entity_state (user_id, entity_type, entity_id, updated_ms, deleted_ms, content_key, duplicate_of)
-SELECT %s, k.* FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::text[], %s::text[])
+SELECT %s, k.* FROM unnest(%b::text[], %b::text[], %b::bigint[], %b::bigint[], %b::text[], %b::text[])
   AS k(t, i, u, d, c, dup)
 ON CONFLICT (user_id, entity_type, entity_id) DO UPDATE SET
   updated_ms = excluded.updated_ms, deleted_ms = excluded.deleted_ms,
@@ -535,8 +535,8 @@ INSERT INTO recovery_archive (user_id, entity_type, entity_id, data, checksum, u
   archived_at)
 SELECT %(u)s, k.t, k.i, k.data, k.checksum, k.updated_ms, k.reason, %(upload)s, %(now)s
 FROM (SELECT DISTINCT ON (t, i, checksum, data) *
-      FROM unnest(%(t)s::text[], %(i)s::text[], %(data)s::text[], %(checksum)s::text[], %(updated)s::bigint[],
-                  %(reason)s::text[]) WITH ORDINALITY AS k(t, i, data, checksum, updated_ms, reason, n)
+      FROM unnest(%(t)b::text[], %(i)b::text[], %(data)b::text[], %(checksum)b::text[], %(updated)b::bigint[],
+                  %(reason)b::text[]) WITH ORDINALITY AS k(t, i, data, checksum, updated_ms, reason, n)
       ORDER BY t, i, checksum, data, n) k
 WHERE NOT EXISTS (SELECT 1 FROM recovery_archive a
                   WHERE a.user_id = %(u)s AND a.entity_type = k.t AND a.entity_id = k.i AND a.checksum = k.checksum
@@ -588,7 +588,7 @@ class PgWriteUnit(PgReadUnit):
                       s.id, s.checksum, s.version, s.deleted_at, s.data, s.updated_at,
                       e.entity_id IS NOT NULL AS has_state, e.updated_ms, e.deleted_ms, e.content_key,
                       e.duplicate_of, l.id IS NOT NULL AS held_elsewhere
-               FROM unnest(%(t)s::text[], %(i)s::text[]) AS k(t, i)
+               FROM unnest(%(t)b::text[], %(i)b::text[]) AS k(t, i)
                LEFT JOIN sync_data s ON s.user_id = %(u)s AND s.entity_type = k.t AND s.entity_id = k.i
                LEFT JOIN recovery_entity_state e ON e.user_id = %(u)s AND e.entity_type = k.t AND e.entity_id = k.i
                LEFT JOIN logbook_entries l ON k.t = %(lb)s AND l.id = k.i AND l.user_id <> %(u)s
@@ -606,7 +606,7 @@ class PgWriteUnit(PgReadUnit):
                JOIN sync_data s ON s.user_id = e.user_id AND s.entity_type = e.entity_type
                 AND s.entity_id = e.entity_id AND s.deleted_at IS NULL
                WHERE e.user_id = %s AND e.entity_type = %s AND e.duplicate_of IS NULL
-                 AND e.content_key = ANY(%s::text[])
+                 AND e.content_key = ANY(%b::text[])
                ORDER BY e.entity_id""",
             (user_id, LOGBOOK_ENTRY, sorted(content_keys)),
         )
@@ -620,7 +620,7 @@ class PgWriteUnit(PgReadUnit):
             return {}
         rows = self._all(
             """SELECT duplicate_of, entity_id FROM recovery_entity_state
-               WHERE user_id = %s AND entity_type = %s AND duplicate_of = ANY(%s::text[])""",
+               WHERE user_id = %s AND entity_type = %s AND duplicate_of = ANY(%b::text[])""",
             (user_id, LOGBOOK_ENTRY, sorted(entity_ids)),
         )
         found: dict[str, set[EntityKey]] = {}
@@ -640,7 +640,7 @@ class PgWriteUnit(PgReadUnit):
         if not entity_ids:
             return set()
         rows = self._all(
-            "SELECT id FROM logbook_entries WHERE id = ANY(%s::text[]) AND user_id <> %s",
+            "SELECT id FROM logbook_entries WHERE id = ANY(%b::text[]) AND user_id <> %s",
             (sorted(entity_ids), user_id),
         )
         return {r["id"] for r in rows}
@@ -739,7 +739,7 @@ class PgWriteUnit(PgReadUnit):
             """INSERT INTO recovery_raw_records (user_id, entity_type, entity_id, raw_sha256, raw, checksum, upload_id,
                  device_id, received_at)
                SELECT %s, k.t, k.i, k.h, k.raw, k.checksum, %s, %s, %s
-               FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[])
+               FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[])
                  WITH ORDINALITY AS k(t, i, h, raw, checksum, n)
                ORDER BY k.n
                ON CONFLICT DO NOTHING""",
@@ -754,7 +754,7 @@ class PgWriteUnit(PgReadUnit):
         self.conn.execute(
             """WITH added AS (
                  INSERT INTO recovery_device_records (user_id, device_id, entity_type, entity_id)
-                 SELECT DISTINCT %(u)s, %(d)s, k.t, k.i FROM unnest(%(t)s::text[], %(i)s::text[]) AS k(t, i)
+                 SELECT DISTINCT %(u)s, %(d)s, k.t, k.i FROM unnest(%(t)b::text[], %(i)b::text[]) AS k(t, i)
                  ON CONFLICT DO NOTHING
                  RETURNING entity_type)
                INSERT INTO recovery_device_counts (user_id, device_id, entity_type, received)
@@ -774,8 +774,8 @@ class PgWriteUnit(PgReadUnit):
                  upload_id, device_id, quarantined_at, owner_known)
                SELECT %(owner)s, %(email)s, k.t, k.i, k.raw, k.reason, k.field, k.detail, %(upload)s, %(device)s,
                  %(now)s, (SELECT COUNT(*) FROM users WHERE id = %(owner)s)
-               FROM unnest(%(t)s::text[], %(i)s::text[], %(raw)s::text[], %(reason)s::text[], %(field)s::text[],
-                           %(detail)s::text[]) WITH ORDINALITY AS k(t, i, raw, reason, field, detail, n)
+               FROM unnest(%(t)b::text[], %(i)b::text[], %(raw)b::text[], %(reason)b::text[], %(field)b::text[],
+                           %(detail)b::text[]) WITH ORDINALITY AS k(t, i, raw, reason, field, detail, n)
                ORDER BY k.n""",
             dict(zip(("t", "i", "raw", "reason", "field", "detail"), _columns(
                 [(q.entity_type, q.entity_id, q.raw, q.reason, q.field, q.detail) for q in rows], 6), strict=True),
@@ -804,7 +804,7 @@ class PgWriteUnit(PgReadUnit):
         if by_type:
             self.conn.execute(
                 """INSERT INTO recovery_progress (user_id, entity_type, outcome, n)
-                   SELECT %s, k.t, k.o, k.n FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS k(t, o, n)
+                   SELECT %s, k.t, k.o, k.n FROM unnest(%b::text[], %b::text[], %b::bigint[]) AS k(t, o, n)
                    ON CONFLICT (user_id, entity_type, outcome) DO UPDATE SET n = recovery_progress.n + excluded.n""",
                 (user_id, *_columns([(t, o, n) for (t, o), n in by_type.items()], 3)),
             )
@@ -907,7 +907,7 @@ class PgWriteUnit(PgReadUnit):
             return 0
         cursor = self.conn.execute(
             "UPDATE recovery_quarantine SET resolved_at = %s, resolved_upload_id = %s"
-            " WHERE id = ANY(%s::bigint[]) AND resolved_at IS NULL",
+            " WHERE id = ANY(%b::bigint[]) AND resolved_at IS NULL",
             (app_timestamp(), upload_id, list(ids)),
         )
         return max(cursor.rowcount, 0)
@@ -974,7 +974,7 @@ class PgWriteUnit(PgReadUnit):
             return
         self.conn.execute(
             """INSERT INTO recovery_entity_state (user_id, entity_type, entity_id, duplicate_of)
-               SELECT %s, k.* FROM unnest(%s::text[], %s::text[], %s::text[]) AS k(t, old_id, new_id)
+               SELECT %s, k.* FROM unnest(%b::text[], %b::text[], %b::text[]) AS k(t, old_id, new_id)
                ON CONFLICT (user_id, entity_type, entity_id) DO UPDATE SET duplicate_of = excluded.duplicate_of""",
             (user_id, *_columns(_last_per_key(moves, slice(0, 2)), 3)),
         )
@@ -984,7 +984,7 @@ class PgWriteUnit(PgReadUnit):
             return
         self.conn.execute(
             """UPDATE recovery_raw_records r SET checksum = k.checksum
-               FROM unnest(%s::bigint[], %s::text[]) AS k(id, checksum) WHERE r.id = k.id""",
+               FROM unnest(%b::bigint[], %b::text[]) AS k(id, checksum) WHERE r.id = k.id""",
             (list(checksums), list(checksums.values())),
         )
 
