@@ -107,32 +107,60 @@ RepeatKey = tuple[str, str, str]  # (entity_type, entity_id, raw_sha256)
 
 
 class PreparedUpload(msgspec.Struct):
-    """An upload's records decoded and fingerprinted, in order (live records, then the deleted lists)."""
+    """An upload's records fingerprinted, in order (live records, then the deleted lists)."""
 
     upload: Upload
-    values: list[Any]  # decoded value per live record (UNSET when the bytes are not JSON)
+    # Decoded value per live record when the caller had them all (UNSET: the bytes are not JSON); None
+    # when it did not: normalising decodes each record itself (in a worker, for large uploads).
+    values: list[Any] | None
+    # What the key rules read of each live record (see `key_fields`), or its decoded value.
+    key_fields: list[Any]
     raws: list[bytes]
     shas: list[str]
     # Live records whose key occurs once in the upload: (index, entity_type, entity_id).
     single_keys: list[tuple[int, str, str]]
 
 
+class _KeyFields(msgspec.Struct):
+    """The fields a record's key is read from (`normalise.entity_id_of`); the decoder skips all others."""
+
+    id: Any = msgspec.UNSET
+    scoreId: Any = msgspec.UNSET
+    score_id: Any = msgspec.UNSET
+
+
+_key_fields_decoder = msgspec.json.Decoder(_KeyFields)
+
+
+def key_fields(raw: bytes) -> Any:
+    """What `entity_id_of` reads of a record, from its bytes, without building the rest of it (0.6 against
+    3.5 us a record): a dict of the key fields it has, the value itself when it is JSON but no object,
+    UNSET when it is not JSON."""
+    try:
+        fields = _key_fields_decoder.decode(raw)
+    except msgspec.ValidationError:
+        return None  # JSON, but not an object: no key
+    except msgspec.DecodeError:
+        try:  # lone surrogate escapes, which msgspec refuses and JSON.parse reads (see jsontext)
+            return jsontext.decode(raw)
+        except msgspec.DecodeError:
+            return msgspec.UNSET
+    present = ((name, getattr(fields, name)) for name in _KeyFields.__struct_fields__)
+    return {name: value for name, value in present if value is not msgspec.UNSET}
+
+
 def prepare_upload(upload: Upload) -> PreparedUpload:
-    values: list[Any] = []
+    decoded = all(record.value is not msgspec.UNSET for record in upload.records)
+    key_values: list[Any] = []
     raws: list[bytes] = []
     user_id = upload.user.id if upload.user is not None else ""
     keys: list[tuple[int, str, str]] = []
     seen: dict[tuple[str, str], int] = {}
     for index, record in enumerate(upload.records):
         raws.append(record.raw)
-        value = record.value
-        if value is msgspec.UNSET:
-            try:
-                value = jsontext.decode(record.raw)
-            except msgspec.DecodeError:
-                value = msgspec.UNSET
-        values.append(value)
-        entity_id = entity_id_of(record.entity_type, value, user_id) if upload.user is not None else None
+        fields = record.value if decoded else key_fields(record.raw)
+        key_values.append(fields)
+        entity_id = entity_id_of(record.entity_type, fields, user_id) if upload.user is not None else None
         if entity_id is not None:
             keys.append((index, record.entity_type, entity_id))
             seen[(record.entity_type, entity_id)] = seen.get((record.entity_type, entity_id), 0) + 1
@@ -140,7 +168,8 @@ def prepare_upload(upload: Upload) -> PreparedUpload:
         raws.extend(_deletion_raw(entity_type, entity_id) for entity_id in ids)
     return PreparedUpload(
         upload=upload,
-        values=values,
+        values=[record.value for record in upload.records] if decoded else None,
+        key_fields=key_values,
         raws=raws,
         shas=[sha256_hex(raw) for raw in raws],
         single_keys=[k for k in keys if seen[(k[1], k[2])] == 1],
@@ -179,8 +208,8 @@ def _finish_normalised(prepared: PreparedUpload, live: list[Prepared] | None, no
     results: list[Prepared]
     if live is None:
         results = []
-        for record, value in zip(upload.records, prepared.values, strict=True):
-            entity_id = value.get("id") if isinstance(value, dict) else None
+        for record, fields in zip(upload.records, prepared.key_fields, strict=True):
+            entity_id = fields.get("id") if isinstance(fields, dict) else None
             results.append(
                 Rejection(record.entity_type, d1_text(entity_id) if isinstance(entity_id, str) else None,
                           upload.quarantine_reason, field="owner", detail=upload.quarantine_detail)

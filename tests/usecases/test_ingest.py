@@ -7,10 +7,16 @@ import re
 from typing import Any
 
 import msgspec
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from service import jsontext
+from service.domain import records as rec
+from service.domain.normalise import entity_id_of
 from service.domain.owners import UserRecord
+from service.domain.sources import Source
 from service.store import Storage
-from service.usecases.ingest import IncomingRecord, Upload, UploadResult, ingest
+from service.usecases.ingest import IncomingRecord, Upload, UploadResult, ingest, key_fields, prepare_upload
 from tests.conftest import ADA, BEN, add_users, auth, load_fixture, query, target
 from tests.domain import merge_model as model
 
@@ -153,3 +159,57 @@ async def test_an_equal_edit_time_with_other_content_is_a_conflict_of_its_own(cl
                                       "reason": "same_updated_at_different_content"}]
     archived = query(db_path, "SELECT reason FROM recovery_archive")
     assert [a["reason"] for a in archived] == ["same edit time as the stored version"]  # once, not per push
+
+
+# --- the key read from the bytes alone (prepare_upload) ------------------------------------------------
+
+_KEY_NAMES = st.sampled_from(["id", "scoreId", "score_id", "ID", "notes", "i\u0064", "pieces"])
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEY_NAMES, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+def _json_text(value: Any, pairs: list[tuple[str, Any]], escape: bool) -> bytes:
+    """An object written out with its keys in order, repeats kept (JSON.parse keeps the last), keys
+    optionally written as \\u escapes; or any other JSON value."""
+    if not pairs:
+        return jsontext.encode(value)
+    def key(k: str) -> str:
+        return '"' + "".join(f"\\u{ord(c):04x}" for c in k) + '"' if escape else jsontext.encode(k).decode()
+    return ("{" + ",".join(f"{key(k)}:{jsontext.encode(v).decode()}" for k, v in pairs) + "}").encode()
+
+
+@settings(max_examples=400)
+@given(
+    value=_JSON_VALUES,
+    pairs=st.lists(st.tuples(_KEY_NAMES, st.text(min_size=1, max_size=6) | _JSON_VALUES), max_size=5),
+    escape=st.booleans(),
+    entity_type=st.sampled_from(sorted(rec.ENTITY_TYPES)),
+)
+def test_the_key_read_from_the_bytes_alone_is_the_key_of_the_whole_record(
+    value: Any, pairs: list[tuple[str, Any]], escape: bool, entity_type: str
+) -> None:
+    """`key_fields` skips everything the key rules do not read, and gives them what a full decode gives:
+    duplicate keys (the last wins), escaped key names, values that are not objects."""
+    raw = _json_text(value, pairs, escape)
+    whole = jsontext.decode(raw)
+    assert entity_id_of(entity_type, key_fields(raw), "user_x") == entity_id_of(entity_type, whole, "user_x")
+
+
+def test_bytes_that_are_not_json_or_hold_lone_surrogates_are_read_as_a_full_decode_reads_them() -> None:
+    assert key_fields(b'{"id": "a"') is msgspec.UNSET
+    assert key_fields(b'[{"id": "a"}]') is None
+    assert key_fields(b'{"id": "\\ud83d", "notes": "x"}') == {"id": "\ud83d", "notes": "x"}
+
+
+def test_an_upload_of_bytes_alone_is_not_decoded_before_normalising() -> None:
+    """Records that come as bytes only (a push, a replay) get their keys from `key_fields`; their values
+    are decoded once, where they are normalised (in a worker for large uploads), not here as well."""
+    upload = Upload(owner=ADA[0], user=UserRecord(ADA[0], ADA[1], "user"), device_id=None, source=Source.PUSH,
+                    records=[IncomingRecord(rec.LOGBOOK_ENTRY, b'{"id": "e1", "notes": "n"}'),
+                             IncomingRecord(rec.LOGBOOK_ENTRY, b'{"id": "e2"}')])  # fmt: skip
+    prepared = prepare_upload(upload)
+    assert prepared.values is None
+    assert [k[2] for k in prepared.single_keys] == ["e1", "e2"]
