@@ -38,6 +38,7 @@ START_TIMEOUT_S = 60.0  # the time it gets to open the database and answer GET /
 class SupportListenerFailed(RuntimeError):
     """The support process did not come up."""
 
+
 # Sockets cross to a spawned process by pickling (as uvicorn's own workers get theirs).
 multiprocessing.allow_connection_pickling()
 
