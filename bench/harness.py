@@ -98,7 +98,8 @@ class ServerProcess:
     PostgreSQL database; `with` stops it whatever happens."""
 
     def __init__(
-        self, db: Path | None, secret: str, log: Path, database_url: str | None = None, *, support_port: bool = False
+        self, db: Path | None, secret: str, log: Path, database_url: str | None = None, *,
+        support_listener: bool = False,
     ) -> None:
         self.db = db
         self.database_url = database_url
@@ -107,8 +108,8 @@ class ServerProcess:
         self.port = free_port()
         self.base_url = f"http://{HOST}:{self.port}"
         # `serve --support-port`: the support listener, a process of its own (service/support_listener.py)
-        self.support_port = free_port() if support_port else None
-        self.support_url = f"http://{HOST}:{self.support_port}" if support_port else None
+        self.support_port = free_port() if support_listener else None
+        self.support_url = f"http://{HOST}:{self.support_port}" if support_listener else None
         self._proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> ServerProcess:

@@ -455,7 +455,7 @@ def run_http(
     user_ids = [u.id for u in users]
     # Support staff are served by the support listener (`serve --support-port`), as deployed; the same GETs
     # on the devices' port are measured beside them, for reference.
-    with ServerProcess(db, secret, work / "server.log", support_port=support) as server:
+    with ServerProcess(db, secret, work / "server.log", support_listener=support) as server:
         poll_urls = [server.support_url, server.base_url] if server.support_url else []
         ingest, polled = asyncio.run(
             ingest_while_polling(server.base_url, pushes, sizes, admin_token, user_ids, poll_urls)

@@ -240,6 +240,10 @@ def js_lower(text: str) -> str:
 # --- the record as a whole -------------------------------------------------------------------------
 
 
+# Every field `_entity_id` reads of a record: a caller may decode only these (usecases.ingest.key_fields).
+KEY_FIELDS = ("id", "scoreId", "score_id")
+
+
 def _entity_id(entity_type: str, raw: Mapping[str, Any], user_id: str) -> str | None:
     if entity_type == REPERTOIRE_ITEM:
         # The app's sync worker keys a repertoire item by its scoreId as `normalizeExistingScoreId` gives
