@@ -4,6 +4,7 @@ Starts `python -m service serve` on a fresh database (as scenario 3 does), sends
 normalising pool starts, then sends the bench's pushes (of 1,000 entries at the default 50k) and prints
 the CPU each role used, per entry: the normalising worker processes, the writer thread, the event loop,
 the process pool's result and job feeder threads, the readers, the threads that prepare large batches.
+`--reupload` profiles the same pushes sent a second time instead (scenario 4: every record a repeat).
 The CPU is read from /proc (user + system time of each thread); py-spy, attached to the server and to
 each worker process with `--threads`, names the busiest functions of each role (samples of waiting
 threads left out). Needs py-spy (`.venv/bin/pip install py-spy`) and permission to ptrace the server
@@ -73,6 +74,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--entries", type=int, default=50_000, help="50k: each user's pushes hold 1,000 entries")
     parser.add_argument("--raw", type=Path, help="keep py-spy's raw output here")
+    parser.add_argument("--reupload", action="store_true",
+                        help="send the pushes once unmeasured, then profile the same pushes again (scenario 4)")
     args = parser.parse_args()
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     users = make_users(50)
@@ -91,6 +94,9 @@ def main() -> int:
             # Two pushes first, unmeasured: the normalising pool starts, so py-spy finds its processes.
             asyncio.run(send_pushes([server.base_url], pushes[:2], sizes.concurrency))
             pushes = pushes[2:]
+            if args.reupload:  # the first upload, unmeasured: what is profiled is every record a repeat
+                asyncio.run(send_pushes([server.base_url], pushes, sizes.concurrency))
+                pushes = pushes[:2] + pushes  # the first two were sent once only
             # py-spy's --subprocesses does not find the pool's spawned processes here: one recorder each.
             pids = [server._proc.pid, *children(server._proc.pid)]
             spies = [

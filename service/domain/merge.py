@@ -239,8 +239,10 @@ class _Planner:
         live_content: Mapping[str, Collection[str]],
         lookups: MergeLookups,
         logbook_ids: Collection[str],
+        live_checksums: Mapping[EntityKey, str],
     ) -> None:
         self._stored = dict(stored)
+        self._live_checksums = live_checksums
         # content_key -> ids of the user's logbook entries whose live row holds it (the batch keeps it
         # current; loaded for every content key the batch can touch)
         self._holders: dict[str, set[str]] = {c: set(ids) for c, ids in live_content.items()}
@@ -440,7 +442,12 @@ class _Planner:
         self._result(t, oc.DELETED)
 
     def repeat(self, r: Repeat) -> None:
-        w = self._state((r.entity_type, r.entity_id))
+        key = (r.entity_type, r.entity_id)
+        if key not in self._working and key not in self._stored and self._live_checksums.get(key) == r.checksum:
+            # Its live row's checksum was read instead of its state, and nothing in the batch touched it.
+            self.results.append(RecordResult(entity_type=r.entity_type, entity_id=r.entity_id, outcome=oc.DUPLICATE))
+            return
+        w = self._state(key)
         if not (w.live and w.checksum == r.checksum):
             raise ValueError(f"{r.entity_type} {r.entity_id!r} is not stored with checksum {r.checksum}")
         self.results.append(RecordResult(entity_type=r.entity_type, entity_id=r.entity_id, outcome=oc.DUPLICATE))
@@ -633,18 +640,21 @@ def plan_merge(
     stored: Mapping[EntityKey, StoredEntity],
     live_content: Mapping[str, Collection[str]],
     lookups: MergeLookups | None = None,
+    live_checksums: Mapping[EntityKey, str] | None = None,
 ) -> MergePlan:
     """Decide every record's outcome, in order, and the writes that follow from them.
 
     `stored` has an entry for every key in `records` the database knows; `live_content` maps the
     content keys the batch can touch (its records' and its stored keys') to the ids of the live entries
-    that hold them. `lookups` answers what else is needed (see `MergeLookups`).
+    that hold them. `lookups` answers what else is needed (see `MergeLookups`). A key that only repeats
+    name may instead be in `live_checksums`, its live row's checksum, read without its state: a repeat is
+    a duplicate, and changes nothing, so the rest of the batch sees the key as if it were not in it.
     """
     lookups = lookups or NoLookups()
     logbook_ids = {
         r.entity_id for r in records if isinstance(r, Normalised | Tombstone) and r.entity_type == LOGBOOK_ENTRY
     }
-    planner = _Planner(stored, live_content, lookups, logbook_ids)
+    planner = _Planner(stored, live_content, lookups, logbook_ids, live_checksums or {})
     for index, record in enumerate(records):
         if isinstance(record, Normalised):  # the common case first: the four types are disjoint
             planner.live_record(record)

@@ -256,6 +256,11 @@ class WriteUnit(ReadUnit, Protocol):
         """content_key -> entity_ids of the user's live logbook entries that hold that content."""
         ...
 
+    def live_checksums(self, user_id: str, keys: Collection[EntityKey]) -> dict[EntityKey, str]:
+        """The checksum of each key's live sync_data row (keys without one are left out): all that an
+        upload of nothing but repeats needs to know, read instead of `load_batch_state`."""
+        ...
+
     def load_batch_state(
         self, user_id: str, keys: Collection[EntityKey], content_keys: Collection[str]
     ) -> BatchState:

@@ -19,7 +19,7 @@ import msgspec
 from service import changefeed, jsontext, metrics
 from service.domain import outcomes as oc
 from service.domain import records as rec
-from service.domain.merge import EntityKey, Repeat, StoredEntity, plan_merge
+from service.domain.merge import EntityKey, MergePlan, Repeat, StoredEntity, plan_merge
 from service.domain.normalise import KEY_FIELDS, d1_text, entity_id_of
 from service.domain.outcomes import Receipt
 from service.domain.owners import Owner, UserRecord
@@ -243,12 +243,17 @@ async def normalise_uploads(
 
 
 def _confirm_repeats(
-    records: list[Prepared], stored: dict[tuple[str, str], StoredEntity], user_id: str, now_ms: int
+    records: list[Prepared],
+    stored: dict[tuple[str, str], StoredEntity],
+    live_repeats: dict[EntityKey, str],
+    user_id: str,
+    now_ms: int,
 ) -> list[Normalised | Tombstone | Rejection | Repeat]:
-    """A repeat whose stored row changed since it was looked up is normalised after all."""
+    """A repeat whose stored row changed since it was looked up is normalised after all (those whose
+    key is in `live_repeats` are confirmed already)."""
     confirmed: list[Prepared] = []
     for r in records:
-        if isinstance(r, Repeat):
+        if isinstance(r, Repeat) and (r.entity_type, r.entity_id) not in live_repeats:
             s = stored.get((r.entity_type, r.entity_id))
             if s is None or not s.live or s.checksum != r.checksum:
                 confirmed.extend(run_job(NormaliseJob(user_id, now_ms, [r.entity_type], [r.raw], None, {})))
@@ -294,6 +299,49 @@ class _StoreLookups:
         return held | self._unit.logbook_ids_of_other_users(self._user_id, unknown) if unknown else held
 
 
+def _live_repeats(
+    unit: WriteUnit, user_id: str, records: list[Prepared]
+) -> dict[EntityKey, str]:
+    """The keys only repeats name whose live row still has the repeats' checksum, with it. Their merge
+    state is not read: a device re-pushing its history sends mostly repeats, and reading their state
+    was 46% of the writer's time on a re-upload (`bench/profile_http.py --reupload`)."""
+    repeated: dict[EntityKey, set[str]] = {}
+    others: set[EntityKey] = set()
+    for r in records:
+        if isinstance(r, Repeat):
+            repeated.setdefault((r.entity_type, r.entity_id), set()).add(r.checksum)
+        elif not isinstance(r, Rejection):
+            others.add((r.entity_type, r.entity_id))
+    alone = {key: checksums for key, checksums in repeated.items() if key not in others and len(checksums) == 1}
+    if not alone:
+        return {}
+    live = unit.live_checksums(user_id, alone)
+    return {key: checksum for key, checksum in live.items() if checksum in alone[key]}
+
+
+def _plan(
+    unit: WriteUnit, user_id: str, records: list[Prepared], keys: set[EntityKey], now_ms: int
+) -> tuple[list[Prepared], MergePlan]:
+    """The merge of an upload against its keys' stored state; returns its records (repeats whose stored
+    row changed are normalised again) and the plan."""
+    live_repeats = _live_repeats(unit, user_id, records)
+    keys = keys - live_repeats.keys()
+    # The contents the batch can touch: its records', and those its keys hold now (a holder that is
+    # deleted or edited hands its content to a duplicate, unless another live entry holds it too).
+    content_keys = {r.content_key for r in records if isinstance(r, Normalised) and r.content_key}
+    state = unit.load_batch_state(user_id, keys, content_keys)
+    stored, live_content = state.stored, state.live_content
+    records = _confirm_repeats(records, stored, live_repeats, user_id, now_ms)
+    # A repeat normalised again after all (its stored row changed) may bring a content not read yet.
+    late = {r.content_key for r in records if isinstance(r, Normalised) and r.content_key} - content_keys
+    late.difference_update(s.content_key for k, s in stored.items() if k[0] == rec.LOGBOOK_ENTRY)
+    if late:
+        live_content = {**live_content, **unit.load_live_content(user_id, late)}
+    logbook_ids = {k[1] for k in keys if k[0] == rec.LOGBOOK_ENTRY}
+    lookups = _StoreLookups(unit, user_id, now_ms, logbook_ids, state.logbook_ids_elsewhere)
+    return records, plan_merge(records, stored, live_content, lookups, live_repeats)
+
+
 def _apply(
     unit: WriteUnit,
     prepared: PreparedUpload,
@@ -310,20 +358,7 @@ def _apply(
         # Read-then-write below: this transaction holds the user until it ends (a no-op on SQLite).
         unit.lock_user(user_id)
         keys = {(r.entity_type, r.entity_id) for r in records if not isinstance(r, Rejection)}
-        # The contents the batch can touch: its records', and those its keys hold now (a holder that is
-        # deleted or edited hands its content to a duplicate, unless another live entry holds it too).
-        content_keys = {r.content_key for r in records if isinstance(r, Normalised) and r.content_key}
-        state = unit.load_batch_state(user_id, keys, content_keys)
-        stored, live_content = state.stored, state.live_content
-        records = _confirm_repeats(records, stored, user_id, now_ms)
-        # A repeat normalised again after all (its stored row changed) may bring a content not read yet.
-        late = {r.content_key for r in records if isinstance(r, Normalised) and r.content_key} - content_keys
-        late.difference_update(s.content_key for k, s in stored.items() if k[0] == rec.LOGBOOK_ENTRY)
-        if late:
-            live_content = {**live_content, **unit.load_live_content(user_id, late)}
-        logbook_ids = {k[1] for k in keys if k[0] == rec.LOGBOOK_ENTRY}
-        lookups = _StoreLookups(unit, user_id, now_ms, logbook_ids, state.logbook_ids_elsewhere)
-        plan = plan_merge(records, stored, live_content, lookups)
+        records, plan = _plan(unit, user_id, records, keys, now_ms)
         unit.apply_plan(plan, user_id=user_id, device_id=upload.device_id, upload_id=upload_id)
         kept = [
             RawRecordRow(r.entity_type, r.entity_id, raw.decode("utf-8", "replace"), sha,

@@ -8,11 +8,12 @@ import itertools
 from typing import Any
 
 import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.domain import outcomes as oc
-from service.domain.merge import StoredEntity, plan_merge, round_trip_form
+from service.domain.merge import Repeat, StoredEntity, plan_merge, round_trip_form
 from service.domain.outcomes import MergeReason
 from service.domain.records import LOGBOOK_ENTRY, Normalised
 from tests.domain.merge_model import (
@@ -363,3 +364,14 @@ def test_any_order_and_any_cut_into_uploads_ends_in_the_versions_the_rules_name(
         again = store.push(list(ordering))  # everything once more: nothing changes, nothing archived
         assert again.sync_writes == [] and len(store.archive) == len(set(store.archive))
         check_fates(store.finals(), records)
+
+
+def test_a_repeat_confirmed_by_its_live_checksum_alone_is_a_duplicate_that_writes_nothing() -> None:
+    """A key only repeats name may come with its live row's checksum instead of its state; a checksum
+    that is not the repeat's is still refused, as a stored row of another version is."""
+    repeat = Repeat(LOGBOOK_ENTRY, "e1", "c1", b"{}")
+    plan = plan_merge([repeat, repeat], {}, {}, live_checksums={(LOGBOOK_ENTRY, "e1"): "c1"})
+    assert [r.outcome for r in plan.results] == [oc.DUPLICATE, oc.DUPLICATE]
+    assert (plan.sync_writes, plan.state_writes, plan.archived) == ([], [], [])
+    with pytest.raises(ValueError, match="is not stored with checksum c1"):
+        plan_merge([repeat], {}, {}, live_checksums={(LOGBOOK_ENTRY, "e1"): "c2"})

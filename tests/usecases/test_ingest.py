@@ -4,18 +4,24 @@ around a merge (archive, logbook_entries); the app client's round trip is a no-o
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from typing import Any
 
 import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service import jsontext
 from service.domain import records as rec
+from service.domain.merge import EntityKey
 from service.domain.normalise import entity_id_of
 from service.domain.owners import UserRecord
 from service.domain.sources import Source
 from service.store import Storage
+from service.store.interface import WriteUnit
+from service.store.postgres.unit import PgWriteUnit
+from service.store.sqlite.units import SqliteWriteUnit
 from service.usecases.ingest import IncomingRecord, Upload, UploadResult, ingest, key_fields, prepare_upload
 from tests.conftest import ADA, BEN, add_users, auth, load_fixture, query, target
 from tests.domain import merge_model as model
@@ -50,6 +56,39 @@ async def test_identical_bytes_are_a_duplicate_only_while_the_stored_row_is_that
     assert len(rows) == 1 and rows[0]["deleted_at"] is not None
     raw = query(target(db), "SELECT COUNT(*) AS n FROM recovery_raw_records WHERE entity_id = 'e1'")
     assert raw[0]["n"] == 3  # V1, V2 and the deletion, each kept once
+
+
+async def test_keys_only_repeats_name_are_confirmed_by_their_live_checksum_without_reading_their_state(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A device re-pushing its history: the keys its repeats alone name are checked against their live
+    rows' checksums; only the other keys' merge state is read, and the outcomes are what the full merge
+    gives (a repeat whose row changed since is merged in full)."""
+    db = storage
+    add_users(target(db), ADA)
+    e2, e3 = {**V1, "id": "e2", "duration": 21}, {**V1, "id": "e3", "duration": 30}
+    assert await push(db, V1, e2, e3) == ["inserted", "inserted", "inserted"]
+    read: list[set[EntityKey]] = []
+    for unit in (SqliteWriteUnit, PgWriteUnit):
+        real = unit.load_batch_state
+
+        def spy(self: WriteUnit, user_id: str, keys: Collection[EntityKey], content_keys: Collection[str],
+                real: Any = real) -> Any:
+            read.append(set(keys))
+            return real(self, user_id, keys, content_keys)
+
+        monkeypatch.setattr(unit, "load_batch_state", spy)
+    e2_edited = {**e2, "duration": 25, "updatedAt": "2025-06-03T18:30:12.345Z"}
+    e4 = {**V1, "id": "e4", "duration": 40}
+    assert await push(db, V1, e2_edited, e3, e4) == ["duplicate", "updated", "duplicate", "inserted"]
+    assert read[-1] == {("logbook_entry", "e2"), ("logbook_entry", "e4")}
+    # e2's bytes from the first push repeat a version that is no longer the stored one: merged in full.
+    assert await push(db, e2, e3) == ["kept_existing", "duplicate"]
+    assert read[-1] == {("logbook_entry", "e2")}
+    # Two repeats of one key with a newer version between them: the key is read, the outcomes in order.
+    assert await push(db, e3, {**e3, "duration": 31, "updatedAt": "2025-06-04T18:30:12.345Z"}, e3) == [
+        "duplicate", "updated", "kept_existing"]
+    assert read[-1] == {("logbook_entry", "e3")}
 
 
 async def test_a_pulled_entry_pushed_back_is_a_duplicate(storage: Storage) -> None:

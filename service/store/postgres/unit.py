@@ -615,6 +615,19 @@ class PgWriteUnit(PgReadUnit):
             holders.setdefault(r["content_key"], []).append(r["entity_id"])
         return holders
 
+
+    def live_checksums(self, user_id: str, keys: Collection[EntityKey]) -> dict[EntityKey, str]:
+        if not keys:
+            return {}
+        types, ids = _columns(list(keys), 2)
+        rows = self._all(
+            """SELECT k.t AS entity_type, k.i AS entity_id, s.checksum
+               FROM unnest(%(t)b::text[], %(i)b::text[]) AS k(t, i)
+               JOIN sync_data s ON s.user_id = %(u)s AND s.entity_type = k.t AND s.entity_id = k.i
+                AND s.deleted_at IS NULL""",
+            {"t": types, "i": ids, "u": user_id},
+        )
+        return {(r["entity_type"], r["entity_id"]): r["checksum"] for r in rows}
     def duplicate_keys_of(self, user_id: str, entity_ids: Collection[str]) -> dict[str, set[EntityKey]]:
         if not entity_ids:
             return {}

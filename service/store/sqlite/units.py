@@ -631,6 +631,24 @@ class SqliteWriteUnit(SqliteReadUnit):
             holders.setdefault(r["content_key"], []).append(r["entity_id"])
         return holders
 
+    def live_checksums(self, user_id: str, keys: Collection[EntityKey]) -> dict[EntityKey, str]:
+        """One lookup in the live rows' index per key; keys travel as {type: [ids]}, as in `_load_state`."""
+        if not keys:
+            return {}
+        by_type: dict[str, list[str]] = {}
+        for entity_type, entity_id in keys:
+            by_type.setdefault(entity_type, []).append(entity_id)
+        rows = self.sql.fetchall(
+            """
+            SELECT t.key AS entity_type, k.value AS entity_id, s.checksum
+            FROM json_each(?1) AS t CROSS JOIN json_each(t.value) AS k
+            CROSS JOIN sync_data s
+              ON s.user_id = ?2 AND s.entity_type = t.key AND s.entity_id = k.value AND s.deleted_at IS NULL
+            """,
+            (_json.encode(by_type).decode(), user_id),
+        )
+        return {(r["entity_type"], r["entity_id"]): r["checksum"] for r in rows}
+
     def duplicate_keys_of(self, user_id: str, entity_ids: Collection[str]) -> dict[str, set[EntityKey]]:
         if not entity_ids:
             return {}
