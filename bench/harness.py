@@ -99,9 +99,11 @@ class ServerProcess:
 
     def __init__(
         self, db: Path | None, secret: str, log: Path, database_url: str | None = None, *,
-        support_listener: bool = False,
+        support_listener: bool = False, launcher: list[str] | None = None,
     ) -> None:
         self.db = db
+        # What runs instead of `-m service` (its arguments follow): a script that instruments the server.
+        self.launcher = launcher or ["-m", "service"]
         self.database_url = database_url
         self.secret = secret
         self.log = log
@@ -115,7 +117,7 @@ class ServerProcess:
     def __enter__(self) -> ServerProcess:
         env = {**os.environ, "RESYNC_JWT_SECRET": self.secret}
         where = ["--database-url", self.database_url] if self.database_url else ["--db", str(self.db)]
-        cmd = [sys.executable, "-m", "service", "serve", *where, "--host", HOST, "--port", str(self.port)]
+        cmd = [sys.executable, *self.launcher, "serve", *where, "--host", HOST, "--port", str(self.port)]
         if self.support_port is not None:
             cmd += ["--support-port", str(self.support_port)]
         with self.log.open("ab") as log:

@@ -5,7 +5,9 @@ Replays N entries (150k) of the bench's NDJSON into a fresh app database (a dura
 10 ms for the service role's connections: each sample is one connection's state and wait event. A backend
 `active` with no wait event is computing; `active` with one waits in the server (`IO:WalSync` the commit's
 flush, `Lock:advisory` a user's lock, `LWLock:*` a shared structure); `idle in transaction` waits for the
-replay process mid-transaction (its Python), and `idle` has nothing to do.
+replay process mid-transaction (its Python), and `idle` has nothing to do. `--profile FILE` runs the
+replay under py-spy (`record --subprocesses --threads`, raw output in FILE) and prints each thread's
+busiest functions: where the replay process's own time goes.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import collections
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,6 +36,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--entries", type=int, default=150_000)
     parser.add_argument("--postgres-url", help="a superuser's URL (default: a durable server of our own)")
+    parser.add_argument("--profile", type=Path, help="run the replay under py-spy, its raw samples in this file")
     args = parser.parse_args()
     server = pg.PgBench(args.postgres_url)
     try:
@@ -46,10 +50,12 @@ def main() -> int:
             sampler.start()
             cpu_before, busy_before = resource.getrusage(resource.RUSAGE_CHILDREN), machine_busy()
             started = time.perf_counter()
-            replay = subprocess.run(
-                [sys.executable, "-m", "service", "replay", "--database-url", url, "--json", str(file.path)],
-                cwd=ROOT, capture_output=True, text=True,
-            )  # fmt: skip
+            command = [sys.executable, "-m", "service", "replay", "--database-url", url, "--json", str(file.path)]
+            if args.profile:
+                pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+                command = [pyspy, "record", "--subprocesses", "--threads", "--rate", "100", "--format", "raw",
+                           "--output", str(args.profile), "--", *command]
+            replay = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
             seconds = time.perf_counter() - started
             cpu_after, busy_after = resource.getrusage(resource.RUSAGE_CHILDREN), machine_busy()
             stop.set()
@@ -67,9 +73,31 @@ def main() -> int:
         print(f"{'state':22} {'wait event':32} {'share':>6}  (connection samples, every {SAMPLE_S * 1000:.0f} ms)")
         for (state, event), count in samples.most_common():
             print(f"{state:22} {event:32} {count / total:6.1%}")
+        if args.profile:
+            print_profile(args.profile)
     finally:
         server.close()
     return 0
+
+
+def print_profile(raw: Path) -> None:
+    """Each thread's share of the samples (waiting ones included: py-spy's raw format keeps them) and
+    its busiest leaf functions."""
+    threads: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        if len(frames) < 2:
+            continue
+        process = frames[0].partition(":")[0] if frames[0].startswith("process") else ""
+        thread = next((f for f in frames if f.startswith("thread (")), "thread (?)")
+        label = f"{process} {thread}".strip()
+        threads[label][frames[-1].split(" (")[0]] += int(count)
+    total = sum(sum(c.values()) for c in threads.values()) or 1
+    for label, functions in sorted(threads.items(), key=lambda t: -sum(t[1].values()))[:12]:
+        samples = sum(functions.values())
+        top = ", ".join(f"{f} {n / samples:.0%}" for f, n in functions.most_common(6))
+        print(f"{samples / total:6.1%}  {label:36}  {top}")
 
 
 def machine_busy() -> tuple[int, int]:

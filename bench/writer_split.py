@@ -1,0 +1,312 @@
+"""Where the SQLite writer's time goes during an HTTP ingest, statement by statement, beside the push
+ceiling's own statements: `.venv/bin/python bench/writer_split.py [--entries N] [--reupload]`.
+
+The writer is the one stage of an ingest that cannot run in parallel (SQLite has one writer), so an
+ingest can go no faster than one entry per the writer's wall time per entry. This starts the server (as
+scenario 3 does) with every statement of its writer thread timed (wall and the thread's CPU), sends the
+bench's pushes (scenario 3's: 200k entries, 1,000 a push, 6 in flight), and prints per entry:
+- each kind of statement: the table it writes, or the tables it reads; SAVEPOINT/RELEASE/BEGIN; COMMIT;
+- the writer's Python between statements (the merge's planning, its rows built): the hops' wall time
+  less their statements';
+- wall against CPU: what a statement waited for besides its own work (the GIL taken back after SQLite
+  let go of it, the disk).
+Then the push ceiling's statements on the same rows (`run.py`'s "app tables alone, a commit per 1,000
+rows", timed the same way) and what the writer's time means for the target: 0.6x of the ceiling's rate
+leaves the writer 1 / (0.6 x ceiling rate) per entry, and every other stage must fit beside it.
+
+`--contention` measures instead what sharing the process costs the writer: its sync_data insert (the
+service's connection and statement) alone, beside a busy process, and beside a busy thread of its own
+process, as the event loop and the pool's threads are in the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import secrets
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+STATS_ENV = "RESYNC_BENCH_WRITER_STATS"  # the instrumented server writes its figures to this file
+
+_TABLE = re.compile(r"\b(?:FROM|JOIN|INTO|UPDATE)\s+(\w+)", re.IGNORECASE)
+
+
+def kind_of(sql: str) -> str:
+    """What a statement does, named by its first word and the tables it names."""
+    words = sql.split(None, 2)
+    head = words[0].upper() if words else ""
+    if head in {"BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE"}:
+        return "transaction control (BEGIN, SAVEPOINT, RELEASE)"
+    tables = [t for t in _TABLE.findall(sql) if t.lower() not in {"json_each", "select", "set"}]
+    if head in {"INSERT", "UPDATE"}:  # the table written is the first one named
+        return f"{head.lower()} {tables[0] if tables else '?'}"
+    tables = sorted(set(tables))
+    return f"read {', '.join(tables) or '-'}"
+
+
+# --- inside the server -------------------------------------------------------------------------------------
+
+
+def instrument(stats_file: str) -> None:
+    """Times the writer thread's statements, hops and commits; writes the totals to `stats_file` twice a
+    second (wall and CPU seconds, calls per kind)."""
+    from service.store.sqlite import connection as c
+
+    totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
+    lock = threading.Lock()
+
+    def on_writer() -> bool:
+        return threading.current_thread().name.startswith("sqlite-writer")
+
+    def add(kind: str, wall: float, cpu: float) -> None:
+        with lock:
+            entry = totals[kind]
+            entry[0] += wall
+            entry[1] += cpu
+            entry[2] += 1
+
+    def timed_statement(method: Any) -> Any:
+        def wrapper(self: Any, sql: str, *args: Any) -> Any:
+            if not on_writer():
+                return method(self, sql, *args)
+            wall, cpu = time.perf_counter(), time.thread_time()
+            try:
+                return method(self, sql, *args)
+            finally:
+                add(kind_of(sql), time.perf_counter() - wall, time.thread_time() - cpu)
+
+        return wrapper
+
+    for name in ("execute", "executemany", "insert_rows", "fetchall", "fetchone"):
+        setattr(c.SyncConnection, name, timed_statement(getattr(c.SyncConnection, name)))
+
+    run = c.GuardedConnection.run
+
+    async def timed_run(self: Any, work: Any) -> Any:
+        def hop(conn: Any) -> Any:
+            wall, cpu = time.perf_counter(), time.thread_time()
+            try:
+                return work(conn)
+            finally:
+                if on_writer():
+                    add("(hops)", time.perf_counter() - wall, time.thread_time() - cpu)
+
+        return await run(self, hop)
+
+    async def timed_commit(self: Any) -> None:
+        def commit(_: Any) -> None:
+            wall, cpu = time.perf_counter(), time.thread_time()
+            try:
+                self._conn.commit()
+            finally:
+                add("COMMIT", time.perf_counter() - wall, time.thread_time() - cpu)
+
+        await self.run(commit)  # a hop of its own, counted with the others
+
+    c.GuardedConnection.run = timed_run  # type: ignore[method-assign]
+    c.GuardedConnection.commit = timed_commit  # type: ignore[method-assign]
+
+    def dump() -> None:
+        while True:
+            time.sleep(0.5)
+            with lock:
+                text = json.dumps(totals)
+            Path(stats_file + ".tmp").write_text(text)
+            os.replace(stats_file + ".tmp", stats_file)
+
+    threading.Thread(target=dump, daemon=True, name="bench-writer-stats").start()
+
+
+# --- the run -----------------------------------------------------------------------------------------------
+
+
+def read_stats(path: Path) -> dict[str, list[float]]:
+    time.sleep(1.2)  # two dumps after the last push
+    return dict(json.loads(path.read_text())) if path.exists() else {}
+
+
+def ceiling_split(rows: Any, db: Path, batch: int) -> dict[str, list[float]]:
+    """run.py's push ceiling (`run_batched`), each statement timed: the app tables alone, a commit per
+    `batch` records."""
+    from run import _INSERT_LOGBOOK, _INSERT_SYNC, connect
+
+    logbook_by_id = {row[0]: row for row in rows.logbook}
+    totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
+    conn = connect(db)
+
+    def timed(kind: str, call: Any, *args: Any) -> None:
+        wall, cpu = time.perf_counter(), time.thread_time()
+        call(*args)
+        entry = totals[kind]
+        entry[0] += time.perf_counter() - wall
+        entry[1] += time.thread_time() - cpu
+        entry[2] += 1
+
+    try:
+        for start in range(0, len(rows.sync), batch):
+            chunk = rows.sync[start : start + batch]
+            timed("transaction control (BEGIN, SAVEPOINT, RELEASE)", conn.execute, "BEGIN IMMEDIATE")
+            timed("insert sync_data", conn.executemany, _INSERT_SYNC, chunk)
+            timed("insert logbook_entries", conn.executemany, _INSERT_LOGBOOK,
+                  [logbook_by_id[r[3]] for r in chunk if r[3] in logbook_by_id])
+            timed("COMMIT", conn.execute, "COMMIT")
+    finally:
+        conn.close()
+    return totals
+
+
+def _parse_json_until(stop: Any) -> None:
+    """Python that holds the GIL as the event loop's and the pool's threads do: JSON decoded over and over."""
+    document = json.dumps({"ids": list(range(200)), "notes": "x" * 500})
+    while not stop.is_set():
+        json.loads(document)
+
+
+def contention(entries: int) -> None:
+    """The writer's sync_data insert (the service's own connection and statement, 1,000 rows a
+    transaction) alone, beside a busy process, and beside a busy thread of its own process."""
+    import multiprocessing
+
+    from harness import create_app_db
+    from run import SEED, prepare_rows
+    from workload import ADMIN, make_users, push_dataset
+
+    from service.store.sqlite import units
+    from service.store.sqlite.connection import SyncConnection, _open
+
+    users = make_users(50)
+    rows = prepare_rows(push_dataset(users, entries, SEED), {u.id: u.device_id for u in users})
+    sql = units._INSERT_SYNC.strip() + " ON CONFLICT DO NOTHING"  # the data set repeats some keys
+    sync = [(*r[:7], None, *r[7:]) for r in rows.sync]  # with deleted_at, as the writer inserts them
+
+    def insert_all() -> tuple[float, float]:
+        with tempfile.TemporaryDirectory(prefix="resync-contention-") as tmp:
+            db = Path(tmp) / "c.db"
+            create_app_db(db, [*users, ADMIN])
+            conn = _open(str(db), False)
+            wall = cpu = 0.0
+            for start in range(0, len(sync), 1000):
+                conn.execute("BEGIN IMMEDIATE")
+                began, began_cpu = time.perf_counter(), time.thread_time()
+                SyncConnection(conn).insert_rows(sql, sync[start : start + 1000])
+                wall, cpu = wall + time.perf_counter() - began, cpu + time.thread_time() - began_cpu
+                conn.execute("COMMIT")
+            conn.close()
+        return wall * 1e6 / len(sync), cpu * 1e6 / len(sync)
+
+    print(f"the writer's sync_data insert, {len(sync):,} rows, 1,000 a transaction: wall and CPU us a row")
+    print("  alone:                                     {:6.1f} {:6.1f}".format(*insert_all()))
+    stop_process = multiprocessing.Event()
+    neighbour = multiprocessing.Process(target=_parse_json_until, args=(stop_process,))
+    neighbour.start()
+    try:
+        print("  beside a busy process (another core):      {:6.1f} {:6.1f}".format(*insert_all()))
+    finally:
+        stop_process.set()
+        neighbour.join()
+    stop_thread = threading.Event()
+    thread = threading.Thread(target=_parse_json_until, args=(stop_thread,), daemon=True)
+    thread.start()
+    try:
+        print("  beside a busy thread of the same process:  {:6.1f} {:6.1f}".format(*insert_all()))
+    finally:
+        stop_thread.set()
+        thread.join()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--entries", type=int, default=200_000, help="scenario 3's 200k: 4 pushes of 1,000 a user")
+    parser.add_argument("--reupload", action="store_true", help="time the same pushes sent a second time")
+    parser.add_argument("--contention", action="store_true",
+                        help="instead: the writer's sync_data insert alone, beside a busy process, and thread")
+    args = parser.parse_args()
+    sys.path.insert(0, str(HERE))
+    sys.path.insert(0, str(HERE.parent))
+    if args.contention:
+        contention(args.entries)
+        return 0
+    from harness import ServerProcess, create_app_db
+    from run import SEED, Sizes, build_pushes, prepare_rows, send_pushes
+    from workload import ADMIN, make_users, push_dataset
+
+    users = make_users(50)
+    dataset = push_dataset(users, args.entries, SEED)
+    sizes = Sizes(users=50, entries=args.entries, push_size=1000, app_way_subset=0, replay_entries=(0, 0),
+                  postgres_replay_entries=0)
+    with tempfile.TemporaryDirectory(prefix="resync-writer-") as tmp:
+        work = Path(tmp)
+        db = work / "http.db"
+        create_app_db(db, [*users, ADMIN])
+        secret = secrets.token_urlsafe(32)
+        pushes = build_pushes(dataset, users, sizes.push_size, secret)
+        stats = work / "writer.json"
+        os.environ[STATS_ENV] = str(stats)
+        try:
+            with ServerProcess(db, secret, work / "server.log", launcher=[str(Path(__file__).resolve())]) as server:
+                if args.reupload:
+                    asyncio.run(send_pushes([server.base_url], pushes, sizes.concurrency))
+                before = read_stats(stats)
+                started = time.perf_counter()
+                run = asyncio.run(send_pushes([server.base_url], pushes, sizes.concurrency))
+                seconds = time.perf_counter() - started
+                after = read_stats(stats)
+        finally:
+            del os.environ[STATS_ENV]
+        if run.errors:
+            print("\n".join(run.errors[:5]), file=sys.stderr)
+            return 1
+        split = {k: [a - b for a, b in zip(v, before.get(k, [0.0, 0.0, 0]), strict=True)] for k, v in after.items()}
+        rows = prepare_rows(dataset, {u.id: u.device_id for u in users})
+        create_app_db(work / "ceiling.db", [*users, ADMIN])
+        ceiling_started = time.perf_counter()
+        ceiling = ceiling_split(rows, work / "ceiling.db", sizes.push_size)
+        ceiling_rate = len(rows.sync) / (time.perf_counter() - ceiling_started)
+    report(split, ceiling, run.entries, seconds, ceiling_rate, args.reupload)
+    return 0
+
+
+def report(split: dict[str, list[float]], ceiling: dict[str, list[float]], entries: int, seconds: float,
+           ceiling_rate: float, reupload: bool) -> None:
+    hops = split.pop("(hops)", [0.0, 0.0, 0])
+    # Every statement runs inside a hop (COMMIT in one of its own): what is left of the hops is Python.
+    python = [hops[0] - sum(v[0] for v in split.values()), hops[1] - sum(v[1] for v in split.values()), 0]
+    per = 1e6 / entries
+    what = "re-upload (every record a repeat)" if reupload else "first upload"
+    print(f"{entries:,} entries, {what}, in {seconds:.1f} s: {entries / seconds:,.0f} entries/s; the writer "
+          f"was busy {hops[0] / seconds:.0%} of the time, {hops[0] * per:.1f} us an entry (CPU {hops[1] * per:.1f})")
+    print(f"{'writer statement':58} {'wall us':>8} {'CPU us':>7} {'calls':>6} {'wall share':>10}")
+    for kind, (wall, cpu, calls) in sorted(split.items(), key=lambda kv: -kv[1][0]):
+        print(f"{kind[:58]:58} {wall * per:8.1f} {cpu * per:7.1f} {calls:6.0f} {wall / hops[0]:10.0%}")
+    print(f"{'Python between statements (planning, rows built)':58} {python[0] * per:8.1f} {python[1] * per:7.1f} "
+          f"{'':6} {python[0] / hops[0]:10.0%}")
+    ceiling_wall = sum(v[0] for v in ceiling.values())
+    print(f"\npush ceiling, the app tables alone: {ceiling_rate:,.0f} rows/s, {ceiling_wall * per:.1f} us an entry")
+    for kind, (wall, cpu, calls) in sorted(ceiling.items(), key=lambda kv: -kv[1][0]):
+        print(f"{kind[:58]:58} {wall * per:8.1f} {cpu * per:7.1f} {calls:6.0f} {wall / ceiling_wall:10.0%}")
+    budget = 1e6 / (0.6 * ceiling_rate)
+    print(f"\n0.6x of the ceiling is {0.6 * ceiling_rate:,.0f} entries/s: at most {budget:.1f} us of writer wall "
+          f"time an entry, against {hops[0] * per:.1f} now ({hops[0] * per / budget:.2f}x the budget); the writer "
+          f"alone caps this ingest at {entries / hops[0]:,.0f} entries/s, {entries / hops[0] / ceiling_rate:.2f}x "
+          "of the ceiling")
+
+
+if __name__ == "__main__":
+    if os.environ.get(STATS_ENV) and len(sys.argv) > 1 and sys.argv[1] == "serve":
+        # Launched by ServerProcess as the server: instrument, then run the service's own entry point.
+        sys.path.insert(0, str(HERE.parent))
+        instrument(os.environ[STATS_ENV])
+        from service.cli import main as service_main
+
+        sys.exit(service_main(sys.argv[1:]))
+    sys.exit(main())
