@@ -257,8 +257,8 @@ class WriteUnit(ReadUnit, Protocol):
         ...
 
     def live_checksums(self, user_id: str, keys: Collection[EntityKey]) -> dict[EntityKey, str]:
-        """The checksum of each key's live sync_data row (keys without one are left out): all that an
-        upload of nothing but repeats needs to know, read instead of `load_batch_state`."""
+        """The checksum of each key's live sync_data row (keys without one are left out): all the merge
+        needs to know of a key that only repeats name, read instead of its state (`load_batch_state`)."""
         ...
 
     def load_batch_state(

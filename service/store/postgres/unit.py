@@ -615,7 +615,6 @@ class PgWriteUnit(PgReadUnit):
             holders.setdefault(r["content_key"], []).append(r["entity_id"])
         return holders
 
-
     def live_checksums(self, user_id: str, keys: Collection[EntityKey]) -> dict[EntityKey, str]:
         if not keys:
             return {}
@@ -628,6 +627,7 @@ class PgWriteUnit(PgReadUnit):
             {"t": types, "i": ids, "u": user_id},
         )
         return {(r["entity_type"], r["entity_id"]): r["checksum"] for r in rows}
+
     def duplicate_keys_of(self, user_id: str, entity_ids: Collection[str]) -> dict[str, set[EntityKey]]:
         if not entity_ids:
             return {}
