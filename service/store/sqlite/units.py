@@ -57,8 +57,13 @@ from service.store.sqlite.connection import SyncConnection
 _json = msgspec.json.Encoder()
 
 
-def _keys_param(keys: Iterable[EntityKey]) -> str:
-    return _json.encode([list(k) for k in keys]).decode()
+def _ids_by_type(keys: Iterable[EntityKey]) -> str:
+    """Keys as one JSON parameter, {type: [ids]}: each id a plain JSON text for `json_each` (not an array
+    parsed again per lookup: half the cost per key)."""
+    by_type: dict[str, list[str]] = {}
+    for entity_type, entity_id in keys:
+        by_type.setdefault(entity_type, []).append(entity_id)
+    return _json.encode(by_type).decode()
 
 
 def _user(row: sqlite3.Row | None) -> UserRecord | None:
@@ -586,15 +591,11 @@ class SqliteWriteUnit(SqliteReadUnit):
         self, user_id: str, keys: Collection[EntityKey], elsewhere: set[str] | None
     ) -> dict[EntityKey, StoredEntity]:
         """One query: sync_data row and merge state of every key and which logbook ids another user's
-        logbook_entries row holds (added to `elsewhere`, when given). The keys travel as {type: [ids]}, so each
-        id is a plain JSON text (not an array parsed again per lookup: half the cost per key), and the
-        keys stay the outer loop, one index lookup per table each. A stored document is decoded for its
-        edit time only when the merge state does not remember it."""
+        logbook_entries row holds (added to `elsewhere`, when given). The keys travel as {type: [ids]}
+        (`_ids_by_type`) and stay the outer loop, one index lookup per table each. A stored document is
+        decoded for its edit time only when the merge state does not remember it."""
         if not keys:
             return {}
-        by_type: dict[str, list[str]] = {}
-        for entity_type, entity_id in keys:
-            by_type.setdefault(entity_type, []).append(entity_id)
         rows = self.sql.fetchall(
             """
             SELECT t.key AS entity_type, k.value AS entity_id,
@@ -607,7 +608,7 @@ class SqliteWriteUnit(SqliteReadUnit):
             LEFT JOIN logbook_entries l ON t.key = ?3 AND l.id = k.value AND l.user_id <> ?2
             WHERE s.id IS NOT NULL OR e.entity_id IS NOT NULL OR l.id IS NOT NULL
             """,
-            (_json.encode(by_type).decode(), user_id, LOGBOOK_ENTRY),
+            (_ids_by_type(keys), user_id, LOGBOOK_ENTRY),
         )
         return stored_entities(rows, elsewhere)
 
@@ -632,12 +633,9 @@ class SqliteWriteUnit(SqliteReadUnit):
         return holders
 
     def live_checksums(self, user_id: str, keys: Collection[EntityKey]) -> dict[EntityKey, str]:
-        """One lookup in the live rows' index per key; keys travel as {type: [ids]}, as in `_load_state`."""
+        """One lookup in the live rows' index per key (the keys as in `_load_state`)."""
         if not keys:
             return {}
-        by_type: dict[str, list[str]] = {}
-        for entity_type, entity_id in keys:
-            by_type.setdefault(entity_type, []).append(entity_id)
         rows = self.sql.fetchall(
             """
             SELECT t.key AS entity_type, k.value AS entity_id, s.checksum
@@ -645,7 +643,7 @@ class SqliteWriteUnit(SqliteReadUnit):
             CROSS JOIN sync_data s
               ON s.user_id = ?2 AND s.entity_type = t.key AND s.entity_id = k.value AND s.deleted_at IS NULL
             """,
-            (_json.encode(by_type).decode(), user_id),
+            (_ids_by_type(keys), user_id),
         )
         return {(r["entity_type"], r["entity_id"]): r["checksum"] for r in rows}
 
