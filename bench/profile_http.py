@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import os
 import secrets
 import shutil
@@ -28,8 +29,8 @@ import time
 from pathlib import Path
 
 from harness import ServerProcess, create_app_db
-from run import SEED, Sizes, build_pushes, send_pushes
-from workload import ADMIN, make_users, push_dataset
+from run import SEED, Push, Sizes, build_pushes, send_pushes
+from workload import ADMIN, BenchUser, PushDataset, make_users, push_dataset
 
 RATE = 100  # samples per second and thread
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -70,6 +71,30 @@ def cpu_seconds(pid: int) -> dict[tuple[int, int], float]:
     return found
 
 
+@dataclasses.dataclass
+class IngestWorkload:
+    """Scenario 3's ingest at `entries`: the users, their records, a fresh app database in `work` and the
+    pushes, encoded before the run (so the client costs almost nothing while it is measured)."""
+
+    users: list[BenchUser]
+    dataset: PushDataset
+    sizes: Sizes
+    db: Path
+    secret: str
+    pushes: list[Push]
+
+    @classmethod
+    def make(cls, entries: int, work: Path) -> IngestWorkload:
+        users = make_users(50)
+        dataset = push_dataset(users, entries, SEED)
+        sizes = Sizes(users=50, entries=entries, push_size=1000, app_way_subset=0, replay_entries=(0, 0),
+                      postgres_replay_entries=0)
+        db = work / "http.db"
+        create_app_db(db, [*users, ADMIN])
+        secret = secrets.token_urlsafe(32)
+        return cls(users, dataset, sizes, db, secret, build_pushes(dataset, users, sizes.push_size, secret))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--entries", type=int, default=50_000, help="50k: each user's pushes hold 1,000 entries")
@@ -78,16 +103,10 @@ def main() -> int:
                         help="send the pushes once unmeasured, then profile the same pushes again (scenario 4)")
     args = parser.parse_args()
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    users = make_users(50)
-    dataset = push_dataset(users, args.entries, SEED)
-    sizes = Sizes(users=50, entries=args.entries, push_size=1000, app_way_subset=0, replay_entries=(0, 0),
-                  postgres_replay_entries=0)
     with tempfile.TemporaryDirectory(prefix="resync-profile-") as tmp:
         work = Path(tmp)
-        db = work / "http.db"
-        create_app_db(db, [*users, ADMIN])
-        secret = secrets.token_urlsafe(32)
-        pushes = build_pushes(dataset, users, sizes.push_size, secret)
+        workload = IngestWorkload.make(args.entries, work)
+        db, secret, pushes, sizes = workload.db, workload.secret, workload.pushes, workload.sizes
         raw = args.raw or work / "profile.raw"
         with ServerProcess(db, secret, work / "server.log") as server:
             assert server._proc is not None

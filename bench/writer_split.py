@@ -26,7 +26,6 @@ import asyncio
 import json
 import os
 import re
-import secrets
 import sys
 import tempfile
 import threading
@@ -206,22 +205,18 @@ def contention(entries: int) -> None:
 
     print(f"the writer's sync_data insert, {len(sync):,} rows, 1,000 a transaction: wall and CPU us a row")
     print("  alone:                                     {:6.1f} {:6.1f}".format(*insert_all()))
-    stop_process = multiprocessing.Event()
-    neighbour = multiprocessing.Process(target=_parse_json_until, args=(stop_process,))
-    neighbour.start()
-    try:
-        print("  beside a busy process (another core):      {:6.1f} {:6.1f}".format(*insert_all()))
-    finally:
-        stop_process.set()
-        neighbour.join()
-    stop_thread = threading.Event()
-    thread = threading.Thread(target=_parse_json_until, args=(stop_thread,), daemon=True)
-    thread.start()
-    try:
-        print("  beside a busy thread of the same process:  {:6.1f} {:6.1f}".format(*insert_all()))
-    finally:
-        stop_thread.set()
-        thread.join()
+    neighbours: list[tuple[str, Any, Any]] = [
+        ("beside a busy process (another core):     ", multiprocessing.Process, multiprocessing.Event()),
+        ("beside a busy thread of the same process: ", threading.Thread, threading.Event()),
+    ]
+    for label, kind, stop in neighbours:
+        neighbour = kind(target=_parse_json_until, args=(stop,), daemon=True)
+        neighbour.start()
+        try:
+            print(f"  {label}" + " {:6.1f} {:6.1f}".format(*insert_all()))
+        finally:
+            stop.set()
+            neighbour.join()
 
 
 def main() -> int:
@@ -237,23 +232,19 @@ def main() -> int:
         contention(args.entries)
         return 0
     from harness import ServerProcess, create_app_db
-    from run import SEED, Sizes, build_pushes, prepare_rows, send_pushes
-    from workload import ADMIN, make_users, push_dataset
+    from profile_http import IngestWorkload
+    from run import prepare_rows, send_pushes
+    from workload import ADMIN
 
-    users = make_users(50)
-    dataset = push_dataset(users, args.entries, SEED)
-    sizes = Sizes(users=50, entries=args.entries, push_size=1000, app_way_subset=0, replay_entries=(0, 0),
-                  postgres_replay_entries=0)
     with tempfile.TemporaryDirectory(prefix="resync-writer-") as tmp:
         work = Path(tmp)
-        db = work / "http.db"
-        create_app_db(db, [*users, ADMIN])
-        secret = secrets.token_urlsafe(32)
-        pushes = build_pushes(dataset, users, sizes.push_size, secret)
+        workload = IngestWorkload.make(args.entries, work)
+        users, dataset, sizes, pushes = workload.users, workload.dataset, workload.sizes, workload.pushes
         stats = work / "writer.json"
         os.environ[STATS_ENV] = str(stats)
         try:
-            with ServerProcess(db, secret, work / "server.log", launcher=[str(Path(__file__).resolve())]) as server:
+            launcher = [str(Path(__file__).resolve())]
+            with ServerProcess(workload.db, workload.secret, work / "server.log", launcher=launcher) as server:
                 if args.reupload:
                     asyncio.run(send_pushes([server.base_url], pushes, sizes.concurrency))
                 before = read_stats(stats)

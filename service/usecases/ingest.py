@@ -300,32 +300,32 @@ class _StoreLookups:
 
 
 def _live_repeats(
-    unit: WriteUnit, user_id: str, records: list[Prepared]
+    unit: WriteUnit, user_id: str, records: list[Prepared], others: set[EntityKey]
 ) -> dict[EntityKey, str]:
-    """The keys only repeats name whose live row still has the repeats' checksum, with it. Their merge
-    state is not read: a device re-pushing its history sends mostly repeats, and reading their state
-    was 46% of the writer's time on a re-upload (`bench/profile_http.py --reupload`)."""
+    """The keys only repeats name (none of `others`, the keys of the batch's other records) whose live
+    row still has the repeats' checksum, with it. Their merge state is not read: a device re-pushing its
+    history sends mostly repeats, and reading their state was 46% of the writer's time on a re-upload
+    (`bench/profile_http.py --reupload`)."""
     repeated: dict[EntityKey, set[str]] = {}
-    others: set[EntityKey] = set()
     for r in records:
         if isinstance(r, Repeat):
             repeated.setdefault((r.entity_type, r.entity_id), set()).add(r.checksum)
-        elif not isinstance(r, Rejection):
-            others.add((r.entity_type, r.entity_id))
-    alone = {key: checksums for key, checksums in repeated.items() if key not in others and len(checksums) == 1}
+    alone = {key: next(iter(sums)) for key, sums in repeated.items() if key not in others and len(sums) == 1}
     if not alone:
         return {}
     live = unit.live_checksums(user_id, alone)
-    return {key: checksum for key, checksum in live.items() if checksum in alone[key]}
+    return {key: checksum for key, checksum in live.items() if checksum == alone[key]}
 
 
 def _plan(
-    unit: WriteUnit, user_id: str, records: list[Prepared], keys: set[EntityKey], now_ms: int
+    unit: WriteUnit, user_id: str, records: list[Prepared], now_ms: int
 ) -> tuple[list[Prepared], MergePlan]:
     """The merge of an upload against its keys' stored state; returns its records (repeats whose stored
     row changed are normalised again) and the plan."""
-    live_repeats = _live_repeats(unit, user_id, records)
-    keys = keys - live_repeats.keys()
+    others: set[EntityKey] = {(r.entity_type, r.entity_id) for r in records if isinstance(r, Normalised | Tombstone)}
+    live_repeats = _live_repeats(unit, user_id, records, others)
+    repeated = {(r.entity_type, r.entity_id) for r in records if isinstance(r, Repeat)}
+    keys = (repeated - live_repeats.keys()) | others
     # The contents the batch can touch: its records', and those its keys hold now (a holder that is
     # deleted or edited hands its content to a duplicate, unless another live entry holds it too).
     content_keys = {r.content_key for r in records if isinstance(r, Normalised) and r.content_key}
@@ -357,8 +357,7 @@ def _apply(
     else:
         # Read-then-write below: this transaction holds the user until it ends (a no-op on SQLite).
         unit.lock_user(user_id)
-        keys = {(r.entity_type, r.entity_id) for r in records if not isinstance(r, Rejection)}
-        records, plan = _plan(unit, user_id, records, keys, now_ms)
+        records, plan = _plan(unit, user_id, records, now_ms)
         unit.apply_plan(plan, user_id=user_id, device_id=upload.device_id, upload_id=upload_id)
         kept = [
             RawRecordRow(r.entity_type, r.entity_id, raw.decode("utf-8", "replace"), sha,
