@@ -14,6 +14,10 @@ Then the push ceiling's statements on the same rows (`run.py`'s "app tables alon
 rows", timed the same way) and what the writer's time means for the target: 0.6x of the ceiling's rate
 leaves the writer 1 / (0.6 x ceiling rate) per entry, and every other stage must fit beside it.
 
+`--replay N` does the same for a replay of N entries (`python -m service replay` on run.py's NDJSON
+file, scenario 5), beside the replay ceiling's statements (its resulting rows into the app tables alone, a
+commit per 1,000, as `run.py` writes them).
+
 `--contention` measures instead what sharing the process costs the writer: its sync_data insert (the
 service's connection and statement) alone, beside a busy process, and beside a busy thread of its own
 process, as the event loop and the pool's threads are in the server.
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import json
 import os
 import re
@@ -115,14 +120,18 @@ def instrument(stats_file: str) -> None:
     c.GuardedConnection.run = timed_run  # type: ignore[method-assign]
     c.GuardedConnection.commit = timed_commit  # type: ignore[method-assign]
 
+    def write_totals() -> None:
+        with lock:
+            text = json.dumps(totals)
+        Path(stats_file + ".tmp").write_text(text)
+        os.replace(stats_file + ".tmp", stats_file)
+
     def dump() -> None:
         while True:
             time.sleep(0.5)
-            with lock:
-                text = json.dumps(totals)
-            Path(stats_file + ".tmp").write_text(text)
-            os.replace(stats_file + ".tmp", stats_file)
+            write_totals()
 
+    atexit.register(write_totals)  # a replay ends right after its last batch
     threading.Thread(target=dump, daemon=True, name="bench-writer-stats").start()
 
 
@@ -162,6 +171,80 @@ def ceiling_split(rows: Any, db: Path, batch: int) -> dict[str, list[float]]:
     finally:
         conn.close()
     return totals
+
+
+def replay_ceiling_split(source: Path, db: Path, batch: int) -> tuple[dict[str, list[float]], int]:
+    """run.py's replay ceiling (`run_copy_batched`), each statement timed: the replay's resulting rows
+    into an empty app database, in arrival order, a commit per `batch`."""
+    import sqlite3
+
+    from run import _INSERT_LOGBOOK, _INSERT_SYNC, _LOGBOOK_COLUMNS, _SYNC_COLUMNS, connect
+
+    from service.domain.records import LOGBOOK_ENTRY
+
+    totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
+    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    conn = connect(db)
+
+    def timed(kind: str, call: Any, *args: Any) -> None:
+        wall, cpu = time.perf_counter(), time.thread_time()
+        call(*args)
+        entry = totals[kind]
+        entry[0] += time.perf_counter() - wall
+        entry[1] += time.thread_time() - cpu
+        entry[2] += 1
+
+    done = 0
+    try:
+        cursor = src.execute(f"SELECT {', '.join(_SYNC_COLUMNS)} FROM sync_data ORDER BY rowid")  # noqa: S608
+        while chunk := cursor.fetchmany(batch):
+            entry_ids = json.dumps([r[3] for r in chunk if r[2] == LOGBOOK_ENTRY])
+            logbook = src.execute(
+                f"SELECT {', '.join(_LOGBOOK_COLUMNS)} FROM logbook_entries"  # noqa: S608 - constant columns
+                " WHERE id IN (SELECT value FROM json_each(?))",
+                (entry_ids,),
+            ).fetchall()
+            timed("transaction control (BEGIN, SAVEPOINT, RELEASE)", conn.execute, "BEGIN IMMEDIATE")
+            timed("insert sync_data", conn.executemany, _INSERT_SYNC, chunk)
+            timed("insert logbook_entries", conn.executemany, _INSERT_LOGBOOK, logbook)
+            timed("COMMIT", conn.execute, "COMMIT")
+            done += len(chunk)
+    finally:
+        src.close()
+        conn.close()
+    return totals, done
+
+
+def replay(entries: int) -> int:
+    """The replay's writer split at `entries`, beside its ceiling's."""
+    from harness import create_app_db, run_measured
+    from run import REPLAY_COMMANDS, SEED, human_count
+    from workload import make_users, write_ndjson
+
+    users = make_users(50)
+    label = human_count(entries)
+    with tempfile.TemporaryDirectory(prefix="resync-writer-replay-") as tmp:
+        work = Path(tmp)
+        file = write_ndjson(work / "replay.ndjson", users, entries, f"{SEED}:{label}")
+        db = work / "replay.db"
+        create_app_db(db, users)
+        stats = work / "writer.json"
+        os.environ[STATS_ENV] = str(stats)
+        try:
+            launcher = [REPLAY_COMMANDS[0][0][0], str(Path(__file__).resolve()), "replay"]
+            child = run_measured([*launcher, "--db", str(db), "--json", str(file.path)], work, "replay")
+        finally:
+            del os.environ[STATS_ENV]
+        if child.returncode != 0:
+            print(child.stderr[-2000:], file=sys.stderr)
+            return 1
+        split = read_stats(stats)
+        create_app_db(work / "ceiling.db", users)
+        ceiling, rows = replay_ceiling_split(db, work / "ceiling.db", 1000)
+    ceiling_wall = sum(v[0] for v in ceiling.values())
+    report(split, ceiling, file.entries, child.seconds, rows / ceiling_wall, what=f"replay of {label}",
+           rows=rows)
+    return 0
 
 
 def _parse_json_until(stop: Any) -> None:
@@ -225,9 +308,12 @@ def main() -> int:
     parser.add_argument("--reupload", action="store_true", help="time the same pushes sent a second time")
     parser.add_argument("--contention", action="store_true",
                         help="instead: the writer's sync_data insert alone, beside a busy process, and thread")
+    parser.add_argument("--replay", type=int, metavar="N", help="instead: a replay of N entries (scenario 5)")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
     sys.path.insert(0, str(HERE.parent))
+    if args.replay:
+        return replay(args.replay)
     if args.contention:
         contention(args.entries)
         return 0
@@ -263,17 +349,19 @@ def main() -> int:
         ceiling_started = time.perf_counter()
         ceiling = ceiling_split(rows, work / "ceiling.db", sizes.push_size)
         ceiling_rate = len(rows.sync) / (time.perf_counter() - ceiling_started)
-    report(split, ceiling, run.entries, seconds, ceiling_rate, args.reupload)
+    what = "re-upload (every record a repeat)" if args.reupload else "first upload"
+    report(split, ceiling, run.entries, seconds, ceiling_rate, what=what, rows=run.entries)
     return 0
 
 
 def report(split: dict[str, list[float]], ceiling: dict[str, list[float]], entries: int, seconds: float,
-           ceiling_rate: float, reupload: bool) -> None:
+           ceiling_rate: float, *, what: str, rows: int) -> None:
+    """Per entry; the target's rate is the ceiling's rows/s, and `rows` the rows the run's entries end
+    as (a replay's ratio is its resulting rows a second over the ceiling's)."""
     hops = split.pop("(hops)", [0.0, 0.0, 0])
     # Every statement runs inside a hop (COMMIT in one of its own): what is left of the hops is Python.
     python = [hops[0] - sum(v[0] for v in split.values()), hops[1] - sum(v[1] for v in split.values()), 0]
     per = 1e6 / entries
-    what = "re-upload (every record a repeat)" if reupload else "first upload"
     print(f"{entries:,} entries, {what}, in {seconds:.1f} s: {entries / seconds:,.0f} entries/s; the writer "
           f"was busy {hops[0] / seconds:.0%} of the time, {hops[0] * per:.1f} us an entry (CPU {hops[1] * per:.1f})")
     print(f"{'writer statement':58} {'wall us':>8} {'CPU us':>7} {'calls':>6} {'wall share':>10}")
@@ -282,19 +370,20 @@ def report(split: dict[str, list[float]], ceiling: dict[str, list[float]], entri
     print(f"{'Python between statements (planning, rows built)':58} {python[0] * per:8.1f} {python[1] * per:7.1f} "
           f"{'':6} {python[0] / hops[0]:10.0%}")
     ceiling_wall = sum(v[0] for v in ceiling.values())
-    print(f"\npush ceiling, the app tables alone: {ceiling_rate:,.0f} rows/s, {ceiling_wall * per:.1f} us an entry")
+    name = "replay ceiling" if "replay" in what else "push ceiling"
+    print(f"\n{name}, the app tables alone: {ceiling_rate:,.0f} rows/s, {ceiling_wall * per:.1f} us an entry")
     for kind, (wall, cpu, calls) in sorted(ceiling.items(), key=lambda kv: -kv[1][0]):
         print(f"{kind[:58]:58} {wall * per:8.1f} {cpu * per:7.1f} {calls:6.0f} {wall / ceiling_wall:10.0%}")
-    budget = 1e6 / (0.6 * ceiling_rate)
-    print(f"\n0.6x of the ceiling is {0.6 * ceiling_rate:,.0f} entries/s: at most {budget:.1f} us of writer wall "
-          f"time an entry, against {hops[0] * per:.1f} now ({hops[0] * per / budget:.2f}x the budget); the writer "
-          f"alone caps this ingest at {entries / hops[0]:,.0f} entries/s, {entries / hops[0] / ceiling_rate:.2f}x "
-          "of the ceiling")
-
+    budget = rows / entries * 1e6 / (0.6 * ceiling_rate)
+    cap = rows / hops[0]
+    print(f"\n0.6x of the ceiling is {0.6 * ceiling_rate:,.0f} rows/s ({rows:,} rows for {entries:,} entries): at "
+          f"most {budget:.1f} us of writer wall time an entry, against {hops[0] * per:.1f} now "
+          f"({hops[0] * per / budget:.2f}x the budget); the writer alone caps this run at {cap:,.0f} rows/s, "
+          f"{cap / ceiling_rate:.2f}x of the ceiling; the run reached {rows / seconds / ceiling_rate:.2f}x")
 
 if __name__ == "__main__":
-    if os.environ.get(STATS_ENV) and len(sys.argv) > 1 and sys.argv[1] == "serve":
-        # Launched by ServerProcess as the server: instrument, then run the service's own entry point.
+    if os.environ.get(STATS_ENV) and len(sys.argv) > 1 and sys.argv[1] in {"serve", "replay"}:
+        # Launched as the server (by ServerProcess) or the replay: instrument, then run the service's own entry point.
         sys.path.insert(0, str(HERE.parent))
         instrument(os.environ[STATS_ENV])
         from service.cli import main as service_main

@@ -615,15 +615,18 @@ class SqliteWriteUnit(SqliteReadUnit):
     def load_live_content(self, user_id: str, content_keys: Collection[str]) -> dict[str, list[str]]:
         if not content_keys:
             return {}
+        # The content keys stay the outer loop (CROSS JOIN), one probe of the content index each. Written
+        # as `content_key IN (...)`, SQLite chose the primary key's (user_id, entity_type) prefix instead:
+        # a walk over all the user's logbook state on every upload, which grew with the history (#17).
         rows = self.sql.fetchall(
             """
             SELECT e.content_key, e.entity_id
-            FROM recovery_entity_state e
+            FROM json_each(?3) AS k
+            CROSS JOIN recovery_entity_state e ON e.user_id = ?1 AND e.content_key = k.value
             JOIN sync_data s
               ON s.user_id = e.user_id AND s.entity_type = e.entity_type AND s.entity_id = e.entity_id
              AND s.deleted_at IS NULL
-            WHERE e.user_id = ? AND e.entity_type = ? AND e.duplicate_of IS NULL
-              AND e.content_key IN (SELECT value FROM json_each(?))
+            WHERE e.entity_type = ?2 AND e.duplicate_of IS NULL
             """,
             (user_id, LOGBOOK_ENTRY, _json.encode(sorted(content_keys)).decode()),
         )
