@@ -121,11 +121,14 @@ class GuardedConnection:
         self._thread = thread
 
     @classmethod
-    async def open(cls, path: str, *, read_only: bool) -> GuardedConnection:
-        name = "sqlite-reader" if read_only else "sqlite-writer"
+    async def open(cls, path: str, *, read_only: bool, role: str | None = None) -> GuardedConnection:
+        """`role` names the thread (sqlite-reader or sqlite-writer by default); a role of its own gets a
+        small page cache (the checkpointer reads the WAL, not tables)."""
+        name = role or ("sqlite-reader" if read_only else "sqlite-writer")
+        cache_kib = 2048 if role is not None else None
         thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         try:
-            conn = await asyncio.get_running_loop().run_in_executor(thread, _open, path, read_only)
+            conn = await asyncio.get_running_loop().run_in_executor(thread, _open, path, read_only, cache_kib)
         except BaseException:
             thread.shutdown(wait=False)
             raise
@@ -175,7 +178,7 @@ def _rows_statement(sql: str, rows: int) -> str:
     return f"{sql[:match.start()]}VALUES {', '.join([row] * rows)}{sql[match.end():]}"
 
 
-def _open(path: str, read_only: bool) -> sqlite3.Connection:
+def _open(path: str, read_only: bool, cache_kib: int | None = None) -> sqlite3.Connection:
     uri = f"file:{path}?mode=ro" if read_only else f"file:{path}"
     conn = sqlite3.connect(uri, uri=True, isolation_level=None, cached_statements=CACHED_STATEMENTS)
     try:
@@ -184,7 +187,8 @@ def _open(path: str, read_only: bool) -> sqlite3.Connection:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA foreign_keys = ON")
         # A page cache that holds the hot index pages of large recoveries (SQLite's default is 2 MB).
-        conn.execute(f"PRAGMA cache_size = {-16384 if read_only else -65536}")
+        cache_kib = cache_kib if cache_kib is not None else 16384 if read_only else 65536
+        conn.execute(f"PRAGMA cache_size = {-cache_kib}")
         if not read_only:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")

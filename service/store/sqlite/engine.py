@@ -25,6 +25,7 @@ from typing import Any, Generic, TypeVar
 
 from service.store.interface import EngineKind, Fault, ReadUnit, StorageUnavailable, WriteUnit
 from service.store.sqlite import guard
+from service.store.sqlite.checkpoints import RESTART_FRAMES, WalCheckpointer
 from service.store.sqlite.commits import SqliteCommitWatch
 from service.store.sqlite.connection import FAULT_MEMORY_S, GuardedConnection, SyncConnection, fault_of
 from service.store.sqlite.migrations import migrate
@@ -53,9 +54,11 @@ class SqliteStorage:
 
     kind = EngineKind.SQLITE
 
-    def __init__(self, path: str, writer: GuardedConnection, readers: list[GuardedConnection]) -> None:
+    def __init__(self, path: str, writer: GuardedConnection, readers: list[GuardedConnection],
+                 checkpointer: WalCheckpointer | None = None) -> None:
         self.path = path
         self.writer = writer
+        self._checkpointer = checkpointer
         self._readers = readers
         self._idle_readers: asyncio.Queue[GuardedConnection] = asyncio.Queue()
         for reader in readers:
@@ -114,26 +117,35 @@ class SqliteStorage:
         except (sqlite3.Error, OSError) as error:
             raise StorageUnavailable(db_path, fault_of(error), error) from error
         reader_connections: list[GuardedConnection] = []
+        checkpointer: WalCheckpointer | None = None
         try:
             await writer.execute("BEGIN IMMEDIATE")
             await writer.run(migrate)
             await writer.commit()
             for _ in range(readers):
                 reader_connections.append(await GuardedConnection.open(db_path, read_only=True))
+            if db_path != ":memory:":
+                checkpointer = await WalCheckpointer.open(db_path)
+                # The writer checkpoints itself only should the checkpointer fall far behind (see `checkpoints`).
+                await writer.execute(f"PRAGMA wal_autocheckpoint = {4 * RESTART_FRAMES}")
         except BaseException as error:
+            if checkpointer is not None:
+                await checkpointer.close()
             for reader in reader_connections:
                 await reader.close()
             await writer.close()
             if isinstance(error, sqlite3.Error | OSError) and not isinstance(error, guard.GuardViolation):
                 raise StorageUnavailable(db_path, fault_of(error), error) from error
             raise
-        return cls(db_path, writer, reader_connections)
+        return cls(db_path, writer, reader_connections, checkpointer)
 
     async def close(self) -> None:
         if self._committer is not None:
             await asyncio.shield(self._committer)  # work already queued is committed and answered
         # Both are always closed: an open connection keeps its thread, and so the process, alive.
         try:
+            if self._checkpointer is not None:
+                await self._checkpointer.close()
             for reader in self._readers:
                 await reader.close()
         finally:
@@ -144,6 +156,7 @@ class SqliteStorage:
         """One write transaction at a time; committed on success (unless `commit` is False, as for a
         dry run), rolled back on any error."""
         async with self._write_lock:
+            await self._settle_wal()
             try:
                 await self.writer.execute("BEGIN IMMEDIATE")
             except BaseException as error:
@@ -163,6 +176,7 @@ class SqliteStorage:
                     await _rollback_quietly(self.writer)
                     raise
                 self.fault = None
+                self._committed()
             else:
                 await self.writer.rollback()
 
@@ -201,6 +215,7 @@ class SqliteStorage:
     async def _run_group(self, group: list[_SharedWork[Any]]) -> None:
         writer = self.writer
         done: list[tuple[_SharedWork[Any], Any]] = []
+        await self._settle_wal()
         try:
             await writer.execute("BEGIN IMMEDIATE")
         except Exception as error:
@@ -229,11 +244,20 @@ class SqliteStorage:
             if not isinstance(error, Exception):
                 raise
             return
+        self._committed()
         if done:
             self.fault = None
         for item, result in done:
             if not item.future.done():
                 item.future.set_result(result)
+
+    def _committed(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.after_commit()
+
+    async def _settle_wal(self) -> None:
+        if self._checkpointer is not None:
+            await self._checkpointer.settle()
 
     async def watch_commits(self) -> SqliteCommitWatch | None:
         """SQLite only: a watch on commits made through other connections (None for `:memory:`, which no
