@@ -36,6 +36,7 @@ class WalCheckpointer:
         self._running: asyncio.Task[None] | None = None
         self._again = False  # a commit came while a checkpoint ran: its frames need another
         self.wal_frames = 0  # the WAL's length at the last checkpoint (0 once a transaction starts it over)
+        self._settle_at = RESTART_FRAMES  # the length at which the next transaction waits for the copy
         self.failures = 0
 
     @classmethod
@@ -54,12 +55,16 @@ class WalCheckpointer:
         copied back, so that this transaction, beginning with nothing left to copy, writes from the WAL's
         start again. (The writer begins each transaction right after the last one's commit, while the
         copy of that commit still runs: left alone, the WAL would never start over.)"""
-        if self.wal_frames < RESTART_FRAMES:
+        if self.wal_frames < self._settle_at:
             return
         if self._running is not None:
             await asyncio.shield(self._running)
         if await self._checkpoint():
-            self.wal_frames = 0
+            self.wal_frames, self._settle_at = 0, RESTART_FRAMES
+        else:
+            # A reader's snapshot (a long support read, an export) holds frames back, or another process
+            # was checkpointing: wait again only once the WAL has grown by as much, not at every transaction.
+            self._settle_at = self.wal_frames + RESTART_FRAMES
 
     async def _copy_until_caught_up(self) -> None:
         try:
@@ -84,6 +89,8 @@ class WalCheckpointer:
         if busy:  # another connection (another process's) was checkpointing
             return False
         self.wal_frames = frames
+        if copied == frames:  # nothing holds frames back any more: the next transaction may start it over
+            self._settle_at = RESTART_FRAMES
         return copied == frames
 
     async def close(self) -> None:

@@ -101,3 +101,35 @@ async def test_a_failing_checkpoint_fails_no_write(tmp_path: Path, monkeypatch: 
         await storage.close()
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT COUNT(*) FROM recovery_service WHERE key LIKE 'k%'").fetchone()[0] == 5 * ROWS
+
+
+async def test_a_reader_holding_frames_back_does_not_make_every_transaction_wait(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader's snapshot keeps the frames after it from being copied back, so the WAL cannot start over
+    until it ends. Transactions meanwhile wait for a checkpoint once each time the WAL grows by the
+    threshold, not every one of them."""
+    restart, commits = 300, 100
+    monkeypatch.setattr(checkpoints, "RESTART_FRAMES", restart)
+    calls: list[int] = []
+    passive = checkpoints._passive_checkpoint
+
+    def counted(conn: SyncConnection) -> tuple[int, int, int]:
+        calls.append(1)
+        return passive(conn)
+
+    monkeypatch.setattr(checkpoints, "_passive_checkpoint", counted)
+    db = tmp_path / "app.db"
+    storage = await SqliteStorage.open(db)
+    reader = sqlite3.connect(db, isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM recovery_service").fetchone()  # its snapshot is taken here
+        for n in range(commits):
+            await _commit_rows(storage, n * ROWS)
+        await _idle(storage)
+        held_back = calls.copy()
+    finally:
+        reader.close()
+        await storage.close()
+    # One checkpoint after each commit at most, and a few more of the transactions' own.
+    assert len(held_back) <= commits + commits // 4
