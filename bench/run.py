@@ -233,13 +233,10 @@ def run_batched(rows: PreparedRows, db: Path, batch: int) -> float:
         conn.close()
 
 
-def run_copy_batched(source: Path, db: Path, batch: int) -> tuple[float, int]:
-    """Rows/s of writing a service database's final app rows (sync_data, logbook_entries) again into an
-    empty app database, in arrival order, a transaction per `batch` records; reading them is not timed."""
+def final_rows(source: Path, batch: int) -> Iterator[tuple[list[Any], list[Any]]]:
+    """A service database's final app rows, `batch` sync_data rows at a time in arrival order, each with
+    its logbook_entries rows."""
     src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
-    conn = connect(db)
-    spent = 0.0
-    done = 0
     try:
         cursor = src.execute(f"SELECT {', '.join(_SYNC_COLUMNS)} FROM sync_data ORDER BY rowid")  # noqa: S608
         while chunk := cursor.fetchmany(batch):
@@ -249,13 +246,25 @@ def run_copy_batched(source: Path, db: Path, batch: int) -> tuple[float, int]:
                 " WHERE id IN (SELECT value FROM json_each(?))",
                 (entry_ids,),
             ).fetchall()
+            yield chunk, logbook
+    finally:
+        src.close()
+
+
+def run_copy_batched(source: Path, db: Path, batch: int) -> tuple[float, int]:
+    """Rows/s of writing a service database's final app rows (sync_data, logbook_entries) again into an
+    empty app database, in arrival order, a transaction per `batch` records; reading them is not timed."""
+    conn = connect(db)
+    spent = 0.0
+    done = 0
+    try:
+        for chunk, logbook in final_rows(source, batch):
             started = time.perf_counter()
             _write_transaction(conn, chunk, logbook)
             spent += time.perf_counter() - started
             done += len(chunk)
         return rate(done, spent), done
     finally:
-        src.close()
         conn.close()
 
 

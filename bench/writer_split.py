@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
+import functools
 import json
 import os
 import re
@@ -143,6 +144,16 @@ def read_stats(path: Path) -> dict[str, list[float]]:
     return dict(json.loads(path.read_text())) if path.exists() else {}
 
 
+def _timed(totals: dict[str, list[float]], kind: str, call: Any, *args: Any) -> None:
+    """`call(*args)`, its wall and CPU time added to `totals[kind]`."""
+    wall, cpu = time.perf_counter(), time.thread_time()
+    call(*args)
+    entry = totals[kind]
+    entry[0] += time.perf_counter() - wall
+    entry[1] += time.thread_time() - cpu
+    entry[2] += 1
+
+
 def ceiling_split(rows: Any, db: Path, batch: int) -> dict[str, list[float]]:
     """run.py's push ceiling (`run_batched`), each statement timed: the app tables alone, a commit per
     `batch` records."""
@@ -151,15 +162,7 @@ def ceiling_split(rows: Any, db: Path, batch: int) -> dict[str, list[float]]:
     logbook_by_id = {row[0]: row for row in rows.logbook}
     totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
     conn = connect(db)
-
-    def timed(kind: str, call: Any, *args: Any) -> None:
-        wall, cpu = time.perf_counter(), time.thread_time()
-        call(*args)
-        entry = totals[kind]
-        entry[0] += time.perf_counter() - wall
-        entry[1] += time.thread_time() - cpu
-        entry[2] += 1
-
+    timed = functools.partial(_timed, totals)
     try:
         for start in range(0, len(rows.sync), batch):
             chunk = rows.sync[start : start + batch]
@@ -176,41 +179,20 @@ def ceiling_split(rows: Any, db: Path, batch: int) -> dict[str, list[float]]:
 def replay_ceiling_split(source: Path, db: Path, batch: int) -> tuple[dict[str, list[float]], int]:
     """run.py's replay ceiling (`run_copy_batched`), each statement timed: the replay's resulting rows
     into an empty app database, in arrival order, a commit per `batch`."""
-    import sqlite3
-
-    from run import _INSERT_LOGBOOK, _INSERT_SYNC, _LOGBOOK_COLUMNS, _SYNC_COLUMNS, connect
-
-    from service.domain.records import LOGBOOK_ENTRY
+    from run import _INSERT_LOGBOOK, _INSERT_SYNC, connect, final_rows
 
     totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
-    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
     conn = connect(db)
-
-    def timed(kind: str, call: Any, *args: Any) -> None:
-        wall, cpu = time.perf_counter(), time.thread_time()
-        call(*args)
-        entry = totals[kind]
-        entry[0] += time.perf_counter() - wall
-        entry[1] += time.thread_time() - cpu
-        entry[2] += 1
-
+    timed = functools.partial(_timed, totals)
     done = 0
     try:
-        cursor = src.execute(f"SELECT {', '.join(_SYNC_COLUMNS)} FROM sync_data ORDER BY rowid")  # noqa: S608
-        while chunk := cursor.fetchmany(batch):
-            entry_ids = json.dumps([r[3] for r in chunk if r[2] == LOGBOOK_ENTRY])
-            logbook = src.execute(
-                f"SELECT {', '.join(_LOGBOOK_COLUMNS)} FROM logbook_entries"  # noqa: S608 - constant columns
-                " WHERE id IN (SELECT value FROM json_each(?))",
-                (entry_ids,),
-            ).fetchall()
+        for chunk, logbook in final_rows(source, batch):
             timed("transaction control (BEGIN, SAVEPOINT, RELEASE)", conn.execute, "BEGIN IMMEDIATE")
             timed("insert sync_data", conn.executemany, _INSERT_SYNC, chunk)
             timed("insert logbook_entries", conn.executemany, _INSERT_LOGBOOK, logbook)
             timed("COMMIT", conn.execute, "COMMIT")
             done += len(chunk)
     finally:
-        src.close()
         conn.close()
     return totals, done
 
