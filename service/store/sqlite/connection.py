@@ -12,6 +12,7 @@ import errno
 import functools
 import re
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -190,7 +191,7 @@ def _open(path: str, read_only: bool, cache_kib: int | None = None) -> sqlite3.C
         cache_kib = cache_kib if cache_kib is not None else 16384 if read_only else 65536
         conn.execute(f"PRAGMA cache_size = {-cache_kib}")
         if not read_only:
-            conn.execute("PRAGMA journal_mode = WAL")
+            _journal_mode_wal(conn)
             conn.execute("PRAGMA synchronous = FULL")
             # Checkpoint the WAL less often than every 4 MB, so fewer commits pay for one.
             conn.execute("PRAGMA wal_autocheckpoint = 16384")
@@ -199,3 +200,19 @@ def _open(path: str, read_only: bool, cache_kib: int | None = None) -> sqlite3.C
         conn.close()
         raise
     return conn
+
+
+def _journal_mode_wal(conn: sqlite3.Connection) -> None:
+    """WAL mode, retried while another connection holds the file: SQLite answers SQLITE_BUSY at once,
+    without the busy handler, where waiting could deadlock (two processes opening the same fresh file at
+    the same moment, as the shards of a replay do, each switching it to WAL), so the wait is here."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            code = getattr(error, "sqlite_errorcode", None)
+            if not isinstance(code, int) or code & 0xFF not in (5, 6) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)

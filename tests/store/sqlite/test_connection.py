@@ -80,3 +80,31 @@ def test_a_lower_limit_of_parameters_gets_smaller_statements(tmp_path: Path) -> 
     rows = [(k, f"v{k}") for k in range(300)]
     assert sync.insert_rows(IF_ABSENT, rows) == 300
     assert _rows(sync) == rows
+
+
+class _BusyAtFirst(sqlite3.Connection):
+    """Answers SQLITE_BUSY to the first two journal-mode switches, as SQLite does while another process
+    switches the same fresh file."""
+
+    refused = 0
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:  # type: ignore[override]
+        if sql == "PRAGMA journal_mode = WAL" and _BusyAtFirst.refused < 2:
+            _BusyAtFirst.refused += 1
+            error = sqlite3.OperationalError("database is locked")
+            error.sqlite_errorcode = 5  # type: ignore[attr-defined]
+            raise error
+        return super().execute(sql, *args)  # type: ignore[arg-type]
+
+
+def test_a_file_another_process_is_switching_to_wal_is_opened_once_it_is_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_connect = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: real_connect(*a, factory=_BusyAtFirst, **k))
+    conn = _open(str(tmp_path / "a.db"), read_only=False)
+    try:
+        assert _BusyAtFirst.refused == 2
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        conn.close()
