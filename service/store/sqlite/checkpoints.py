@@ -41,7 +41,8 @@ class WalCheckpointer:
 
     @classmethod
     async def open(cls, path: str) -> WalCheckpointer:
-        return cls(await GuardedConnection.open(path, read_only=False, role="sqlite-checkpointer"))
+        # A small page cache: a checkpoint copies WAL frames, it reads no tables.
+        return cls(await GuardedConnection.open(path, read_only=False, role="sqlite-checkpointer", cache_kib=2048))
 
     def after_commit(self) -> None:
         """Copy the frames just committed back, after the one running (if any) is done."""

@@ -122,11 +122,11 @@ class GuardedConnection:
         self._thread = thread
 
     @classmethod
-    async def open(cls, path: str, *, read_only: bool, role: str | None = None) -> GuardedConnection:
-        """`role` names the thread (sqlite-reader or sqlite-writer by default); a role of its own gets a
-        small page cache (the checkpointer reads the WAL, not tables)."""
+    async def open(cls, path: str, *, read_only: bool, role: str | None = None,
+                   cache_kib: int | None = None) -> GuardedConnection:
+        """`role` names the thread (sqlite-reader or sqlite-writer by default); `cache_kib` is the page
+        cache (by default a reader's or the writer's, see `_open`)."""
         name = role or ("sqlite-reader" if read_only else "sqlite-writer")
-        cache_kib = 2048 if role is not None else None
         thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         try:
             conn = await asyncio.get_running_loop().run_in_executor(thread, _open, path, read_only, cache_kib)
@@ -193,7 +193,8 @@ def _open(path: str, read_only: bool, cache_kib: int | None = None) -> sqlite3.C
         if not read_only:
             _journal_mode_wal(conn)
             conn.execute("PRAGMA synchronous = FULL")
-            # Checkpoint the WAL less often than every 4 MB, so fewer commits pay for one.
+            # Checkpoint the WAL less often than every 4 MB, so fewer commits pay for one. (A file's storage
+            # raises it again: a checkpointer copies the WAL back beside the writer, see `checkpoints`.)
             conn.execute("PRAGMA wal_autocheckpoint = 16384")
         conn.set_authorizer(guard.authorize)
     except BaseException:
@@ -212,7 +213,6 @@ def _journal_mode_wal(conn: sqlite3.Connection) -> None:
             conn.execute("PRAGMA journal_mode = WAL")
             return
         except sqlite3.OperationalError as error:
-            code = getattr(error, "sqlite_errorcode", None)
-            if not isinstance(code, int) or code & 0xFF not in (5, 6) or time.monotonic() > deadline:
+            if fault_of(error) is not Fault.LOCKED or time.monotonic() > deadline:
                 raise
             time.sleep(0.01)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,17 @@ async def _idle(storage: SqliteStorage) -> None:
     assert checkpointer is not None
     if checkpointer._running is not None:  # it runs until it has copied every commit made before it ended
         await checkpointer._running
+
+
+def _before_each_checkpoint(monkeypatch: pytest.MonkeyPatch, before: Callable[[], object]) -> None:
+    """`before()` runs on the checkpointer's thread ahead of each of its checkpoints."""
+    passive = checkpoints._passive_checkpoint
+
+    def wrapped(conn: SyncConnection) -> tuple[int, int, int]:
+        before()
+        return passive(conn)
+
+    monkeypatch.setattr(checkpoints, "_passive_checkpoint", wrapped)
 
 
 def _wal_bytes(db: Path) -> int:
@@ -60,13 +72,7 @@ async def test_the_wal_starts_over_under_a_steady_stream_of_commits(tmp_path: Pa
     while one checkpoint runs (the writer learns the WAL's length from the checkpoints)."""
     restart, commits = 60, 300
     monkeypatch.setattr(checkpoints, "RESTART_FRAMES", restart)
-    passive = checkpoints._passive_checkpoint
-
-    def slow_checkpoint(conn: SyncConnection) -> tuple[int, int, int]:
-        time.sleep(0.02)
-        return passive(conn)
-
-    monkeypatch.setattr(checkpoints, "_passive_checkpoint", slow_checkpoint)
+    _before_each_checkpoint(monkeypatch, lambda: time.sleep(0.02))
     db = tmp_path / "app.db"
     storage = await SqliteStorage.open(db)
     try:
@@ -111,13 +117,7 @@ async def test_a_reader_holding_frames_back_does_not_make_every_transaction_wait
     restart, commits = 300, 100
     monkeypatch.setattr(checkpoints, "RESTART_FRAMES", restart)
     calls: list[int] = []
-    passive = checkpoints._passive_checkpoint
-
-    def counted(conn: SyncConnection) -> tuple[int, int, int]:
-        calls.append(1)
-        return passive(conn)
-
-    monkeypatch.setattr(checkpoints, "_passive_checkpoint", counted)
+    _before_each_checkpoint(monkeypatch, lambda: calls.append(1))
     db = tmp_path / "app.db"
     storage = await SqliteStorage.open(db)
     reader = sqlite3.connect(db, isolation_level=None)
