@@ -120,14 +120,14 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"error: --support-port {args.support_port}: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_USAGE
         try:
-            support = support_listener.start(settings, sock, {**server_options, "port": args.support_port})
+            # It keeps the socket open while the server runs: a support process that dies is started again on it.
+            support = support_listener.SupportListener(settings, sock, {**server_options, "port": args.support_port})
         except support_listener.SupportListenerFailed as exc:
+            sock.close()
             print(f"error: --support-port {args.support_port}: {exc}", file=sys.stderr)
             return EXIT_FAILURE
-        finally:
-            sock.close()  # the support process holds its own copy
-        print(f"support listener: http://{args.host}:{args.support_port} (process {support.pid}); the same "
-              "routes, for support staff", file=sys.stderr)
+        print(f"support listener: http://{args.host}:{args.support_port} (process {support.process.pid}); the "
+              "same routes, for support staff", file=sys.stderr)
         # uvicorn stops on SIGTERM, then raises it again for the usual exit: by default that would end this
         # process at once, before the `finally` below stops the support process in order.
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -135,7 +135,7 @@ def _serve(args: argparse.Namespace) -> int:
         _run_uvicorn(args, settings, server_options)
     finally:
         if support is not None:
-            support_listener.stop(support)
+            support.stop()
     return 0
 
 

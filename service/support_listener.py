@@ -12,7 +12,9 @@ GETs from a second process on the same database: p99 16.6 ms during the same ing
 The process opens the database as every server process does (WAL: its readers never wait for the other
 process's writer; its own writes, a review or a re-drive, take SQLite's write lock in turn), checks the
 same tokens, and serves every route; support staff point their browsers and scripts at its port. It stops
-with the server: the server stops it when it stops, and it stops itself should the server die.
+with the server: the server stops it when it stops, and it stops itself should the server die. Should it
+die while the server runs (a crash, an out-of-memory kill), the server starts another on the same socket,
+which it keeps open meanwhile: connections made in the gap wait in its backlog instead of being refused.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import multiprocessing.connection
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from multiprocessing.context import SpawnProcess
@@ -33,6 +36,11 @@ from service.config import Settings
 
 STOP_TIMEOUT_S = 15.0  # the time a graceful stop gets (requests in flight finish) before SIGKILL
 START_TIMEOUT_S = 60.0  # the time it gets to open the database and answer GET /health
+# Waits before restarting a support process that died, doubled after each restart that did not come up or
+# did not stay up for RESTART_RESET_S: a process that dies at once is not restarted in a tight loop.
+RESTART_DELAY_S = 0.5
+RESTART_DELAY_MAX_S = 30.0
+RESTART_RESET_S = 60.0
 
 
 class SupportListenerFailed(RuntimeError):
@@ -76,6 +84,64 @@ def start(settings: Settings, sock: socket.socket, server_options: dict[str, Any
             raise SupportListenerFailed(f"the support process did not answer GET /health in {START_TIMEOUT_S:.0f} s")
         time.sleep(0.1)
     return process
+
+
+class SupportListener:
+    """The support process, kept running while the server runs: started once it answers GET /health, and
+    started again on the same socket if it dies before `stop()`. Restarts are told on stderr."""
+
+    def __init__(self, settings: Settings, sock: socket.socket, server_options: dict[str, Any]) -> None:
+        self._settings, self._sock, self._options = settings, sock, server_options
+        self.process = start(settings, sock, server_options)
+        self._url = "http://{}:{}".format(*sock.getsockname()[:2])
+        self._stopping = threading.Event()
+        self._stop_read, self._stop_write = os.pipe()  # wakes the watcher's wait on the process at stop()
+        self._lock = threading.Lock()  # `process` is replaced by the watcher and stopped by `stop()`
+        self.restarts = 0
+        self._watcher = threading.Thread(target=self._watch, name="support-watch", daemon=True)
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        delay = RESTART_DELAY_S
+        while not self._stopping.is_set():
+            process = self.process
+            started = time.monotonic()
+            multiprocessing.connection.wait([process.sentinel, self._stop_read])
+            if self._stopping.is_set():
+                return
+            process.join()
+            if time.monotonic() - started > RESTART_RESET_S:
+                delay = RESTART_DELAY_S
+            print(f"support listener: process {process.pid} exited (code {process.exitcode}); starting another "
+                  f"in {delay:g} s", file=sys.stderr, flush=True)
+            while not self._stopping.wait(delay):
+                delay = min(delay * 2, RESTART_DELAY_MAX_S)
+                try:
+                    replacement = start(self._settings, self._sock, self._options)
+                except (SupportListenerFailed, OSError) as exc:  # OSError: the process could not be spawned
+                    print(f"support listener: {exc}; trying again in {delay:g} s", file=sys.stderr, flush=True)
+                    continue
+                with self._lock:
+                    if self._stopping.is_set():  # stop() came while it started: it stops here
+                        stop(replacement)
+                        return
+                    self.process = replacement
+                    self.restarts += 1
+                print(f"support listener: {self._url} (process {replacement.pid}); restarted", file=sys.stderr,
+                      flush=True)
+                break
+
+    def stop(self) -> None:
+        """Stops the support process in order (and any restart on the way), then closes the socket."""
+        self._stopping.set()
+        os.write(self._stop_write, b"x")
+        with self._lock:
+            stop(self.process)
+        self._watcher.join(STOP_TIMEOUT_S + START_TIMEOUT_S)
+        for fd in (self._stop_read, self._stop_write):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._sock.close()
 
 
 def _answers_health(host: str, port: int) -> bool:

@@ -1,11 +1,12 @@
 """`serve --support-port` (service/support_listener.py): the same app on a second port, from a process of
-its own, on the same database; it comes up with the server or the server does not start, and it never
-outlives the server, however the server stops."""
+its own, on the same database; it comes up with the server or the server does not start, it is started
+again if it dies while the server runs, and it never outlives the server, however the server stops."""
 
 from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -35,9 +36,10 @@ def server(tmp_path: Path) -> Iterator[tuple[ServerProcess, int]]:
 
 
 def support_pid(server: ServerProcess) -> int:
-    found = re.search(r"support listener: \S+ \(process (\d+)\)", server.log_path.read_text())
-    assert found is not None, server.log_tail()
-    return int(found.group(1))
+    """The support process the server started last."""
+    found = re.findall(r"support listener: \S+ \(process (\d+)\)", server.log_path.read_text())
+    assert found, server.log_tail()
+    return int(found[-1])
 
 
 def alive(pid: int) -> bool:
@@ -102,3 +104,24 @@ def test_a_support_port_already_taken_is_one_clear_line_and_no_server(tmp_path: 
     assert started.returncode == 2
     assert f"error: --support-port {taken.port}: Address already in use" in started.stderr
     assert "Uvicorn running" not in started.stderr
+
+
+def test_a_support_process_that_dies_is_started_again_and_a_request_made_meanwhile_is_answered(
+    server: tuple[ServerProcess, int],
+) -> None:
+    running, support_port = server
+    first = support_pid(running)
+    os.kill(first, signal.SIGKILL)  # as an out-of-memory kill would
+    assert wait_gone(first)
+    # The server keeps the support socket open: a connection made before the new process is up waits in
+    # its backlog and is answered by the new process, not refused.
+    answer = httpx.get(f"http://{HOST}:{support_port}/v1/support/users/{ADA[0]}", headers=auth(ADMIN), timeout=60)
+    assert answer.status_code == 200, answer.text
+    log = running.log_path.read_text()
+    assert re.search(rf"support listener: process {first} exited \(code -9\)", log), running.log_tail()
+    second = support_pid(running)
+    assert second != first and alive(second)
+    assert running.proc is not None and running.proc.poll() is None  # the devices' port never went away
+    # The restarted process is the server's like the first: it stops with it.
+    running.stop()
+    assert not alive(second), "the restarted support process outlived the server"
