@@ -18,6 +18,13 @@ leaves the writer 1 / (0.6 x ceiling rate) per entry, and every other stage must
 file, scenario 5), beside the replay ceiling's statements (its resulting rows into the app tables alone, a
 commit per 1,000, as `run.py` writes them).
 
+`--replay N --alone` adds the service's own resulting rows (the app tables and its bookkeeping: merge
+state, raw records, device records) written again into an empty database of the same schema by one thread
+with nothing else in the process, in arrival order, a commit per 1,000 entries, each table's statement
+timed: what those writes cost without a server, a pool or a planner beside them, once on a connection
+like the ceiling's and once on the writer's own (its page cache). It tells what the writer's statements
+cost because they share the process, and what they cost because they are written at all.
+
 `--contention` measures instead what sharing the process costs the writer: its sync_data insert (the
 service's connection and statement) alone, beside a busy process, and beside a busy thread of its own
 process, as the event loop and the pool's threads are in the server.
@@ -197,8 +204,75 @@ def replay_ceiling_split(source: Path, db: Path, batch: int) -> tuple[dict[str, 
     return totals, done
 
 
-def replay(entries: int) -> int:
-    """The replay's writer split at `entries`, beside its ceiling's."""
+# The tables of a replay's resulting rows `alone_split` writes again, in the order the writer writes them.
+ALONE_TABLES = ("sync_data", "logbook_entries", "recovery_entity_state", "recovery_raw_records",
+                "recovery_device_records")
+
+
+def alone_split(source: Path, db: Path, batch: int, connect: Any) -> dict[str, list[float]]:
+    """The rows of `ALONE_TABLES` in the service database `source` written again into `db` (the same
+    schema, empty, opened by `connect`), one thread: entries in arrival order (the raw records' order),
+    `batch` entries a transaction, each table's executemany timed."""
+    import sqlite3
+
+    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    try:
+        schema = [r[0] for r in src.execute(
+            "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%'"
+            " ORDER BY type = 'index', rowid")]
+        users = src.execute("SELECT * FROM users").fetchall()
+        Key = tuple[str, str, str]
+        by_key: dict[str, dict[Key, list[tuple[Any, ...]]]] = {t: defaultdict(list) for t in ALONE_TABLES}
+        order: dict[tuple[str, str, str], None] = {}
+        for row in src.execute("SELECT user_id, entity_type, entity_id, raw_sha256, raw, checksum, upload_id,"
+                               " device_id, received_at FROM recovery_raw_records ORDER BY id"):
+            order.setdefault(row[:3], None)
+            by_key["recovery_raw_records"][row[:3]].append(row)
+        for table, key in (("sync_data", "user_id, entity_type, entity_id"),
+                           ("logbook_entries", "user_id, 'logbook_entry', id"),
+                           ("recovery_entity_state", "user_id, entity_type, entity_id"),
+                           ("recovery_device_records", "user_id, entity_type, entity_id")):
+            for row in src.execute(f"SELECT {key}, * FROM {table}"):  # noqa: S608 - constant names
+                by_key[table][row[:3]].append(row[3:])
+                order.setdefault(row[:3], None)
+    finally:
+        src.close()
+    conn = connect(db)
+    for sql in schema:
+        conn.execute(sql)
+    conn.executemany(f"INSERT INTO users VALUES ({', '.join('?' * len(users[0]))})", users)  # noqa: S608
+    columns = {t: [r[1] for r in conn.execute(f"PRAGMA table_info({t})")] for t in ALONE_TABLES}
+    columns["recovery_raw_records"].remove("id")  # appended, as the writer does
+    statements = {t: f"INSERT INTO {t} ({', '.join(c)}) VALUES ({', '.join('?' * len(c))})"  # noqa: S608
+                  for t, c in columns.items()}
+    totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
+    timed = functools.partial(_timed, totals)
+    keys = list(order)
+    try:
+        for start in range(0, len(keys), batch):
+            chunk = keys[start : start + batch]
+            timed("transaction control (BEGIN, SAVEPOINT, RELEASE)", conn.execute, "BEGIN IMMEDIATE")
+            for table in ALONE_TABLES:
+                rows = [row for key in chunk for row in by_key[table].get(key, ())]
+                timed(f"insert {table}", conn.executemany, statements[table], rows)
+            timed("COMMIT", conn.execute, "COMMIT")
+    finally:
+        conn.close()
+    return totals
+
+
+def report_alone(label: str, totals: dict[str, list[float]], entries: int, budget: float) -> None:
+    per = 1e6 / entries
+    wall = sum(v[0] for v in totals.values())
+    print(f"\nthe service's resulting rows written again alone, {label}: {wall * per:.1f} us an entry "
+          f"({wall * per / budget:.2f}x the budget of {budget:.1f})")
+    for kind, (w, cpu, calls) in sorted(totals.items(), key=lambda kv: -kv[1][0]):
+        print(f"{kind[:58]:58} {w * per:8.1f} {cpu * per:7.1f} {calls:6.0f} {w / wall:10.0%}")
+
+
+def replay(entries: int, alone: bool = False) -> int:
+    """The replay's writer split at `entries`, beside its ceiling's (and with `alone`, its rows written
+    again by one thread: `alone_split`)."""
     from harness import create_app_db, run_measured
     from run import REPLAY_COMMANDS, SEED, human_count
     from workload import make_users, write_ndjson
@@ -223,9 +297,22 @@ def replay(entries: int) -> int:
         split = read_stats(stats)
         create_app_db(work / "ceiling.db", users)
         ceiling, rows = replay_ceiling_split(db, work / "ceiling.db", 1000)
-    ceiling_wall = sum(v[0] for v in ceiling.values())
-    report(split, ceiling, file.entries, child.seconds, rows / ceiling_wall, what=f"replay of {label}",
-           rows=rows)
+        ceiling_wall = sum(v[0] for v in ceiling.values())
+        report(split, ceiling, file.entries, child.seconds, rows / ceiling_wall, what=f"replay of {label}",
+               rows=rows)
+        if alone:
+            from run import connect
+
+            from service.store.sqlite.connection import _open
+
+            budget = rows / file.entries * 1e6 / (0.6 * rows / ceiling_wall)
+            for name, opener in (("on a connection like the ceiling's", connect),
+                                 ("on the writer's own connection (its page cache)", lambda p: _open(str(p), False))):
+                target = work / "alone.db"
+                totals = alone_split(db, target, 1000, opener)
+                report_alone(name, totals, file.entries, budget)
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{target}{suffix}").unlink(missing_ok=True)
     return 0
 
 
@@ -291,11 +378,13 @@ def main() -> int:
     parser.add_argument("--contention", action="store_true",
                         help="instead: the writer's sync_data insert alone, beside a busy process, and thread")
     parser.add_argument("--replay", type=int, metavar="N", help="instead: a replay of N entries (scenario 5)")
+    parser.add_argument("--alone", action="store_true",
+                        help="with --replay: its resulting rows written again by one thread, table by table")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
     sys.path.insert(0, str(HERE.parent))
     if args.replay:
-        return replay(args.replay)
+        return replay(args.replay, args.alone)
     if args.contention:
         contention(args.entries)
         return 0
