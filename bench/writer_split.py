@@ -128,6 +128,20 @@ def instrument(stats_file: str) -> None:
     c.GuardedConnection.run = timed_run  # type: ignore[method-assign]
     c.GuardedConnection.commit = timed_commit  # type: ignore[method-assign]
 
+    from service.store.sqlite import checkpoints
+
+    settle = checkpoints.WalCheckpointer.settle
+
+    async def timed_settle(self: Any) -> None:
+        # Before BEGIN, outside the writer's hops: the time a transaction waits for the WAL to be copied back.
+        wall = time.perf_counter()
+        try:
+            await settle(self)
+        finally:
+            add("(settle)", time.perf_counter() - wall, 0.0)
+
+    checkpoints.WalCheckpointer.settle = timed_settle  # type: ignore[method-assign]
+
     def write_totals() -> None:
         with lock:
             text = json.dumps(totals)
@@ -430,11 +444,14 @@ def report(split: dict[str, list[float]], ceiling: dict[str, list[float]], entri
     """Per entry; the target's rate is the ceiling's rows/s, and `rows` the rows the run's entries end
     as (a replay's ratio is its resulting rows a second over the ceiling's)."""
     hops = split.pop("(hops)", [0.0, 0.0, 0])
+    settled = split.pop("(settle)", [0.0, 0.0, 0])
     # Every statement runs inside a hop (COMMIT in one of its own): what is left of the hops is Python.
     python = [hops[0] - sum(v[0] for v in split.values()), hops[1] - sum(v[1] for v in split.values()), 0]
     per = 1e6 / entries
     print(f"{entries:,} entries, {what}, in {seconds:.1f} s: {entries / seconds:,.0f} entries/s; the writer "
           f"was busy {hops[0] / seconds:.0%} of the time, {hops[0] * per:.1f} us an entry (CPU {hops[1] * per:.1f})")
+    print(f"before BEGIN, waiting for the WAL to be copied back: {settled[0] / seconds:.0%} of the time, "
+          f"{settled[0] * per:.1f} us an entry")
     print(f"{'writer statement':58} {'wall us':>8} {'CPU us':>7} {'calls':>6} {'wall share':>10}")
     for kind, (wall, cpu, calls) in sorted(split.items(), key=lambda kv: -kv[1][0]):
         print(f"{kind[:58]:58} {wall * per:8.1f} {cpu * per:7.1f} {calls:6.0f} {wall / hops[0]:10.0%}")
