@@ -237,7 +237,7 @@ def alone_split(source: Path, db: Path, batch: int, connect: Any) -> dict[str, l
         users = src.execute("SELECT * FROM users").fetchall()
         Key = tuple[str, str, str]
         by_key: dict[str, dict[Key, list[tuple[Any, ...]]]] = {t: defaultdict(list) for t in ALONE_TABLES}
-        order: dict[tuple[str, str, str], None] = {}
+        order: dict[Key, None] = {}
         for row in src.execute("SELECT user_id, entity_type, entity_id, raw_sha256, raw, checksum, upload_id,"
                                " device_id, received_at FROM recovery_raw_records ORDER BY id"):
             order.setdefault(row[:3], None)
@@ -319,7 +319,7 @@ def replay(entries: int, alone: bool = False) -> int:
 
             from service.store.sqlite.connection import _open
 
-            budget = rows / file.entries * 1e6 / (0.6 * rows / ceiling_wall)
+            budget = writer_budget_us(rows, file.entries, rows / ceiling_wall)
             for name, opener in (("on a connection like the ceiling's", connect),
                                  ("on the writer's own connection (its page cache)", lambda p: _open(str(p), False))):
                 target = work / "alone.db"
@@ -439,6 +439,11 @@ def main() -> int:
     return 0
 
 
+def writer_budget_us(rows: int, entries: int, ceiling_rate: float) -> float:
+    """The writer's wall time an entry at which the run would reach 0.6x of the ceiling's rows/s."""
+    return rows / entries * 1e6 / (0.6 * ceiling_rate)
+
+
 def report(split: dict[str, list[float]], ceiling: dict[str, list[float]], entries: int, seconds: float,
            ceiling_rate: float, *, what: str, rows: int) -> None:
     """Per entry; the target's rate is the ceiling's rows/s, and `rows` the rows the run's entries end
@@ -462,7 +467,7 @@ def report(split: dict[str, list[float]], ceiling: dict[str, list[float]], entri
     print(f"\n{name}, the app tables alone: {ceiling_rate:,.0f} rows/s, {ceiling_wall * per:.1f} us an entry")
     for kind, (wall, cpu, calls) in sorted(ceiling.items(), key=lambda kv: -kv[1][0]):
         print(f"{kind[:58]:58} {wall * per:8.1f} {cpu * per:7.1f} {calls:6.0f} {wall / ceiling_wall:10.0%}")
-    budget = rows / entries * 1e6 / (0.6 * ceiling_rate)
+    budget = writer_budget_us(rows, entries, ceiling_rate)
     cap = rows / hops[0]
     print(f"\n0.6x of the ceiling is {0.6 * ceiling_rate:,.0f} rows/s ({rows:,} rows for {entries:,} entries): at "
           f"most {budget:.1f} us of writer wall time an entry, against {hops[0] * per:.1f} now "

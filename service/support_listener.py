@@ -95,7 +95,6 @@ class SupportListener:
         self.process = start(settings, sock, server_options)
         self._url = "http://{}:{}".format(*sock.getsockname()[:2])
         self._stopping = threading.Event()
-        self._stop_read, self._stop_write = os.pipe()  # wakes the watcher's wait on the process at stop()
         self._lock = threading.Lock()  # `process` is replaced by the watcher and stopped by `stop()`
         self.restarts = 0
         self._watcher = threading.Thread(target=self._watch, name="support-watch", daemon=True)
@@ -106,7 +105,7 @@ class SupportListener:
         while not self._stopping.is_set():
             process = self.process
             started = time.monotonic()
-            multiprocessing.connection.wait([process.sentinel, self._stop_read])
+            multiprocessing.connection.wait([process.sentinel])  # stop() ends it too: the same wake-up
             if self._stopping.is_set():
                 return
             process.join()
@@ -133,14 +132,10 @@ class SupportListener:
 
     def stop(self) -> None:
         """Stops the support process in order (and any restart on the way), then closes the socket."""
-        self._stopping.set()
-        os.write(self._stop_write, b"x")
+        self._stopping.set()  # before the process ends, so the watcher, woken by its end, does not restart it
         with self._lock:
             stop(self.process)
         self._watcher.join(STOP_TIMEOUT_S + START_TIMEOUT_S)
-        for fd in (self._stop_read, self._stop_write):
-            with contextlib.suppress(OSError):
-                os.close(fd)
         self._sock.close()
 
 
