@@ -178,7 +178,8 @@ def _timed(totals: dict[str, list[float]], kind: str, call: Any, *args: Any) -> 
 def ceiling_split(rows: Any, db: Path, batch: int) -> dict[str, list[float]]:
     """run.py's push ceiling (`run_batched`), each statement timed: the app tables alone, a commit per
     `batch` records."""
-    from run import _INSERT_LOGBOOK, _INSERT_SYNC, connect
+    from harness import connect
+    from run import _INSERT_LOGBOOK, _INSERT_SYNC
 
     logbook_by_id = {row[0]: row for row in rows.logbook}
     totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
@@ -200,7 +201,8 @@ def ceiling_split(rows: Any, db: Path, batch: int) -> dict[str, list[float]]:
 def replay_ceiling_split(source: Path, db: Path, batch: int) -> tuple[dict[str, list[float]], int]:
     """run.py's replay ceiling (`run_copy_batched`), each statement timed: the replay's resulting rows
     into an empty app database, in arrival order, a commit per `batch`."""
-    from run import _INSERT_LOGBOOK, _INSERT_SYNC, connect, final_rows
+    from harness import connect
+    from run import _INSERT_LOGBOOK, _INSERT_SYNC, final_rows
 
     totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
     conn = connect(db)
@@ -280,8 +282,7 @@ def report_alone(label: str, totals: dict[str, list[float]], entries: int, budge
     wall = sum(v[0] for v in totals.values())
     print(f"\nthe service's resulting rows written again alone, {label}: {wall * per:.1f} us an entry "
           f"({wall * per / budget:.2f}x the budget of {budget:.1f})")
-    for kind, (w, cpu, calls) in sorted(totals.items(), key=lambda kv: -kv[1][0]):
-        print(f"{kind[:58]:58} {w * per:8.1f} {cpu * per:7.1f} {calls:6.0f} {w / wall:10.0%}")
+    print_rows(totals, per, wall)
 
 
 def replay(entries: int, alone: bool = False) -> int:
@@ -315,7 +316,7 @@ def replay(entries: int, alone: bool = False) -> int:
         report(split, ceiling, file.entries, child.seconds, rows / ceiling_wall, what=f"replay of {label}",
                rows=rows)
         if alone:
-            from run import connect
+            from harness import connect
 
             from service.store.sqlite.connection import _open
 
@@ -439,6 +440,12 @@ def main() -> int:
     return 0
 
 
+def print_rows(totals: dict[str, list[float]], per: float, whole: float) -> None:
+    """One line per statement kind, largest first: wall and CPU us an entry, calls, share of `whole`."""
+    for kind, (wall, cpu, calls) in sorted(totals.items(), key=lambda kv: -kv[1][0]):
+        print(f"{kind[:58]:58} {wall * per:8.1f} {cpu * per:7.1f} {calls:6.0f} {wall / whole:10.0%}")
+
+
 def writer_budget_us(rows: int, entries: int, ceiling_rate: float) -> float:
     """The writer's wall time an entry at which the run would reach 0.6x of the ceiling's rows/s."""
     return rows / entries * 1e6 / (0.6 * ceiling_rate)
@@ -458,15 +465,13 @@ def report(split: dict[str, list[float]], ceiling: dict[str, list[float]], entri
     print(f"before BEGIN, waiting for the WAL to be copied back: {settled[0] / seconds:.0%} of the time, "
           f"{settled[0] * per:.1f} us an entry")
     print(f"{'writer statement':58} {'wall us':>8} {'CPU us':>7} {'calls':>6} {'wall share':>10}")
-    for kind, (wall, cpu, calls) in sorted(split.items(), key=lambda kv: -kv[1][0]):
-        print(f"{kind[:58]:58} {wall * per:8.1f} {cpu * per:7.1f} {calls:6.0f} {wall / hops[0]:10.0%}")
+    print_rows(split, per, hops[0])
     print(f"{'Python between statements (planning, rows built)':58} {python[0] * per:8.1f} {python[1] * per:7.1f} "
           f"{'':6} {python[0] / hops[0]:10.0%}")
     ceiling_wall = sum(v[0] for v in ceiling.values())
     name = "replay ceiling" if "replay" in what else "push ceiling"
     print(f"\n{name}, the app tables alone: {ceiling_rate:,.0f} rows/s, {ceiling_wall * per:.1f} us an entry")
-    for kind, (wall, cpu, calls) in sorted(ceiling.items(), key=lambda kv: -kv[1][0]):
-        print(f"{kind[:58]:58} {wall * per:8.1f} {cpu * per:7.1f} {calls:6.0f} {wall / ceiling_wall:10.0%}")
+    print_rows(ceiling, per, ceiling_wall)
     budget = writer_budget_us(rows, entries, ceiling_rate)
     cap = rows / hops[0]
     print(f"\n0.6x of the ceiling is {0.6 * ceiling_rate:,.0f} rows/s ({rows:,} rows for {entries:,} entries): at "
