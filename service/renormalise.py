@@ -38,7 +38,16 @@ import msgspec
 from service import changefeed, jsontext
 from service.config import DEFAULT_DB_PATH
 from service.domain.checksum import js_stringify
-from service.domain.merge import ArchivedVersion, EntityKey, MergePlan, StateWrite, StoredEntity, SyncWrite, plan_merge
+from service.domain.merge import (
+    ArchivedVersion,
+    EntityKey,
+    MergePlan,
+    StateWrite,
+    StoredEntity,
+    SyncWrite,
+    content_probes,
+    plan_merge,
+)
 from service.domain.normalise import normalise
 from service.domain.outcomes import ArchiveReason
 from service.domain.records import ENTITY_TYPES, LOGBOOK_ENTRY, Normalised, Tombstone
@@ -278,12 +287,12 @@ def _split(
     stored: dict[EntityKey, StoredEntity] = {
         (LOGBOOK_ENTRY, state.entity_id): StoredEntity(
             updated_ms=state.updated_ms, deleted_ms=state.deleted_ms, content_key=state.content_key,
-            duplicate_of=state.duplicate_of,
+            duplicate_of=state.duplicate_of, has_state=True,
         )
         for state, _ in splitting
     }  # fmt: skip
-    content_keys = {result.content_key for _, result in splitting if result.content_key}
-    plan = plan_merge([result for _, result in splitting], stored, unit.load_live_content(user_id, content_keys))
+    results = [result for _, result in splitting]
+    plan = plan_merge(results, stored, unit.load_live_content(user_id, content_probes(results)))
     counts.split += len(splitting)
     work = _Work()
     work.add(device, plan)

@@ -14,8 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.domain.merge import round_trip_form
+from service.domain.normalise import content_key_of_text
 from service.domain.owners import UserRecord
 from service.domain.records import LOGBOOK_ENTRY
+from service.store.merge_state import document_updated_ms
 from service.store.sqlite.engine import SqliteStorage
 from service.usecases.ingest import IncomingRecord, Upload, ingest
 from tests.conftest import ADA, add_users, query
@@ -134,11 +136,13 @@ async def push_uploads(db_file: Path, batches: list[list[dict[str, Any]]]) -> di
             await ingest(db, upload)
     finally:
         await db.close()
+    # The merge state kept: state rows, and the rows whose text holds theirs (read back as the store does).
     rows = query(
         str(db_file),
-        """SELECT e.entity_id, s.data, s.deleted_at IS NULL AS live, e.updated_ms, e.content_key, e.duplicate_of
-           FROM recovery_entity_state e LEFT JOIN sync_data s
-             ON s.user_id = e.user_id AND s.entity_type = e.entity_type AND s.entity_id = e.entity_id""",
+        """SELECT k.entity_id, s.data, s.deleted_at IS NULL AS live, e.updated_ms, e.content_key, e.duplicate_of
+           FROM (SELECT entity_id FROM recovery_entity_state UNION SELECT entity_id FROM sync_data) k
+           LEFT JOIN recovery_entity_state e ON e.entity_id = k.entity_id
+           LEFT JOIN sync_data s ON s.entity_id = k.entity_id""",
     )
     archive = query(str(db_file), "SELECT COUNT(*) AS n, COUNT(DISTINCT entity_id || checksum || data) AS d"
                                   " FROM recovery_archive")[0]
@@ -147,7 +151,8 @@ async def push_uploads(db_file: Path, batches: list[list[dict[str, Any]]]) -> di
         r["entity_id"]: model.Final(
             r["entity_id"],
             round_trip_form(LOGBOOK_ENTRY, msgspec.json.decode(r["data"])) if r["data"] and r["live"] else None,
-            r["updated_ms"], r["content_key"], r["duplicate_of"],
+            r["updated_ms"] if r["updated_ms"] is not None or not r["data"] else document_updated_ms(r["data"], None),
+            r["content_key"] or (content_key_of_text(r["data"]) if r["data"] else None), r["duplicate_of"],
         )
         for r in rows
     }

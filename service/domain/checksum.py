@@ -140,6 +140,11 @@ class CanonicalObject:
         encoded._data, encoded._plain_json = obj, plain_json
         return encoded
 
+    @property
+    def plain(self) -> bool:
+        """Encoded by msgspec: its text decodes back to an equal object, which encodes to the same text."""
+        return self._plain_json is not None
+
     def text(self, omit: Collection[str] = ()) -> str:
         if self._plain_json is not None:
             return (self._plain_json if not omit else self._plain_part(omit)).decode()

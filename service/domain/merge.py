@@ -15,7 +15,7 @@ other content, one of its duplicates becomes the live entry.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import msgspec
@@ -45,6 +45,8 @@ class StoredEntity(msgspec.Struct):
     deleted_ms: int | None = None  # tombstone time: the row's, or one remembered for a missing row
     content_key: str | None = None
     duplicate_of: str | None = None
+    # The service keeps a merge state row for the key; without one, its state is what its row gives.
+    has_state: bool = False
 
 
 class SyncWrite(msgspec.Struct):
@@ -157,6 +159,8 @@ class _Working(msgspec.Struct):
     pending: Normalised | None = None  # a content duplicate's version, once known
     row_changed: bool = False
     state_changed: bool = False
+    # The key's live row alone gives back its merge state (see `_Planner.writes`).
+    row_holds_state: bool = False
 
 
 def encode_document(data: dict[str, Any]) -> str:
@@ -284,6 +288,7 @@ class _Planner:
                 deleted_ms=s.deleted_ms,
                 content_key=s.content_key,
                 duplicate_of=duplicate_of,
+                row_holds_state=s.live and not s.has_state,
             )
             self._working[key] = working
             if duplicate_of is None and s.duplicate_of is not None:
@@ -605,8 +610,10 @@ class _Planner:
         w.content_key, w.pending = n.content_key, None
         note = n.logbook_refusal
         w.logbook_row = n.logbook_row
+        w.row_holds_state = n.text_holds_state and n.logbook_row is not None
         if n.logbook_row is not None and self._held_elsewhere(key[1]):
             w.logbook_row = None
+            w.row_holds_state = False
             note = f"logbook_entries holds id {key[1]!r} for another user: stored in sync_data only"
         w.version += 1
         w.live = live
@@ -624,11 +631,27 @@ class _Planner:
                 # SyncWrite(entity_type, entity_id, row_id, data, checksum, version, deleted_ms, logbook_row)
                 sync_writes.append(SyncWrite(entity_type, entity_id, w.stored.row_id, w.data, w.checksum,
                                              max(w.version, 1), None if w.live else w.deleted_ms, w.logbook_row))
-            if w.state_changed:
+            # No state row where the live row says it all: the edit time and content key its text gives
+            # back, and the logbook_entries row its content holders are found by (`load_live_content`).
+            # A row per record on two random-key indexes was a quarter of a replay's time (#17).
+            if w.state_changed and not (
+                w.row_holds_state and w.live and w.deleted_ms is None and w.duplicate_of is None
+                and not w.stored.has_state
+            ):
                 state_writes.append(
                     StateWrite(entity_type, entity_id, w.updated_ms, w.deleted_ms, w.content_key, w.duplicate_of)
                 )
         return sync_writes, state_writes
+
+
+def content_probes(records: Iterable[object]) -> dict[str, int | None]:
+    """What the search for the live holders of a batch's contents needs (`ContentProbes`): each live
+    logbook record's content key, with its logbook_entries row's timestamp (None without a row)."""
+    probes: dict[str, int | None] = {}
+    for r in records:
+        if isinstance(r, Normalised) and r.content_key and probes.get(r.content_key) is None:
+            probes[r.content_key] = r.logbook_row.timestamp if r.logbook_row is not None else None
+    return probes
 
 
 def _promotion_note(promoted: str | None) -> str | None:

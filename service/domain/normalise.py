@@ -15,6 +15,9 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
+import msgspec
+
+from service import jsontext
 from service.domain.checksum import CanonicalObject, canonical_json, checksum_of_text, is_plain
 from service.domain.records import (
     ENTITY_TYPE_OF,
@@ -425,15 +428,17 @@ def _fast_entry(
     if len(text) > MAX_DOCUMENT_BYTES // 4:
         return None  # maybe too large: the general path measures it
     row, refusal = _logbook_row(entity_id, entry, encoded, times)
+    updated_ms = _first(times, VERSION_TIMES, default=None)
     return Normalised(
         entity_type,
         entity_id,
         encoded.checksum(),
-        _first(times, VERSION_TIMES, default=None),
+        updated_ms,
         text,
         content_key=encoded.checksum(omit=CONTENT_KEY_IGNORED),
         logbook_row=row,
         logbook_refusal=refusal,
+        text_holds_state=updated_ms is not None and document_edit_ms(entry) == updated_ms,
     )
 
 
@@ -465,6 +470,7 @@ def _general_entry(
     # Encode each field once: the document, its content key and the row's JSON columns share the texts.
     encoded = _canonical_object(entry)
     row, refusal = _logbook_row(entity_id, entry, encoded, times)
+    updated_ms = _first(times, VERSION_TIMES, default=None)
     return _stored(
         entity_type,
         entity_id,
@@ -473,6 +479,9 @@ def _general_entry(
         content_key=checksum_of_text(encoded.text(omit=CONTENT_KEY_IGNORED)),
         logbook_row=row,
         logbook_refusal=refusal,
+        # Only a plain encoding is known to come back from its text unchanged (floats, lone surrogates
+        # may not): any other document keeps its merge state in a row of its own.
+        text_holds_state=encoded.plain and updated_ms is not None and document_edit_ms(entry) == updated_ms,
     )
 
 
@@ -682,6 +691,27 @@ def _js_truthy(value: object) -> bool:
     if isinstance(value, (int, float, str)):
         return bool(value) and value == value
     return True
+
+
+def document_edit_ms(document: Mapping[str, Any]) -> int | None:
+    """A stored document's edit time as the merge reads it back from a row without merge state: the
+    first of `VERSION_TIMES` that holds a time."""
+    for field in VERSION_TIMES:
+        value = document.get(field)
+        if value:
+            ms = to_epoch_ms(value)
+            if ms is not None:
+                return ms
+    return None
+
+
+def content_key_of_text(text: str) -> str | None:
+    """The content key of a stored logbook document (`Normalised.content_key`), from its text."""
+    try:
+        document = jsontext.decode(text)
+        return CanonicalObject(document).checksum(omit=CONTENT_KEY_IGNORED) if isinstance(document, dict) else None
+    except (msgspec.DecodeError, TypeError, RecursionError):
+        return None
 
 
 def _first(times: Mapping[str, int], fields: Iterable[str], *, default: _T) -> int | _T:

@@ -122,6 +122,9 @@ class Normalised(msgspec.Struct, frozen=True):
     logbook_row: LogbookRow | None = None
     # Logbook entries only: why `logbook_entries` refuses the row (None when it accepts it).
     logbook_refusal: str | None = None
+    # Logbook entries only: the stored text alone gives back `updated_ms` and `content_key`
+    # (`document_edit_ms`, `content_key_of_text`), so stored as a live row it needs no merge state row.
+    text_holds_state: bool = False
 
     def document(self) -> dict[str, Any]:
         """The stored document, decoded from `text` (as the app reads it back)."""

@@ -37,6 +37,7 @@ from service.store.rows import (
     ArchiveTotals,
     BatchState,
     Checkpoint,
+    ContentProbes,
     Declaration,
     EmailMatch,
     EntityStateRow,
@@ -252,8 +253,10 @@ class WriteUnit(ReadUnit, Protocol):
         """The stored state of every key that has one (sync_data row and merge state)."""
         ...
 
-    def load_live_content(self, user_id: str, content_keys: Collection[str]) -> dict[str, list[str]]:
-        """content_key -> entity_ids of the user's live logbook entries that hold that content."""
+    def load_live_content(self, user_id: str, contents: ContentProbes) -> dict[str, list[str]]:
+        """content_key -> entity_ids of the user's live logbook entries that hold that content: those
+        whose merge state records it, and the live logbook rows at the probe's time, without content in
+        merge state, whose stored text has it (a live row whose text holds its state has no state row)."""
         ...
 
     def live_checksums(self, user_id: str, keys: Collection[EntityKey]) -> dict[EntityKey, str]:
@@ -262,11 +265,11 @@ class WriteUnit(ReadUnit, Protocol):
         ...
 
     def load_batch_state(
-        self, user_id: str, keys: Collection[EntityKey], content_keys: Collection[str]
+        self, user_id: str, keys: Collection[EntityKey], contents: ContentProbes
     ) -> BatchState:
         """The three reads of a batch's merge in as few statements as the engine can (measured: a
         statement per read cost the writer as much as its inserts): `load_state(keys)`,
-        `load_live_content` of `content_keys` and of the stored logbook keys' content keys, and
+        `load_live_content` of `contents` and of the stored logbook keys' content keys, and
         `logbook_ids_of_other_users` of the logbook keys."""
         ...
 
@@ -369,7 +372,8 @@ class WriteUnit(ReadUnit, Protocol):
         ...
 
     def content_key_of(self, user_id: str, key: EntityKey) -> str | None:
-        """The merge state's content key of one key (None when it has none)."""
+        """The content key of one key: its merge state's, else the one its live logbook row's text gives
+        (None when it has neither)."""
         ...
 
     def last_device_of(self, user_id: str, key: EntityKey) -> str | None:

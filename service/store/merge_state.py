@@ -10,7 +10,10 @@ import msgspec
 
 from service import jsontext
 from service.domain.merge import EntityKey, StoredEntity
+from service.domain.normalise import content_key_of_text, document_edit_ms
+from service.domain.records import LOGBOOK_ENTRY
 from service.domain.times import to_epoch_ms
+from service.store.rows import ContentProbes
 
 
 class Columns(Protocol):
@@ -20,25 +23,45 @@ class Columns(Protocol):
 
 
 def document_updated_ms(data: str, row_updated_at: str | None) -> int | None:
-    """A row the app stored before the service existed: its client time, else the server's."""
+    """A row without merge state (the app's, or one whose text holds it): its client time, else the
+    server's."""
     try:
         document = jsontext.decode(data)
     except msgspec.DecodeError:
         document = None
     if isinstance(document, dict):
-        for field in ("updatedAt", "updated_at", "createdAt", "created_at"):
-            value = document.get(field)
-            if value:
-                ms = to_epoch_ms(value)
-                if ms is not None:
-                    return ms
+        ms = document_edit_ms(document)
+        if ms is not None:
+            return ms
     return to_epoch_ms(row_updated_at) if row_updated_at else None
 
 
-def stored_entities(rows: Iterable[Columns], elsewhere: set[str] | None) -> dict[EntityKey, StoredEntity]:
+def holders_of(
+    probes: ContentProbes, state_holders: Iterable[Columns], same_time_rows: Iterable[Columns]
+) -> dict[str, list[str]]:
+    """content_key -> the live holders' ids: the state rows (`content_key, entity_id`) and the live
+    logbook rows at a probed time that have no content in merge state (`id, data`), whose content key
+    their stored text gives."""
+    holders: dict[str, set[str]] = {}
+    for r in state_holders:
+        holders.setdefault(r["content_key"], set()).add(r["entity_id"])
+    for r in same_time_rows:
+        content_key = content_key_of_text(r["data"])
+        if content_key is not None and content_key in probes:
+            holders.setdefault(content_key, set()).add(r["id"])
+    return {key: sorted(ids) for key, ids in holders.items()}
+
+
+def stored_entities(
+    rows: Iterable[Columns], elsewhere: set[str] | None, probes: dict[str, int | None] | None = None
+) -> dict[EntityKey, StoredEntity]:
     """Each key's `sync_data` row and merge state (columns `entity_type, entity_id, id, checksum, version,
     data, updated_at, deleted_at` of the row, `has_state, updated_ms, deleted_ms, content_key, duplicate_of`
-    of the state, `held_elsewhere`), and the logbook ids another user holds added to `elsewhere`."""
+    of the state, `held_elsewhere`, `own_timestamp` of the key's own logbook_entries row), the logbook ids
+    another user holds added to `elsewhere`, and the stored logbook keys' content probes to `probes`.
+
+    A row without a content key in merge state (the app's, or a row whose text holds its state) gets the
+    content key its text gives, and its edit time from its document."""
     stored: dict[EntityKey, StoredEntity] = {}
     for r in rows:
         key = (r["entity_type"], r["entity_id"])
@@ -46,10 +69,13 @@ def stored_entities(rows: Iterable[Columns], elsewhere: set[str] | None) -> dict
             elsewhere.add(key[1])
         row_id = r["id"]
         state_updated_ms = r["updated_ms"]
+        content_key = r["content_key"]
         if row_id is not None:
             deleted_at = r["deleted_at"]
             live = deleted_at is None
             deleted_ms = r["deleted_ms"] if not live else None
+            if content_key is None and key[0] == LOGBOOK_ENTRY:
+                content_key = content_key_of_text(r["data"])
             stored[key] = StoredEntity(
                 row_id=row_id,
                 checksum=r["checksum"],
@@ -59,10 +85,24 @@ def stored_entities(rows: Iterable[Columns], elsewhere: set[str] | None) -> dict
                 updated_ms=state_updated_ms if state_updated_ms is not None
                 else document_updated_ms(r["data"], r["updated_at"]),
                 deleted_ms=None if live else deleted_ms if deleted_ms is not None else to_epoch_ms(deleted_at),
-                content_key=r["content_key"],
+                content_key=content_key,
                 duplicate_of=r["duplicate_of"],
+                has_state=bool(r["has_state"]),
             )
         elif r["has_state"]:
             stored[key] = StoredEntity(updated_ms=state_updated_ms, deleted_ms=r["deleted_ms"],
-                                       content_key=r["content_key"], duplicate_of=r["duplicate_of"])
+                                       content_key=content_key, duplicate_of=r["duplicate_of"], has_state=True)
+        if probes is not None and key[0] == LOGBOOK_ENTRY and content_key is not None:
+            timestamp = r["own_timestamp"]
+            if probes.get(content_key) is None:
+                probes[content_key] = timestamp
     return stored
+
+
+def content_key_from(row: Columns | None, key: EntityKey) -> str | None:
+    """`content_key_of` from its row (`content_key` of the state, `data` of the live row)."""
+    if row is None:
+        return None
+    if row["content_key"] is not None:
+        return str(row["content_key"])
+    return content_key_of_text(row["data"]) if key[0] == LOGBOOK_ENTRY and row["data"] is not None else None

@@ -7,6 +7,7 @@ text forms as stored (`YYYY-MM-DD HH:MM:SS` for the service's own tables, ISO-Z 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import msgspec
@@ -266,6 +267,11 @@ class KeptRawRecord(msgspec.Struct):
     entity_id: str
     raw: str
     checksum: str
+
+
+# content_key -> the logbook_entries.timestamp of an entry that holds it, or None: what the search for
+# the content's live holders looks at (`WriteUnit.load_live_content`).
+ContentProbes = Mapping[str, int | None]
 
 
 class BatchState(msgspec.Struct):

@@ -19,7 +19,7 @@ import msgspec
 from service import changefeed, jsontext, metrics
 from service.domain import outcomes as oc
 from service.domain import records as rec
-from service.domain.merge import EntityKey, MergePlan, Repeat, StoredEntity, plan_merge
+from service.domain.merge import EntityKey, MergePlan, Repeat, StoredEntity, content_probes, plan_merge
 from service.domain.normalise import KEY_FIELDS, d1_text, entity_id_of
 from service.domain.outcomes import Receipt
 from service.domain.owners import Owner, UserRecord
@@ -328,13 +328,15 @@ def _plan(
     keys = (repeated - live_repeats.keys()) | others
     # The contents the batch can touch: its records', and those its keys hold now (a holder that is
     # deleted or edited hands its content to a duplicate, unless another live entry holds it too).
-    content_keys = {r.content_key for r in records if isinstance(r, Normalised) and r.content_key}
-    state = unit.load_batch_state(user_id, keys, content_keys)
+    contents = content_probes(records)
+    state = unit.load_batch_state(user_id, keys, contents)
     stored, live_content = state.stored, state.live_content
     records = _confirm_repeats(records, stored, live_repeats, user_id, now_ms)
     # A repeat normalised again after all (its stored row changed) may bring a content not read yet.
-    late = {r.content_key for r in records if isinstance(r, Normalised) and r.content_key} - content_keys
-    late.difference_update(s.content_key for k, s in stored.items() if k[0] == rec.LOGBOOK_ENTRY)
+    late = {key: t for key, t in content_probes(records).items() if key not in contents}
+    for k, s in stored.items():
+        if k[0] == rec.LOGBOOK_ENTRY and s.content_key is not None:
+            late.pop(s.content_key, None)
     if late:
         live_content = {**live_content, **unit.load_live_content(user_id, late)}
     logbook_ids = {k[1] for k in keys if k[0] == rec.LOGBOOK_ENTRY}

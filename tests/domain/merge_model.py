@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from service.domain.merge import EntityKey, MergePlan, StoredEntity, plan_merge, round_trip_form
-from service.domain.normalise import normalise
+from service.domain.normalise import content_key_of_text, normalise
 from service.domain.records import LOGBOOK_ENTRY, Normalised, Tombstone
 from service.domain.times import ms_to_iso_z, to_epoch_ms
 
@@ -178,7 +178,9 @@ class MemoryStore:
                     entity.updated_ms = updated_ms
                 if not entity.live and deleted_ms is not None:
                     entity.deleted_ms = deleted_ms
-                entity.content_key, entity.duplicate_of = content_key, duplicate_of
+                entity.content_key, entity.duplicate_of, entity.has_state = content_key, duplicate_of, True
+            if entity.content_key is None and entity.data is not None:
+                entity.content_key = content_key_of_text(entity.data)  # a row whose text holds its state
             loaded[key] = entity
         return loaded
 
@@ -205,6 +207,12 @@ class MemoryStore:
             row = self.rows.get(key)
             if content_key in contents and duplicate_of is None and row is not None and row.live:
                 live_content.setdefault(content_key, []).append(key[1])
+        for key, row in self.rows.items():  # live rows without content in merge state: their text's
+            state = self.state.get(key)
+            if row.live and row.data is not None and (state is None or state[2:] == (None, None)):
+                content_key = content_key_of_text(row.data)
+                if content_key in contents:
+                    live_content.setdefault(content_key, []).append(key[1])
         plan = plan_merge(records, stored, live_content, self)
         self.apply(plan)
         for r in records:

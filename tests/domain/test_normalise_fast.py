@@ -170,9 +170,13 @@ def entries(draw: st.DrawFn) -> dict[str, Any]:
 # --- the comparisons -------------------------------------------------------------------------------------
 
 
-def assert_same(new: object, old: object) -> None:
+def assert_same(new: object, old: object, *, oracle: bool = True) -> None:
     assert type(new).__name__ == type(old).__name__
-    assert msgspec.structs.asdict(new) == msgspec.structs.asdict(old)  # type: ignore[arg-type]
+    fields = [msgspec.structs.asdict(r) for r in (new, old)]  # type: ignore[arg-type]
+    if oracle:  # the oracle predates `text_holds_state`
+        for f in fields:
+            f.pop("text_holds_state", None)
+    assert fields[0] == fields[1]
     if isinstance(new, Normalised):
         assert isinstance(old, Normalised)
         assert new.text == old.text
@@ -203,7 +207,7 @@ def test_a_logbook_entry_normalises_as_before(entry: dict[str, Any]) -> None:
         fast = nz._fast_entry(LOGBOOK_ENTRY, new.entity_id, dict(raw), USER, NOW_MS)
         event("fast path" if fast is not None else "general path")
         if fast is not None:
-            assert_same(fast, nz._general_entry(LOGBOOK_ENTRY, new.entity_id, dict(raw), USER, NOW_MS))
+            assert_same(fast, nz._general_entry(LOGBOOK_ENTRY, new.entity_id, dict(raw), USER, NOW_MS), oracle=False)
 
 
 @MANY

@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 
+from service.domain.normalise import content_key_of_text
 from service.domain.owners import UserRecord
 from service.store import Storage
 from service.store.interface import WriteUnit
@@ -18,8 +19,12 @@ ADA_USER = UserRecord(ADA[0], ADA[1], "user")
 BEN_USER = UserRecord(BEN[0], BEN[1], "user")
 
 
-def _entry(entry_id: str, minute: int, updated: str = "2025-06-01T18:30:12.345Z") -> dict[str, Any]:
-    return {"id": entry_id, "timestamp": 1748799900000 + minute * 60_000, "duration": 15, "type": "practice",
+def minute(n: int) -> int:
+    return 1748799900000 + n * 60_000
+
+
+def _entry(entry_id: str, at: int, updated: str = "2025-06-01T18:30:12.345Z") -> dict[str, Any]:
+    return {"id": entry_id, "timestamp": minute(at), "duration": 15, "type": "practice",
             "instrument": "piano", "updatedAt": updated}
 
 
@@ -40,12 +45,17 @@ async def test_the_batch_state_is_the_three_reads_it_folds(storage: Storage) -> 
           " VALUES ('sync_old', ?, 'goal', 'g-old', ?, 'c-old', 99)",
           (ADA[0], '{"id":"g-old","updatedAt":"2025-05-01T00:00:00.000Z"}'))
     keys = {("logbook_entry", i) for i in ("live", "gone", "never", "twin", "bens", "absent")} | {("goal", "g-old")}
-    content = query(target(storage), "SELECT content_key FROM recovery_entity_state WHERE entity_id = 'bens'")
-    asked = {content[0]["content_key"], "no-such-content"}
+    # Ben's content (another user's: never Ada's holder), at its time, and a content nobody holds.
+    bens = query(target(storage), "SELECT data FROM sync_data WHERE entity_id = 'bens'")[0]["data"]
+    asked: dict[str, int | None] = {content_key_of_text(bens) or "": minute(3), "no-such-content": None}
 
     def both(unit: WriteUnit) -> tuple[BatchState, BatchState]:
         stored = unit.load_state(ADA[0], keys)
-        wanted = asked | {s.content_key for s in stored.values() if s.content_key is not None}
+        own_times = {"live": minute(1)}  # the stored keys' live logbook rows
+        wanted = dict(asked)
+        for k, s in stored.items():
+            if s.content_key is not None and wanted.get(s.content_key) is None:
+                wanted[s.content_key] = own_times.get(k[1])
         logbook_ids = {i for t, i in keys if t == "logbook_entry"}
         separate = BatchState(stored, unit.load_live_content(ADA[0], wanted),
                               unit.logbook_ids_of_other_users(ADA[0], logbook_ids))

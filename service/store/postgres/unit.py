@@ -30,12 +30,13 @@ from service.domain.progress import RecoveryState, state_of
 from service.domain.records import LOGBOOK_ENTRY, LogbookRow
 from service.domain.times import app_timestamp, ms_to_iso_z
 from service.store.interface import IDEMPOTENCY_TTL_SECONDS, UserExists
-from service.store.merge_state import stored_entities
+from service.store.merge_state import content_key_from, holders_of, stored_entities
 from service.store.rows import (
     ArchivedConflict,
     ArchiveTotals,
     BatchState,
     Checkpoint,
+    ContentProbes,
     Declaration,
     DeviceProgress,
     EntityStateRow,
@@ -564,18 +565,18 @@ class PgWriteUnit(PgReadUnit):
         return self._load_state(user_id, keys, None)
 
     def load_batch_state(
-        self, user_id: str, keys: Collection[EntityKey], content_keys: Collection[str]
+        self, user_id: str, keys: Collection[EntityKey], contents: ContentProbes
     ) -> BatchState:
         """Two statements: the keys' state with the logbook ids other users hold, then the live holders
         of the content keys (the batch's and the stored keys' own)."""
         elsewhere: set[str] = set()
-        stored = self._load_state(user_id, keys, elsewhere)
-        wanted = set(content_keys)
-        wanted.update(e.content_key for k, e in stored.items() if k[0] == LOGBOOK_ENTRY and e.content_key is not None)
+        wanted = dict(contents)
+        stored = self._load_state(user_id, keys, elsewhere, wanted)
         return BatchState(stored, self.load_live_content(user_id, wanted), elsewhere)
 
     def _load_state(
-        self, user_id: str, keys: Collection[EntityKey], elsewhere: set[str] | None
+        self, user_id: str, keys: Collection[EntityKey], elsewhere: set[str] | None,
+        probes: dict[str, int | None] | None = None,
     ) -> dict[EntityKey, StoredEntity]:
         """One query: sync_data row and merge state of every key and which logbook ids another user's
         logbook_entries row holds (added to `elsewhere`, when given). A stored document is decoded for its edit
@@ -587,33 +588,45 @@ class PgWriteUnit(PgReadUnit):
             """SELECT k.t AS entity_type, k.i AS entity_id,
                       s.id, s.checksum, s.version, s.deleted_at, s.data, s.updated_at,
                       e.entity_id IS NOT NULL AS has_state, e.updated_ms, e.deleted_ms, e.content_key,
-                      e.duplicate_of, l.id IS NOT NULL AS held_elsewhere
+                      e.duplicate_of, l.user_id IS NOT NULL AND l.user_id <> %(u)s AS held_elsewhere,
+                      CASE WHEN l.user_id = %(u)s AND l.deleted_at IS NULL THEN l.timestamp ELSE h.timestamp END
+                        AS own_timestamp
                FROM unnest(%(t)b::text[], %(i)b::text[]) AS k(t, i)
                LEFT JOIN sync_data s ON s.user_id = %(u)s AND s.entity_type = k.t AND s.entity_id = k.i
                LEFT JOIN recovery_entity_state e ON e.user_id = %(u)s AND e.entity_type = k.t AND e.entity_id = k.i
-               LEFT JOIN logbook_entries l ON k.t = %(lb)s AND l.id = k.i AND l.user_id <> %(u)s
-               WHERE s.id IS NOT NULL OR e.entity_id IS NOT NULL OR l.id IS NOT NULL""",
+               LEFT JOIN logbook_entries l ON k.t = %(lb)s AND l.id = k.i
+               LEFT JOIN logbook_entries h ON e.duplicate_of IS NOT NULL AND h.id = e.duplicate_of AND h.user_id = %(u)s
+               WHERE s.id IS NOT NULL OR e.entity_id IS NOT NULL OR l.user_id <> %(u)s""",
             {"t": types, "i": ids, "u": user_id, "lb": LOGBOOK_ENTRY},
         )
-        return stored_entities(rows, elsewhere)
+        return stored_entities(rows, elsewhere, probes)
 
-    def load_live_content(self, user_id: str, content_keys: Collection[str]) -> dict[str, list[str]]:
-        if not content_keys:
+    def load_live_content(self, user_id: str, contents: ContentProbes) -> dict[str, list[str]]:
+        if not contents:
             return {}
-        rows = self._all(
+        state_holders = self._all(
             """SELECT e.content_key, e.entity_id
                FROM recovery_entity_state e
                JOIN sync_data s ON s.user_id = e.user_id AND s.entity_type = e.entity_type
                 AND s.entity_id = e.entity_id AND s.deleted_at IS NULL
                WHERE e.user_id = %s AND e.entity_type = %s AND e.duplicate_of IS NULL
-                 AND e.content_key = ANY(%b::text[])
-               ORDER BY e.entity_id""",
-            (user_id, LOGBOOK_ENTRY, sorted(content_keys)),
+                 AND e.content_key = ANY(%b::text[])""",
+            (user_id, LOGBOOK_ENTRY, sorted(contents)),
         )
-        holders: dict[str, list[str]] = {}
-        for r in rows:
-            holders.setdefault(r["content_key"], []).append(r["entity_id"])
-        return holders
+        times = sorted({t for t in contents.values() if t is not None})
+        # The rows whose text holds their state, found by the app's index on (user_id, timestamp).
+        same_time = self._all(
+            """SELECT l.id, s.data
+               FROM logbook_entries l
+               JOIN sync_data s ON s.user_id = l.user_id AND s.entity_type = %(lb)s AND s.entity_id = l.id
+                AND s.deleted_at IS NULL
+               WHERE l.user_id = %(u)s AND l.timestamp = ANY(%(ts)b::bigint[]) AND l.deleted_at IS NULL
+                 AND NOT EXISTS (SELECT 1 FROM recovery_entity_state e
+                                 WHERE e.user_id = l.user_id AND e.entity_type = %(lb)s AND e.entity_id = l.id
+                                   AND (e.content_key IS NOT NULL OR e.duplicate_of IS NOT NULL))""",
+            {"u": user_id, "lb": LOGBOOK_ENTRY, "ts": times},
+        ) if times else []
+        return holders_of(contents, state_holders, same_time)
 
     def live_checksums(self, user_id: str, keys: Collection[EntityKey]) -> dict[EntityKey, str]:
         if not keys:
@@ -969,10 +982,13 @@ class PgWriteUnit(PgReadUnit):
 
     def content_key_of(self, user_id: str, key: EntityKey) -> str | None:
         row = self._one(
-            "SELECT content_key FROM recovery_entity_state WHERE user_id = %s AND entity_type = %s AND entity_id = %s",
-            (user_id, key[0], key[1]),
+            """SELECT e.content_key, s.data FROM (SELECT %(u)s::text AS u, %(t)s::text AS t, %(i)s::text AS i) AS k
+               LEFT JOIN recovery_entity_state e ON e.user_id = k.u AND e.entity_type = k.t AND e.entity_id = k.i
+               LEFT JOIN sync_data s
+                 ON s.user_id = k.u AND s.entity_type = k.t AND s.entity_id = k.i AND s.deleted_at IS NULL""",
+            {"u": user_id, "t": key[0], "i": key[1]},
         )
-        return None if row is None else row["content_key"]
+        return content_key_from(row, key)
 
     def last_device_of(self, user_id: str, key: EntityKey) -> str | None:
         row = self._one(

@@ -24,12 +24,13 @@ from service.domain.progress import RecoveryState, state_of
 from service.domain.records import LOGBOOK_ENTRY, LogbookRow
 from service.domain.times import app_timestamp, ms_to_iso_z
 from service.store.interface import IDEMPOTENCY_TTL_SECONDS, UserExists
-from service.store.merge_state import stored_entities
+from service.store.merge_state import content_key_from, holders_of, stored_entities
 from service.store.rows import (
     ArchivedConflict,
     ArchiveTotals,
     BatchState,
     Checkpoint,
+    ContentProbes,
     Declaration,
     DeviceProgress,
     EntityStateRow,
@@ -577,18 +578,18 @@ class SqliteWriteUnit(SqliteReadUnit):
         return self._load_state(user_id, keys, None)
 
     def load_batch_state(
-        self, user_id: str, keys: Collection[EntityKey], content_keys: Collection[str]
+        self, user_id: str, keys: Collection[EntityKey], contents: ContentProbes
     ) -> BatchState:
         """Two statements: the keys' state with the logbook ids other users hold, then the live holders
         of the content keys (the batch's and the stored keys' own)."""
         elsewhere: set[str] = set()
-        stored = self._load_state(user_id, keys, elsewhere)
-        wanted = set(content_keys)
-        wanted.update(e.content_key for k, e in stored.items() if k[0] == LOGBOOK_ENTRY and e.content_key is not None)
+        wanted = dict(contents)
+        stored = self._load_state(user_id, keys, elsewhere, wanted)
         return BatchState(stored, self.load_live_content(user_id, wanted), elsewhere)
 
     def _load_state(
-        self, user_id: str, keys: Collection[EntityKey], elsewhere: set[str] | None
+        self, user_id: str, keys: Collection[EntityKey], elsewhere: set[str] | None,
+        probes: dict[str, int | None] | None = None,
     ) -> dict[EntityKey, StoredEntity]:
         """One query: sync_data row and merge state of every key and which logbook ids another user's
         logbook_entries row holds (added to `elsewhere`, when given). The keys travel as {type: [ids]}
@@ -601,24 +602,27 @@ class SqliteWriteUnit(SqliteReadUnit):
             SELECT t.key AS entity_type, k.value AS entity_id,
                    s.id, s.checksum, s.version, s.deleted_at, s.data, s.updated_at,
                    e.entity_id IS NOT NULL AS has_state, e.updated_ms, e.deleted_ms, e.content_key, e.duplicate_of,
-                   l.id IS NOT NULL AS held_elsewhere
+                   l.user_id IS NOT NULL AND l.user_id <> ?2 AS held_elsewhere,
+                   CASE WHEN l.user_id = ?2 AND l.deleted_at IS NULL THEN l.timestamp ELSE h.timestamp END
+                     AS own_timestamp
             FROM json_each(?1) AS t CROSS JOIN json_each(t.value) AS k
             LEFT JOIN sync_data s ON s.user_id = ?2 AND s.entity_type = t.key AND s.entity_id = k.value
             LEFT JOIN recovery_entity_state e ON e.user_id = ?2 AND e.entity_type = t.key AND e.entity_id = k.value
-            LEFT JOIN logbook_entries l ON t.key = ?3 AND l.id = k.value AND l.user_id <> ?2
-            WHERE s.id IS NOT NULL OR e.entity_id IS NOT NULL OR l.id IS NOT NULL
+            LEFT JOIN logbook_entries l ON t.key = ?3 AND l.id = k.value
+            LEFT JOIN logbook_entries h ON e.duplicate_of IS NOT NULL AND h.id = e.duplicate_of AND h.user_id = ?2
+            WHERE s.id IS NOT NULL OR e.entity_id IS NOT NULL OR l.user_id <> ?2
             """,
             (_ids_by_type(keys), user_id, LOGBOOK_ENTRY),
         )
-        return stored_entities(rows, elsewhere)
+        return stored_entities(rows, elsewhere, probes)
 
-    def load_live_content(self, user_id: str, content_keys: Collection[str]) -> dict[str, list[str]]:
-        if not content_keys:
+    def load_live_content(self, user_id: str, contents: ContentProbes) -> dict[str, list[str]]:
+        if not contents:
             return {}
         # The content keys stay the outer loop (CROSS JOIN), one probe of the content index each. Written
         # as `content_key IN (...)`, SQLite chose the primary key's (user_id, entity_type) prefix instead:
         # a walk over all the user's logbook state on every upload, which grew with the history (#17).
-        rows = self.sql.fetchall(
+        state_holders = self.sql.fetchall(
             """
             SELECT e.content_key, e.entity_id
             FROM json_each(?3) AS k
@@ -628,12 +632,26 @@ class SqliteWriteUnit(SqliteReadUnit):
              AND s.deleted_at IS NULL
             WHERE e.entity_type = ?2 AND e.duplicate_of IS NULL
             """,
-            (user_id, LOGBOOK_ENTRY, _json.encode(sorted(content_keys)).decode()),
+            (user_id, LOGBOOK_ENTRY, _json.encode(sorted(contents)).decode()),
         )
-        holders: dict[str, list[str]] = {}
-        for r in rows:
-            holders.setdefault(r["content_key"], []).append(r["entity_id"])
-        return holders
+        times = sorted({t for t in contents.values() if t is not None})
+        # The rows whose text holds their state: the app's index on (user_id, timestamp) finds the live
+        # entries of the same time (content duplicates share it), one probe a time.
+        same_time = self.sql.fetchall(
+            """
+            SELECT l.id, s.data
+            FROM json_each(?3) AS k
+            CROSS JOIN logbook_entries l ON l.user_id = ?1 AND l.timestamp = k.value
+            CROSS JOIN sync_data s
+              ON s.user_id = ?1 AND s.entity_type = ?2 AND s.entity_id = l.id AND s.deleted_at IS NULL
+            WHERE l.deleted_at IS NULL
+              AND NOT EXISTS (SELECT 1 FROM recovery_entity_state e
+                              WHERE e.user_id = ?1 AND e.entity_type = ?2 AND e.entity_id = l.id
+                                AND (e.content_key IS NOT NULL OR e.duplicate_of IS NOT NULL))
+            """,
+            (user_id, LOGBOOK_ENTRY, _json.encode(times).decode()),
+        ) if times else []
+        return holders_of(contents, state_holders, same_time)
 
     def live_checksums(self, user_id: str, keys: Collection[EntityKey]) -> dict[EntityKey, str]:
         """One lookup in the live rows' index per key (the keys as in `_load_state`)."""
@@ -986,10 +1004,13 @@ class SqliteWriteUnit(SqliteReadUnit):
 
     def content_key_of(self, user_id: str, key: EntityKey) -> str | None:
         row = self.sql.fetchone(
-            "SELECT content_key FROM recovery_entity_state WHERE user_id = ? AND entity_type = ? AND entity_id = ?",
+            """SELECT e.content_key, s.data FROM (SELECT ?1 AS u, ?2 AS t, ?3 AS i) AS k
+               LEFT JOIN recovery_entity_state e ON e.user_id = k.u AND e.entity_type = k.t AND e.entity_id = k.i
+               LEFT JOIN sync_data s
+                 ON s.user_id = k.u AND s.entity_type = k.t AND s.entity_id = k.i AND s.deleted_at IS NULL""",
             (user_id, *key),
         )
-        return row["content_key"] if row is not None else None
+        return content_key_from(row, key)
 
     def last_device_of(self, user_id: str, key: EntityKey) -> str | None:
         row = self.sql.fetchone(
