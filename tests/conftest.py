@@ -14,14 +14,18 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from service.app import create_app
 from service.config import Settings
+from service.domain.outcomes import RecordResult
+from service.domain.owners import UserRecord
 from service.store import Storage, open_storage
 from service.tokens import issue_token
+from service.usecases.ingest import IncomingRecord, Upload, UploadResult, ingest
 from tests.pghelpers import is_postgres, pg_add_users, pg_query
 
 pytest_plugins = ["tests.pgfixtures"]  # PostgreSQL for the tests: the engine parameter, pg_cluster, pg_database
@@ -89,6 +93,18 @@ async def open_test_storage(kind: str, request: pytest.FixtureRequest, tmp_path:
     else:
         raise ValueError(f"no such storage engine: {kind}")
     return opened
+
+
+async def push_entries(
+    db: Storage, user: UserRecord, *entries: dict[str, Any], deleted: list[str] | None = None
+) -> list[RecordResult]:
+    """One push of logbook entries (and deleted ids) by `user` from one device, through `ingest`."""
+    upload = Upload(owner=user.id, user=user, device_id="dev_aaaaaaaaaaaaaaaa", source="push",
+                    records=[IncomingRecord("logbook_entry", msgspec.json.encode(e)) for e in entries],
+                    deleted={"logbook_entry": deleted} if deleted else {})
+    result = await ingest(db, upload)
+    assert isinstance(result, UploadResult)
+    return result.receipt.results
 
 
 def target(storage: Storage) -> str:

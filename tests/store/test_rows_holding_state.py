@@ -14,8 +14,7 @@ from service.domain import outcomes as oc
 from service.domain.outcomes import RecordResult
 from service.domain.owners import UserRecord
 from service.store import Storage
-from service.usecases.ingest import IncomingRecord, Upload, UploadResult, ingest
-from tests.conftest import ADA, add_users, query, target
+from tests.conftest import ADA, add_users, push_entries, query, target
 
 ADA_USER = UserRecord(ADA[0], ADA[1], "user")
 
@@ -30,12 +29,7 @@ def entry(entry_id: str, at: int, *, updated: str = "2025-06-01T18:30:12.345Z", 
 
 
 async def push(db: Storage, *entries: dict[str, Any], deleted: list[str] | None = None) -> list[RecordResult]:
-    upload = Upload(owner=ADA_USER.id, user=ADA_USER, device_id="dev_aaaaaaaaaaaaaaaa", source="push",
-                    records=[IncomingRecord("logbook_entry", msgspec.json.encode(e)) for e in entries],
-                    deleted={"logbook_entry": deleted} if deleted else {})
-    result = await ingest(db, upload)
-    assert isinstance(result, UploadResult)
-    return result.receipt.results
+    return await push_entries(db, ADA_USER, *entries, deleted=deleted)
 
 
 def state_rows(storage: Storage) -> dict[str, str | None]:

@@ -23,7 +23,7 @@ from service.store.interface import WriteUnit
 from service.store.postgres.unit import PgWriteUnit
 from service.store.sqlite.units import SqliteWriteUnit
 from service.usecases.ingest import IncomingRecord, Upload, UploadResult, ingest, key_fields, prepare_upload
-from tests.conftest import ADA, BEN, add_users, auth, load_fixture, query, target
+from tests.conftest import ADA, BEN, add_users, auth, load_fixture, push_entries, query, target
 from tests.domain import merge_model as model
 
 USER = UserRecord(ADA[0], ADA[1], "user")
@@ -33,12 +33,7 @@ V2 = {**V1, "duration": 20, "updatedAt": "2025-06-02T18:30:12.345Z"}
 
 
 async def push(db: Storage, *records: dict[str, Any], deleted: list[str] | None = None) -> list[str]:
-    upload = Upload(owner=USER.id, user=USER, device_id="dev_aaaaaaaaaaaaaaaa", source="push",
-                    records=[IncomingRecord("logbook_entry", msgspec.json.encode(r)) for r in records],
-                    deleted={"logbook_entry": deleted} if deleted else {})
-    result = await ingest(db, upload)
-    assert isinstance(result, UploadResult)
-    return [r.outcome for r in result.receipt.results]
+    return [r.outcome for r in await push_entries(db, USER, *records, deleted=deleted)]
 
 
 async def test_identical_bytes_are_a_duplicate_only_while_the_stored_row_is_that_version(storage: Storage) -> None:
