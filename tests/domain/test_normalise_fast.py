@@ -197,6 +197,31 @@ def _kinds(value: Any) -> Any:
 
 @MANY
 @given(entries())
+def test_a_record_said_to_hold_its_state_in_its_text_gives_it_back(entry: dict[str, Any]) -> None:
+    """What the merge reads back from a live row without a state row (its edit time from the document,
+    its content key from the text) is what normalising gave, for every record that gets no state row."""
+    new = nz.normalise(LOGBOOK_ENTRY, entry, USER, now_ms=NOW_MS)
+    event(f"text holds state: {isinstance(new, Normalised) and new.text_holds_state}")
+    if isinstance(new, Normalised) and new.text_holds_state:
+        assert nz.content_key_of_text(new.text) == new.content_key
+        assert nz.document_edit_ms(new.document()) == new.updated_ms
+
+
+def test_an_edit_time_the_document_does_not_give_back_keeps_a_state_row() -> None:
+    """`updated_at: 0` is the record's edit time, but a falsy time in a document is not read back as one
+    (the document's own reading, `document_edit_ms`, goes on to the creation time): so the record must not
+    be left to its row."""
+    raw = {"id": "a", "timestamp": 1748799900000, "duration": 15, "type": "practice", "instrument": "piano",
+           "updated_at": 0, "created_at": 1748799900000}
+    for n in (nz._fast_entry(LOGBOOK_ENTRY, "a", dict(raw), USER, NOW_MS),
+              nz._general_entry(LOGBOOK_ENTRY, "a", dict(raw), USER, NOW_MS)):
+        assert isinstance(n, Normalised) and n.updated_ms == 0
+        assert nz.document_edit_ms(n.document()) == 1748799900000
+        assert not n.text_holds_state
+
+
+@MANY
+@given(entries())
 def test_a_logbook_entry_normalises_as_before(entry: dict[str, Any]) -> None:
     raw = entry  # generated values are what a JSON decoder gives (str with surrogates, float, int)
     new = nz.normalise(LOGBOOK_ENTRY, raw, USER, now_ms=NOW_MS)
