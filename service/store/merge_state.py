@@ -92,11 +92,29 @@ def stored_entities(
         elif r["has_state"]:
             stored[key] = StoredEntity(updated_ms=state_updated_ms, deleted_ms=r["deleted_ms"],
                                        content_key=content_key, duplicate_of=r["duplicate_of"], has_state=True)
-        if probes is not None and key[0] == LOGBOOK_ENTRY and content_key is not None:
+        if probes is not None and key[0] == LOGBOOK_ENTRY and content_key is not None \
+                and probes.get(content_key) is None:
+            # The content's session time, where its holders are looked for: the key's own live logbook
+            # row's, else its document's (a deleted row, an id another user's row holds), else, for a
+            # content duplicate (no row of its own), its holder's document's.
             timestamp = r["own_timestamp"]
-            if probes.get(content_key) is None:
-                probes[content_key] = timestamp
+            if timestamp is None:
+                timestamp = document_timestamp(r["data"])
+            if timestamp is None:
+                timestamp = document_timestamp(r["holder_data"])
+            probes[content_key] = timestamp
     return stored
+
+
+def document_timestamp(data: str | None) -> int | None:
+    """A stored logbook document's session time (`timestamp`, part of its content), in epoch ms."""
+    if data is None:
+        return None
+    try:
+        document = jsontext.decode(data)
+    except msgspec.DecodeError:
+        return None
+    return to_epoch_ms(document.get("timestamp")) if isinstance(document, dict) else None
 
 
 def content_key_from(row: Columns | None, key: EntityKey) -> str | None:

@@ -332,11 +332,9 @@ def _plan(
     state = unit.load_batch_state(user_id, keys, contents)
     stored, live_content = state.stored, state.live_content
     records = _confirm_repeats(records, stored, live_repeats, user_id, now_ms)
-    # A repeat normalised again after all (its stored row changed) may bring a content not read yet.
+    # A repeat normalised again after all (its stored row changed) may bring a content not read yet
+    # (read again even if a stored key holds it: that key's row may not have told its session time).
     late = {key: t for key, t in content_probes(records).items() if key not in contents}
-    for k, s in stored.items():
-        if k[0] == rec.LOGBOOK_ENTRY and s.content_key is not None:
-            late.pop(s.content_key, None)
     if late:
         live_content = {**live_content, **unit.load_live_content(user_id, late)}
     logbook_ids = {k[1] for k in keys if k[0] == rec.LOGBOOK_ENTRY}

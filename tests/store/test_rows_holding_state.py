@@ -14,9 +14,10 @@ from service.domain import outcomes as oc
 from service.domain.outcomes import RecordResult
 from service.domain.owners import UserRecord
 from service.store import Storage
-from tests.conftest import ADA, add_users, push_entries, query, target
+from tests.conftest import ADA, BEN, add_users, push_entries, query, target
 
 ADA_USER = UserRecord(ADA[0], ADA[1], "user")
+BEN_USER = UserRecord(BEN[0], BEN[1], "user")
 
 
 def minute(n: int) -> int:
@@ -97,3 +98,21 @@ async def test_rows_whose_text_cannot_give_their_state_back_keep_a_state_row(sto
     # And a twin of the refused one is still found, by the state row's content key.
     results = await push(storage, entry("refused-twin", 1, type="masterclass", updated="2025-06-03T09:00:00.000Z"))
     assert [(r.outcome, r.duplicate_of) for r in results] == [(oc.CONTENT_DUPLICATE, "refused")]
+
+
+async def test_a_holder_whose_logbook_id_another_user_holds_finds_the_other_holders(storage: Storage) -> None:
+    """Its content's time comes from its document when its logbook row is not its own: when it is
+    deleted, its twin goes to the other live entry with that content, not to a live row of its own."""
+    add_users(target(storage), ADA, BEN)
+    await push_entries(storage, BEN_USER, entry("x", 50, notes="ben's"))  # Ben's logbook row holds id x
+    await push(storage, entry("x", 1, notes="C"))  # Ada's x: in sync_data only, so it keeps a state row
+    await push(storage, entry("z", 1, notes="D"))
+    await push(storage, entry("z", 1, notes="C", updated="2025-06-02T18:30:12.345Z"))  # an edit: not a twin
+    twin = await push(storage, entry("y", 1, notes="C", updated="2025-06-03T18:30:12.345Z"))
+    assert [r.outcome for r in twin] == [oc.CONTENT_DUPLICATE]
+    results = await push(storage, deleted=["x"])
+    assert [r.outcome for r in results] == [oc.DELETED]
+    ada = {r["entity_id"] for r in query(target(storage), "SELECT entity_id FROM sync_data WHERE deleted_at IS NULL"
+                                                          " AND user_id = ?", (ADA[0],))}
+    assert ada == {"z"}  # y stays a content duplicate, now of z
+    assert state_rows(storage)["y"] == "z"

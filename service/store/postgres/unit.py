@@ -567,8 +567,8 @@ class PgWriteUnit(PgReadUnit):
     def load_batch_state(
         self, user_id: str, keys: Collection[EntityKey], contents: ContentProbes
     ) -> BatchState:
-        """Two statements: the keys' state with the logbook ids other users hold, then the live holders
-        of the content keys (the batch's and the stored keys' own)."""
+        """The keys' state with the logbook ids other users hold, then the live holders of the content
+        keys (the batch's and the stored keys' own)."""
         elsewhere: set[str] = set()
         wanted = dict(contents)
         stored = self._load_state(user_id, keys, elsewhere, wanted)
@@ -589,13 +589,14 @@ class PgWriteUnit(PgReadUnit):
                       s.id, s.checksum, s.version, s.deleted_at, s.data, s.updated_at,
                       e.entity_id IS NOT NULL AS has_state, e.updated_ms, e.deleted_ms, e.content_key,
                       e.duplicate_of, l.user_id IS NOT NULL AND l.user_id <> %(u)s AS held_elsewhere,
-                      CASE WHEN l.user_id = %(u)s AND l.deleted_at IS NULL THEN l.timestamp ELSE h.timestamp END
-                        AS own_timestamp
+                      CASE WHEN l.user_id = %(u)s AND l.deleted_at IS NULL THEN l.timestamp END AS own_timestamp,
+                      h.data AS holder_data
                FROM unnest(%(t)b::text[], %(i)b::text[]) AS k(t, i)
                LEFT JOIN sync_data s ON s.user_id = %(u)s AND s.entity_type = k.t AND s.entity_id = k.i
                LEFT JOIN recovery_entity_state e ON e.user_id = %(u)s AND e.entity_type = k.t AND e.entity_id = k.i
                LEFT JOIN logbook_entries l ON k.t = %(lb)s AND l.id = k.i
-               LEFT JOIN logbook_entries h ON e.duplicate_of IS NOT NULL AND h.id = e.duplicate_of AND h.user_id = %(u)s
+               LEFT JOIN sync_data h ON e.duplicate_of IS NOT NULL AND h.user_id = %(u)s AND h.entity_type = %(lb)s
+                AND h.entity_id = e.duplicate_of
                WHERE s.id IS NOT NULL OR e.entity_id IS NOT NULL OR l.user_id <> %(u)s""",
             {"t": types, "i": ids, "u": user_id, "lb": LOGBOOK_ENTRY},
         )

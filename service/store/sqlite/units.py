@@ -580,8 +580,8 @@ class SqliteWriteUnit(SqliteReadUnit):
     def load_batch_state(
         self, user_id: str, keys: Collection[EntityKey], contents: ContentProbes
     ) -> BatchState:
-        """Two statements: the keys' state with the logbook ids other users hold, then the live holders
-        of the content keys (the batch's and the stored keys' own)."""
+        """The keys' state with the logbook ids other users hold, then the live holders of the content
+        keys (the batch's and the stored keys' own)."""
         elsewhere: set[str] = set()
         wanted = dict(contents)
         stored = self._load_state(user_id, keys, elsewhere, wanted)
@@ -603,13 +603,14 @@ class SqliteWriteUnit(SqliteReadUnit):
                    s.id, s.checksum, s.version, s.deleted_at, s.data, s.updated_at,
                    e.entity_id IS NOT NULL AS has_state, e.updated_ms, e.deleted_ms, e.content_key, e.duplicate_of,
                    l.user_id IS NOT NULL AND l.user_id <> ?2 AS held_elsewhere,
-                   CASE WHEN l.user_id = ?2 AND l.deleted_at IS NULL THEN l.timestamp ELSE h.timestamp END
-                     AS own_timestamp
+                   CASE WHEN l.user_id = ?2 AND l.deleted_at IS NULL THEN l.timestamp END AS own_timestamp,
+                   h.data AS holder_data
             FROM json_each(?1) AS t CROSS JOIN json_each(t.value) AS k
             LEFT JOIN sync_data s ON s.user_id = ?2 AND s.entity_type = t.key AND s.entity_id = k.value
             LEFT JOIN recovery_entity_state e ON e.user_id = ?2 AND e.entity_type = t.key AND e.entity_id = k.value
             LEFT JOIN logbook_entries l ON t.key = ?3 AND l.id = k.value
-            LEFT JOIN logbook_entries h ON e.duplicate_of IS NOT NULL AND h.id = e.duplicate_of AND h.user_id = ?2
+            LEFT JOIN sync_data h
+              ON e.duplicate_of IS NOT NULL AND h.user_id = ?2 AND h.entity_type = ?3 AND h.entity_id = e.duplicate_of
             WHERE s.id IS NOT NULL OR e.entity_id IS NOT NULL OR l.user_id <> ?2
             """,
             (_ids_by_type(keys), user_id, LOGBOOK_ENTRY),
