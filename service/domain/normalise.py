@@ -709,8 +709,16 @@ def content_key_of_text(text: str) -> str | None:
     """The content key of a stored logbook document (`Normalised.content_key`), from its text."""
     try:
         document = jsontext.decode(text)
-        return CanonicalObject(document).checksum(omit=CONTENT_KEY_IGNORED) if isinstance(document, dict) else None
-    except (msgspec.DecodeError, TypeError, RecursionError):
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    return content_key_of_document(document) if isinstance(document, dict) else None
+
+
+def content_key_of_document(document: dict[str, Any]) -> str | None:
+    """`content_key_of_text` of a document already decoded."""
+    try:
+        return CanonicalObject(document).checksum(omit=CONTENT_KEY_IGNORED)
+    except (TypeError, RecursionError):
         return None
 
 

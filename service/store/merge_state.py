@@ -10,7 +10,7 @@ import msgspec
 
 from service import jsontext
 from service.domain.merge import EntityKey, StoredEntity
-from service.domain.normalise import content_key_of_text, document_edit_ms
+from service.domain.normalise import content_key_of_document, content_key_of_text, document_edit_ms
 from service.domain.records import LOGBOOK_ENTRY
 from service.domain.times import to_epoch_ms
 from service.store.rows import ContentProbes
@@ -25,15 +25,25 @@ class Columns(Protocol):
 def document_updated_ms(data: str, row_updated_at: str | None) -> int | None:
     """A row without merge state (the app's, or one whose text holds it): its client time, else the
     server's."""
+    return _edit_ms(_decoded(data), row_updated_at)
+
+
+def _edit_ms(document: dict[str, Any] | None, row_updated_at: str | None) -> int | None:
+    ms = document_edit_ms(document) if document is not None else None
+    if ms is not None:
+        return ms
+    return to_epoch_ms(row_updated_at) if row_updated_at else None
+
+
+def _decoded(data: str | None) -> dict[str, Any] | None:
+    """A stored document, decoded (None when it is not a JSON object)."""
+    if data is None:
+        return None
     try:
         document = jsontext.decode(data)
     except msgspec.DecodeError:
-        document = None
-    if isinstance(document, dict):
-        ms = document_edit_ms(document)
-        if ms is not None:
-            return ms
-    return to_epoch_ms(row_updated_at) if row_updated_at else None
+        return None
+    return document if isinstance(document, dict) else None
 
 
 def holders_of(
@@ -70,12 +80,17 @@ def stored_entities(
         row_id = r["id"]
         state_updated_ms = r["updated_ms"]
         content_key = r["content_key"]
+        logbook = key[0] == LOGBOOK_ENTRY
+        wants_time = probes is not None and logbook and r["own_timestamp"] is None
+        # The row's document, decoded once, where merge state does not say all the merge needs.
+        document = _decoded(r["data"]) if row_id is not None and (
+            state_updated_ms is None or (logbook and content_key is None) or wants_time) else None
         if row_id is not None:
             deleted_at = r["deleted_at"]
             live = deleted_at is None
             deleted_ms = r["deleted_ms"] if not live else None
-            if content_key is None and key[0] == LOGBOOK_ENTRY:
-                content_key = content_key_of_text(r["data"])
+            if content_key is None and logbook and document is not None:
+                content_key = content_key_of_document(document)
             stored[key] = StoredEntity(
                 row_id=row_id,
                 checksum=r["checksum"],
@@ -83,7 +98,7 @@ def stored_entities(
                 live=live,
                 data=r["data"],
                 updated_ms=state_updated_ms if state_updated_ms is not None
-                else document_updated_ms(r["data"], r["updated_at"]),
+                else _edit_ms(document, r["updated_at"]),
                 deleted_ms=None if live else deleted_ms if deleted_ms is not None else to_epoch_ms(deleted_at),
                 content_key=content_key,
                 duplicate_of=r["duplicate_of"],
@@ -92,29 +107,22 @@ def stored_entities(
         elif r["has_state"]:
             stored[key] = StoredEntity(updated_ms=state_updated_ms, deleted_ms=r["deleted_ms"],
                                        content_key=content_key, duplicate_of=r["duplicate_of"], has_state=True)
-        if probes is not None and key[0] == LOGBOOK_ENTRY and content_key is not None \
-                and probes.get(content_key) is None:
+        if probes is not None and logbook and content_key is not None and probes.get(content_key) is None:
             # The content's session time, where its holders are looked for: the key's own live logbook
             # row's, else its document's (a deleted row, an id another user's row holds), else, for a
             # content duplicate (no row of its own), its holder's document's.
             timestamp = r["own_timestamp"]
             if timestamp is None:
-                timestamp = document_timestamp(r["data"])
+                timestamp = _session_ms(document)
             if timestamp is None:
-                timestamp = document_timestamp(r["holder_data"])
+                timestamp = _session_ms(_decoded(r["holder_data"]))
             probes[content_key] = timestamp
     return stored
 
 
-def document_timestamp(data: str | None) -> int | None:
+def _session_ms(document: dict[str, Any] | None) -> int | None:
     """A stored logbook document's session time (`timestamp`, part of its content), in epoch ms."""
-    if data is None:
-        return None
-    try:
-        document = jsontext.decode(data)
-    except msgspec.DecodeError:
-        return None
-    return to_epoch_ms(document.get("timestamp")) if isinstance(document, dict) else None
+    return to_epoch_ms(document.get("timestamp")) if document is not None else None
 
 
 def content_key_from(row: Columns | None, key: EntityKey) -> str | None:
