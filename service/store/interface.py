@@ -294,16 +294,18 @@ class WriteUnit(ReadUnit, Protocol):
         """Write the plan: sync_data (fresh seq values), logbook_entries, merge state, archive."""
         ...
 
-    def keep_raw_records(
-        self, rows: list[RawRecordRow], *, user_id: str, device_id: str | None, upload_id: str
+    def keep_received(
+        self,
+        rows: list[RawRecordRow],
+        sent: list[EntityKey],
+        *,
+        user_id: str,
+        device_id: str | None,
+        upload_id: str,
     ) -> None:
-        """Keep every distinct raw record verbatim (once per distinct content)."""
-        ...
-
-    def count_device_records(
-        self, keys: list[tuple[str, str]], *, user_id: str, device_id: str | None
-    ) -> None:
-        """Remember which distinct records a device sent and keep its count per entity type."""
+        """Keep every distinct raw record verbatim (once per distinct content), and which distinct keys
+        the device sent (`sent`, quarantined ones included) with its count per entity type. A key's raw
+        row from the device is its record; a device row only where none says it (`store.device_records`)."""
         ...
 
     def quarantine(

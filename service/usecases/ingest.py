@@ -365,11 +365,11 @@ def _apply(
             for r, raw, sha in zip(records, raws, prepared.shas, strict=True)
             if isinstance(r, Normalised | Tombstone)
         ]
-        unit.keep_raw_records(kept, user_id=user_id, device_id=upload.device_id, upload_id=upload_id)
         # A device's completeness counts every distinct record it sent, quarantined ones included.
-        unit.count_device_records([(r.entity_type, r.entity_id) for r in records if r.entity_id is not None],
+        unit.keep_received(kept, [(r.entity_type, r.entity_id) for r in records if r.entity_id is not None],
             user_id=user_id,
             device_id=upload.device_id,
+            upload_id=upload_id,
         )
         if upload.alias_from is not None and upload.user is not None and upload.email is not None:
             unit.record_alias(upload.alias_from, upload.user, upload.email)

@@ -29,6 +29,7 @@ from service.domain.owners import EmailMatch, UserRecord, match_email_among
 from service.domain.progress import RecoveryState, state_of
 from service.domain.records import LOGBOOK_ENTRY, LogbookRow
 from service.domain.times import app_timestamp, ms_to_iso_z
+from service.store.device_records import SentBefore, device_receipt
 from service.store.interface import IDEMPOTENCY_TTL_SECONDS, UserExists
 from service.store.merge_state import content_key_from, holders_of, stored_entities
 from service.store.rows import (
@@ -756,40 +757,64 @@ class PgWriteUnit(PgReadUnit):
                 except pg_errors.CheckViolation:
                     continue
 
-    def keep_raw_records(
-        self, rows: list[RawRecordRow], *, user_id: str, device_id: str | None, upload_id: str
+    def keep_received(
+        self,
+        rows: list[RawRecordRow],
+        sent: list[EntityKey],
+        *,
+        user_id: str,
+        device_id: str | None,
+        upload_id: str,
     ) -> None:
         keyed = [r for r in rows if r.entity_id is not None]
-        if not keyed:
+        # Read before the raw rows go in: what the device had sent, and which contents were kept already.
+        receipt = (device_receipt(sent, keyed, self._sent_before(user_id, device_id, sent))
+                   if device_id is not None and sent else None)
+        if keyed:
+            self.conn.execute(
+                """INSERT INTO recovery_raw_records (user_id, entity_type, entity_id, raw_sha256, raw, checksum,
+                     upload_id, device_id, received_at)
+                   SELECT %s, k.t, k.i, k.h, k.raw, k.checksum, %s, %s, %s
+                   FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[])
+                     WITH ORDINALITY AS k(t, i, h, raw, checksum, n)
+                   ORDER BY k.n
+                   ON CONFLICT DO NOTHING""",
+                (user_id, upload_id, device_id, app_timestamp(), *_columns(
+                    [(r.entity_type, r.entity_id, r.raw_sha256, r.raw, r.checksum) for r in keyed], 5)),
+            )
+        if receipt is None or not receipt.new_per_type:
             return
+        types, ids = _columns(receipt.rows, 2) if receipt.rows else ([], [])
+        counted_types, counts = _columns(list(receipt.new_per_type.items()), 2)
+        # The device rows and the counts in one statement (a data-modifying CTE runs whether read or not).
         self.conn.execute(
-            """INSERT INTO recovery_raw_records (user_id, entity_type, entity_id, raw_sha256, raw, checksum, upload_id,
-                 device_id, received_at)
-               SELECT %s, k.t, k.i, k.h, k.raw, k.checksum, %s, %s, %s
-               FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[])
-                 WITH ORDINALITY AS k(t, i, h, raw, checksum, n)
-               ORDER BY k.n
-               ON CONFLICT DO NOTHING""",
-            (user_id, upload_id, device_id, app_timestamp(), *_columns(
-                [(r.entity_type, r.entity_id, r.raw_sha256, r.raw, r.checksum) for r in keyed], 5)),
-        )
-
-    def count_device_records(self, keys: list[tuple[str, str]], *, user_id: str, device_id: str | None) -> None:
-        if device_id is None or not keys:
-            return
-        # The rows that are new to the device, counted per type as they go in: one statement.
-        self.conn.execute(
-            """WITH added AS (
+            """WITH recorded AS (
                  INSERT INTO recovery_device_records (user_id, device_id, entity_type, entity_id)
-                 SELECT DISTINCT %(u)s, %(d)s, k.t, k.i FROM unnest(%(t)b::text[], %(i)b::text[]) AS k(t, i)
-                 ON CONFLICT DO NOTHING
-                 RETURNING entity_type)
+                 SELECT %(u)s, %(d)s, k.t, k.i FROM unnest(%(t)b::text[], %(i)b::text[]) AS k(t, i)
+                 ON CONFLICT DO NOTHING)
                INSERT INTO recovery_device_counts (user_id, device_id, entity_type, received)
-               SELECT %(u)s, %(d)s, entity_type, COUNT(*) FROM added GROUP BY entity_type
+               SELECT %(u)s, %(d)s, k.t, k.n FROM unnest(%(ct)b::text[], %(cn)b::int[]) AS k(t, n)
                ON CONFLICT (user_id, device_id, entity_type)
                  DO UPDATE SET received = recovery_device_counts.received + excluded.received""",
-            {"u": user_id, "d": device_id, "t": [k[0] for k in keys], "i": [k[1] for k in keys]},
+            {"u": user_id, "d": device_id, "t": types, "i": ids, "ct": counted_types, "cn": counts},
         )
+
+    def _sent_before(self, user_id: str, device_id: str, keys: list[EntityKey]) -> list[SentBefore]:
+        """The kept raw records of these keys (whose device, which content), and the device's own rows
+        for them."""
+        types, ids = _columns(list(dict.fromkeys(keys)), 2)
+        found = self._all(
+            """SELECT k.t AS entity_type, k.i AS entity_id, r.raw_sha256, r.device_id IS NOT DISTINCT FROM %(d)s AS mine
+               FROM unnest(%(t)b::text[], %(i)b::text[]) AS k(t, i)
+               JOIN recovery_raw_records r ON r.user_id = %(u)s AND r.entity_type = k.t AND r.entity_id = k.i
+               UNION ALL
+               SELECT k.t, k.i, NULL, true
+               FROM unnest(%(t)b::text[], %(i)b::text[]) AS k(t, i)
+               JOIN recovery_device_records d
+                 ON d.user_id = %(u)s AND d.device_id = %(d)s AND d.entity_type = k.t AND d.entity_id = k.i""",
+            {"u": user_id, "d": device_id, "t": types, "i": ids},
+        )
+        return [SentBefore(r["entity_type"], r["entity_id"], r["raw_sha256"], r["mine"]) for r in found]
 
     def quarantine(
         self, rows: list[QuarantineRow], *, owner: str, email: str | None, device_id: str | None, upload_id: str

@@ -23,6 +23,7 @@ from service.domain.owners import EmailMatch, UserRecord, match_email_among
 from service.domain.progress import RecoveryState, state_of
 from service.domain.records import LOGBOOK_ENTRY, LogbookRow
 from service.domain.times import app_timestamp, ms_to_iso_z
+from service.store.device_records import SentBefore, device_receipt
 from service.store.interface import IDEMPOTENCY_TTL_SECONDS, UserExists
 from service.store.merge_state import content_key_from, holders_of, stored_entities
 from service.store.rows import (
@@ -774,11 +775,20 @@ class SqliteWriteUnit(SqliteReadUnit):
                  for a in plan.archived],
             )
 
-    def keep_raw_records(
-        self, rows: list[RawRecordRow], *, user_id: str, device_id: str | None, upload_id: str
+    def keep_received(
+        self,
+        rows: list[RawRecordRow],
+        sent: list[EntityKey],
+        *,
+        user_id: str,
+        device_id: str | None,
+        upload_id: str,
     ) -> None:
-        now = app_timestamp()
         keyed = [r for r in rows if r.entity_id is not None]
+        # Read before the raw rows go in: what the device had sent, and which contents were kept already.
+        receipt = (device_receipt(sent, keyed, self._sent_before(user_id, device_id, sent))
+                   if device_id is not None and sent else None)
+        now = app_timestamp()
         if keyed:
             self.sql.insert_rows(
                 """INSERT INTO recovery_raw_records (user_id, entity_type, entity_id, raw_sha256, raw, checksum,
@@ -787,30 +797,40 @@ class SqliteWriteUnit(SqliteReadUnit):
                 [(user_id, r.entity_type, r.entity_id, r.raw_sha256, r.raw, r.checksum, upload_id, device_id, now)
                  for r in keyed],
             )
-
-    def count_device_records(
-        self, keys: list[tuple[str, str]], *, user_id: str, device_id: str | None
-    ) -> None:
-        if device_id is None or not keys:
+        if receipt is None:
             return
-        by_type: dict[str, list[tuple[str, str, str, str]]] = {}
-        for entity_type, entity_id in keys:
-            by_type.setdefault(entity_type, []).append((user_id, device_id, entity_type, entity_id))
-        counts: list[tuple[str, str, str, int]] = []
-        for entity_type, rows in by_type.items():
-            # One statement per entity type, so its count of inserted rows is the type's count of new records.
-            inserted = self.sql.insert_rows(
-                """INSERT INTO recovery_device_records (user_id, device_id, entity_type, entity_id)
-                   VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING""",
-                rows,
-            )
-            if inserted:
-                counts.append((user_id, device_id, entity_type, inserted))
+        self.sql.insert_rows(
+            """INSERT INTO recovery_device_records (user_id, device_id, entity_type, entity_id)
+               VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING""",
+            [(user_id, device_id, entity_type, entity_id) for entity_type, entity_id in receipt.rows],
+        )
         self.sql.insert_rows(
             """INSERT INTO recovery_device_counts (user_id, device_id, entity_type, received) VALUES (?, ?, ?, ?)
                ON CONFLICT (user_id, device_id, entity_type) DO UPDATE SET received = received + excluded.received""",
-            counts,
+            [(user_id, device_id, entity_type, n) for entity_type, n in receipt.new_per_type.items()],
         )
+
+    def _sent_before(self, user_id: str, device_id: str, keys: list[EntityKey]) -> list[SentBefore]:
+        """The kept raw records of these keys (whose device, which content), and the device's own rows
+        for them: one index lookup a key in each. Keys travel as {type: [ids]}."""
+        by_type: dict[str, dict[str, None]] = {}
+        for entity_type, entity_id in keys:
+            by_type.setdefault(entity_type, {})[entity_id] = None
+        found = self.sql.fetchall(
+            """
+            SELECT t.key AS entity_type, i.value AS entity_id, r.raw_sha256, r.device_id IS ?3 AS mine
+            FROM json_each(?1) AS t CROSS JOIN json_each(t.value) AS i
+            CROSS JOIN recovery_raw_records r
+              ON r.user_id = ?2 AND r.entity_type = t.key AND r.entity_id = i.value
+            UNION ALL
+            SELECT t.key, i.value, NULL, 1
+            FROM json_each(?1) AS t CROSS JOIN json_each(t.value) AS i
+            CROSS JOIN recovery_device_records d
+              ON d.user_id = ?2 AND d.device_id = ?3 AND d.entity_type = t.key AND d.entity_id = i.value
+            """,
+            (_json.encode({t: list(ids) for t, ids in by_type.items()}).decode(), user_id, device_id),
+        )
+        return [SentBefore(r["entity_type"], r["entity_id"], r["raw_sha256"], bool(r["mine"])) for r in found]
 
     def quarantine(
         self, rows: list[QuarantineRow], *, owner: str, email: str | None, device_id: str | None, upload_id: str

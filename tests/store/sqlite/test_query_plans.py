@@ -99,4 +99,5 @@ async def test_an_uploads_statements_read_its_keys_not_the_users_history(tmp_pat
         await storage.close()
     assert any("recovery_entity_state" in sql and "content_key" in sql for sql in traced)  # the case covers it
     assert any("l.timestamp = k.value" in sql for sql in traced)  # and the holders found by their time
+    assert any("JOIN recovery_device_records d" in sql for sql in traced)  # and what the device sent before
     assert history_wide_steps(db, traced) == {}
