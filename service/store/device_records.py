@@ -11,7 +11,7 @@ B-tree per record). A database of an earlier version, a device row for every key
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 import msgspec
 
@@ -38,11 +38,15 @@ class DeviceReceipt(msgspec.Struct, frozen=True):
 
 
 def device_receipt(
-    sent: Iterable[EntityKey], kept: Iterable[RawRecordRow], found: Iterable[SentBefore]
+    sent: Iterable[EntityKey],
+    kept: Iterable[RawRecordRow],
+    found: Iterable[SentBefore],
+    known: Collection[EntityKey] = (),
 ) -> DeviceReceipt:
     """`sent`: every key the upload carried (repeats allowed); `kept`: the raw records about to be inserted
-    with this device's id (ON CONFLICT DO NOTHING); `found`: the probe's rows, read before that insert."""
-    before: set[EntityKey] = set()
+    with this device's id (ON CONFLICT DO NOTHING); `found`: the probe's rows, read before that insert, for
+    the keys not in `known` (already known to be the device's)."""
+    before: set[EntityKey] = set(known)
     stored_raw: set[tuple[str, str, str]] = set()
     for row in found:
         if row.mine:

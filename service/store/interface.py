@@ -43,6 +43,7 @@ from service.store.rows import (
     EntityStateRow,
     HourlyActivity,
     KeptRawRecord,
+    KnownRaw,
     LedgerEntry,
     LiveDocument,
     NewUser,
@@ -147,10 +148,11 @@ class ReadUnit(Protocol):
         """Devices the user has uploaded from."""
         ...
 
-    def known_checksums(
-        self, user_id: str, candidates: Collection[tuple[str, str, str]]
-    ) -> dict[tuple[str, str, str], str]:
-        """(entity_type, entity_id, raw_sha256) -> the checksum that raw record normalised to before."""
+    def known_raw_records(
+        self, user_id: str, device_id: str | None, candidates: Collection[tuple[str, str, str]]
+    ) -> dict[tuple[str, str, str], KnownRaw]:
+        """(entity_type, entity_id, raw_sha256) -> the checksum that raw record normalised to before, and
+        whether `device_id` sent it."""
         ...
 
     # -- users
@@ -299,13 +301,15 @@ class WriteUnit(ReadUnit, Protocol):
         rows: list[RawRecordRow],
         sent: list[EntityKey],
         *,
+        sent_before: Collection[EntityKey],
         user_id: str,
         device_id: str | None,
         upload_id: str,
     ) -> None:
         """Keep every distinct raw record verbatim (once per distinct content), and which distinct keys
         the device sent (`sent`, quarantined ones included) with its count per entity type. A key's raw
-        row from the device is its record; a device row only where none says it (`store.device_records`)."""
+        row from the device is its record; a device row only where none says it (`store.device_records`).
+        `sent_before`: keys already known to be the device's (a raw row of its), not looked up again."""
         ...
 
     def quarantine(

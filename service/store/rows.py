@@ -84,6 +84,14 @@ class SyncMetadata(msgspec.Struct):
 # ---- what one upload writes ------------------------------------------------------------------------
 
 
+class KnownRaw(msgspec.Struct, frozen=True):
+    """A kept raw record the repeat lookup found: what it normalised to, and whether it came from the
+    device asking (raw rows never change, so that still holds when the upload is written)."""
+
+    checksum: str
+    from_device: bool
+
+
 class RawRecordRow(msgspec.Struct):
     """A record kept verbatim (`checksum` None for a deletion)."""
 

@@ -27,7 +27,7 @@ from service.domain.records import Normalised, Rejection, Tombstone
 from service.domain.sources import Source
 from service.domain.times import ms_to_iso_z
 from service.store.interface import ReadUnit, Storage, WriteTransaction, WriteUnit
-from service.store.rows import QuarantineRow, RawRecordRow
+from service.store.rows import KnownRaw, QuarantineRow, RawRecordRow
 from service.workers import POOL_THRESHOLD, NormaliseJob, run_job, shared_pool
 
 T = TypeVar("T")
@@ -119,6 +119,8 @@ class PreparedUpload(msgspec.Struct):
     shas: list[str]
     # Live records whose key occurs once in the upload: (index, entity_type, entity_id).
     single_keys: list[tuple[int, str, str]]
+    # Keys the repeat lookup found a raw record of from the upload's device: sent by it before.
+    sent_before: set[EntityKey] = msgspec.field(default_factory=set)
 
 
 # The fields a record's key is read from; the decoder skips all others.
@@ -174,16 +176,16 @@ def repeat_candidates(prepared: PreparedUpload) -> list[RepeatKey]:
     return [(entity_type, entity_id, prepared.shas[i]) for i, entity_type, entity_id in prepared.single_keys]
 
 
-def _normalise_job(prepared: PreparedUpload, now_ms: int, known: dict[RepeatKey, str]) -> NormaliseJob | None:
+def _normalise_job(prepared: PreparedUpload, now_ms: int, known: dict[RepeatKey, KnownRaw]) -> NormaliseJob | None:
     """The pure work of normalising an upload's live records (None when its owner is unknown)."""
     upload = prepared.upload
     if upload.user is None:
         return None
     repeats: dict[int, tuple[str, str]] = {}
     for index, entity_type, entity_id in prepared.single_keys if known else ():
-        checksum = known.get((entity_type, entity_id, prepared.shas[index]))
-        if checksum is not None:
-            repeats[index] = (entity_id, checksum)
+        found = known.get((entity_type, entity_id, prepared.shas[index]))
+        if found is not None:
+            repeats[index] = (entity_id, found.checksum)
     return NormaliseJob(
         user_id=upload.user.id,
         now_ms=now_ms,
@@ -228,7 +230,7 @@ def _finish_normalised(prepared: PreparedUpload, live: list[Prepared] | None, no
 
 
 async def normalise_uploads(
-    prepared: list[PreparedUpload], now_ms: int, known: list[dict[RepeatKey, str]]
+    prepared: list[PreparedUpload], now_ms: int, known: list[dict[RepeatKey, KnownRaw]]
 ) -> list[list[Prepared]]:
     """Every record of every upload, normalised in order (large batches on every core). A record whose
     exact bytes normalised to a known checksum before becomes a `Repeat`, checked against the stored row
@@ -367,6 +369,7 @@ def _apply(
         ]
         # A device's completeness counts every distinct record it sent, quarantined ones included.
         unit.keep_received(kept, [(r.entity_type, r.entity_id) for r in records if r.entity_id is not None],
+            sent_before=prepared.sent_before,
             user_id=user_id,
             device_id=upload.device_id,
             upload_id=upload_id,
@@ -404,15 +407,19 @@ async def _off_loop(size: int, work: Callable[..., T], *args: Any) -> T:
     return await asyncio.to_thread(work, *args)
 
 
-async def _known_repeats(db: Storage, prepared: list[PreparedUpload]) -> list[dict[RepeatKey, str]]:
-    """Look up, before queueing for the writer, which records are byte-identical re-uploads."""
+async def _known_repeats(db: Storage, prepared: list[PreparedUpload]) -> list[dict[RepeatKey, KnownRaw]]:
+    """Look up, before queueing for the writer, which records are byte-identical re-uploads, and which
+    of those the upload's device sent itself (`sent_before`: the writer need not look them up again)."""
 
-    def lookup(unit: ReadUnit) -> list[dict[RepeatKey, str]]:
-        found: list[dict[RepeatKey, str]] = []
+    def lookup(unit: ReadUnit) -> list[dict[RepeatKey, KnownRaw]]:
+        found: list[dict[RepeatKey, KnownRaw]] = []
         for p in prepared:
             user = p.upload.user
             candidates = repeat_candidates(p) if user is not None else []
-            found.append(unit.known_checksums(user.id, candidates) if user is not None and candidates else {})
+            known = (unit.known_raw_records(user.id, p.upload.device_id, candidates)
+                     if user is not None and candidates else {})
+            p.sent_before = {(t, i) for (t, i, _), raw in known.items() if raw.from_device}
+            found.append(known)
         return found
 
     if not any(p.upload.user is not None and p.single_keys for p in prepared):

@@ -43,6 +43,7 @@ from service.store.rows import (
     EntityStateRow,
     HourlyActivity,
     KeptRawRecord,
+    KnownRaw,
     LedgerEntry,
     LiveDocument,
     NewUser,
@@ -196,21 +197,23 @@ class PgReadUnit:
         row = self._one("SELECT COUNT(*) AS n FROM recovery_devices WHERE user_id = %s", (user_id,))
         return int(row["n"]) if row is not None else 0
 
-    def known_checksums(
-        self, user_id: str, candidates: Collection[tuple[str, str, str]]
-    ) -> dict[tuple[str, str, str], str]:
+    def known_raw_records(
+        self, user_id: str, device_id: str | None, candidates: Collection[tuple[str, str, str]]
+    ) -> dict[tuple[str, str, str], KnownRaw]:
         if not candidates:
             return {}
         types, ids, shas = _columns(list(candidates), 3)
         rows = self._all(
-            """SELECT r.entity_type, r.entity_id, r.raw_sha256, r.checksum
+            """SELECT r.entity_type, r.entity_id, r.raw_sha256, r.checksum,
+                 COALESCE(r.device_id = %s, false) AS from_device
                FROM unnest(%b::text[], %b::text[], %b::text[]) AS k(t, i, h)
                JOIN recovery_raw_records r
                  ON r.user_id = %s AND r.entity_type = k.t AND r.entity_id = k.i AND r.raw_sha256 = k.h
                WHERE r.checksum IS NOT NULL""",
-            (types, ids, shas, user_id),
+            (device_id, types, ids, shas, user_id),
         )
-        return {(r["entity_type"], r["entity_id"], r["raw_sha256"]): r["checksum"] for r in rows}
+        return {(r["entity_type"], r["entity_id"], r["raw_sha256"]): KnownRaw(r["checksum"], r["from_device"])
+                for r in rows}
 
     # -- users
     def user_by_id(self, user_id: str) -> UserRecord | None:
@@ -762,14 +765,18 @@ class PgWriteUnit(PgReadUnit):
         rows: list[RawRecordRow],
         sent: list[EntityKey],
         *,
+        sent_before: Collection[EntityKey],
         user_id: str,
         device_id: str | None,
         upload_id: str,
     ) -> None:
         keyed = [r for r in rows if r.entity_id is not None]
         # Read before the raw rows go in: what the device had sent, and which contents were kept already.
-        receipt = (device_receipt(sent, keyed, self._sent_before(user_id, device_id, sent))
-                   if device_id is not None and sent else None)
+        receipt = None
+        if device_id is not None and sent:
+            unknown = [key for key in dict.fromkeys(sent) if key not in sent_before]
+            found = self._sent_before(user_id, device_id, unknown) if unknown else []
+            receipt = device_receipt(sent, keyed, found, sent_before)
         if keyed:
             self.conn.execute(
                 """INSERT INTO recovery_raw_records (user_id, entity_type, entity_id, raw_sha256, raw, checksum,

@@ -37,6 +37,7 @@ from service.store.rows import (
     EntityStateRow,
     HourlyActivity,
     KeptRawRecord,
+    KnownRaw,
     LedgerEntry,
     LiveDocument,
     NewUser,
@@ -203,9 +204,9 @@ class SqliteReadUnit:
         row = self.sql.fetchone("SELECT COUNT(*) AS n FROM recovery_devices WHERE user_id = ?", (user_id,))
         return int(row["n"]) if row is not None else 0
 
-    def known_checksums(
-        self, user_id: str, candidates: Collection[tuple[str, str, str]]
-    ) -> dict[tuple[str, str, str], str]:
+    def known_raw_records(
+        self, user_id: str, device_id: str | None, candidates: Collection[tuple[str, str, str]]
+    ) -> dict[tuple[str, str, str], KnownRaw]:
         """One index lookup per candidate, none when the user has no raw record kept yet (a first
         upload: the EXISTS is a constant term, tested once before the loop). Candidates travel as
         [{type: {id: sha}}]: ids and hashes are plain JSON texts, not arrays parsed again per lookup
@@ -223,16 +224,18 @@ class SqliteReadUnit:
                 layers.append({entity_type: {entity_id: raw_sha256}})
         rows = self.sql.fetchall(
             """
-            SELECT t.key AS entity_type, k.key AS entity_id, k.value AS raw_sha256, r.checksum
+            SELECT t.key AS entity_type, k.key AS entity_id, k.value AS raw_sha256, r.checksum,
+              COALESCE(r.device_id = ?3, 0) AS from_device
             FROM json_each(?1) AS layer CROSS JOIN json_each(layer.value) AS t CROSS JOIN json_each(t.value) AS k
             CROSS JOIN recovery_raw_records r
               ON r.user_id = ?2 AND r.entity_type = t.key AND r.entity_id = k.key AND r.raw_sha256 = k.value
             WHERE r.checksum IS NOT NULL
               AND EXISTS (SELECT 1 FROM recovery_raw_records WHERE user_id = ?2)
             """,
-            (_json.encode(layers).decode(), user_id),
+            (_json.encode(layers).decode(), user_id, device_id),
         )
-        return {(r["entity_type"], r["entity_id"], r["raw_sha256"]): r["checksum"] for r in rows}
+        return {(r["entity_type"], r["entity_id"], r["raw_sha256"]): KnownRaw(r["checksum"], bool(r["from_device"]))
+                for r in rows}
 
     # ---- users ------------------------------------------------------------------------------------
 
@@ -780,14 +783,18 @@ class SqliteWriteUnit(SqliteReadUnit):
         rows: list[RawRecordRow],
         sent: list[EntityKey],
         *,
+        sent_before: Collection[EntityKey],
         user_id: str,
         device_id: str | None,
         upload_id: str,
     ) -> None:
         keyed = [r for r in rows if r.entity_id is not None]
         # Read before the raw rows go in: what the device had sent, and which contents were kept already.
-        receipt = (device_receipt(sent, keyed, self._sent_before(user_id, device_id, sent))
-                   if device_id is not None and sent else None)
+        receipt = None
+        if device_id is not None and sent:
+            unknown = [key for key in dict.fromkeys(sent) if key not in sent_before]
+            found = self._sent_before(user_id, device_id, unknown) if unknown else []
+            receipt = device_receipt(sent, keyed, found, sent_before)
         now = app_timestamp()
         if keyed:
             self.sql.insert_rows(

@@ -101,3 +101,23 @@ async def test_an_uploads_statements_read_its_keys_not_the_users_history(tmp_pat
     assert any("l.timestamp = k.value" in sql for sql in traced)  # and the holders found by their time
     assert any("JOIN recovery_device_records d" in sql for sql in traced)  # and what the device sent before
     assert history_wide_steps(db, traced) == {}
+
+
+async def test_a_device_re_pushing_its_history_is_not_looked_up_again_by_the_writer(tmp_path: Path) -> None:
+    """The repeat lookup before staging says which repeats the device sent itself (their raw rows are its);
+    the writer then reads nothing of what the device sent before (#17: that lookup read a raw row for
+    every record of a re-upload, which fell to 1.88x of the first upload against a target of 2x)."""
+    db = tmp_path / "app.db"
+    storage = await SqliteStorage.open(db)
+    try:
+        add_users(str(db), ADA)
+        history = [_entry(f"e{i}", i) for i in range(20)]
+        await ingest(storage, _upload(ADA_USER, history))
+        traced: list[str] = []
+        await storage.writer.run(lambda c: c._conn.set_trace_callback(traced.append))
+        await ingest(storage, _upload(ADA_USER, history))
+        await storage.writer.run(lambda c: c._conn.set_trace_callback(None))
+    finally:
+        await storage.close()
+    assert any("INSERT INTO recovery_ledger" in sql for sql in traced)  # the writer ran the upload
+    assert not [sql for sql in traced if "JOIN recovery_device_records d" in sql]
