@@ -108,6 +108,10 @@ class NotAnAppDatabase(RuntimeError):
     """The database holds some of the app's tables but not all the service writes to."""
 
 
+class SchemaTooNew(NotAnAppDatabase):
+    """The database was migrated by a newer release than this one (which would misread what it wrote)."""
+
+
 class UnstorableText(ValueError):
     """The request holds text the engine cannot store (PostgreSQL text cannot hold U+0000, which the app's
     SQLite can). Its transaction was rolled back whole: nothing of it was written."""

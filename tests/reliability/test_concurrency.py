@@ -292,9 +292,7 @@ def check_counts(db_path: str, sends: list[Send], answers: list[dict[str, Any]])
         sent_by_device[send.device] |= send.sent_keys
     recorded: dict[str, set[tuple[str, str]]] = defaultdict(set)
     # A device's record of a key is its raw row, or a device row where no raw row of its says it.
-    for r in query(db_path, """
-            SELECT device_id, entity_type, entity_id FROM recovery_raw_records WHERE device_id IS NOT NULL
-            UNION SELECT device_id, entity_type, entity_id FROM recovery_device_records"""):
+    for r in query(db_path, "SELECT device_id, entity_type, entity_id FROM recovery_device_sent"):
         recorded[r["device_id"]].add((r["entity_type"], r["entity_id"]))
     assert recorded == sent_by_device
     # The running counts support reads agree with the records they count, whatever the interleaving.

@@ -60,11 +60,9 @@ def counts(storage: Storage) -> dict[tuple[str, str], int]:
 
 
 def sent_by_device(storage: Storage) -> dict[str, set[tuple[str, str]]]:
-    """What the store says each device sent: its raw records' keys and its device rows."""
+    """What the store says each device sent (its raw records' keys and its device rows)."""
     sent: dict[str, set[tuple[str, str]]] = defaultdict(set)
-    for r in query(target(storage), """
-            SELECT device_id, entity_type, entity_id FROM recovery_raw_records WHERE device_id IS NOT NULL
-            UNION SELECT device_id, entity_type, entity_id FROM recovery_device_records"""):
+    for r in query(target(storage), "SELECT device_id, entity_type, entity_id FROM recovery_device_sent"):
         sent[r["device_id"]].add((r["entity_type"], r["entity_id"]))
     return dict(sent)
 

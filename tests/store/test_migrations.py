@@ -7,13 +7,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from service.store.interface import WriteUnit
+from service.domain.owners import UserRecord
+from service.store.interface import SchemaTooNew, WriteUnit
 from service.store.rows import StoredResponse
 from service.store.sqlite.engine import SqliteStorage
-from service.store.sqlite.migrations import SchemaTooNew, migrations, tables_named
+from service.store.sqlite.migrations import migrations, tables_named
 from service.store.sqlite.schema import APP_SCHEMA, SERVICE_SCHEMA
+from service.usecases.ingest import IncomingRecord, Upload, UploadResult, ingest
 from service.usecases.redrive import redrive_user, users_to_redrive
 from tests.conftest import ADA, BEN, add_users, query
 
@@ -157,3 +160,40 @@ async def test_a_database_migrated_by_a_newer_release_is_refused_in_one_line(tmp
     conn.close()
     with pytest.raises(SchemaTooNew, match="migration 999, newer than this release knows"):
         await SqliteStorage.open(path)
+
+
+MIGRATION_0001 = Path(__file__).parent / "fixtures" / "migration_0001.sql"
+PHONE, TABLET = "dev_phonephonephone1", "dev_tablettablet0002"
+
+
+def _entry_bytes(entry_id: str) -> bytes:
+    """An entry exactly as the fixture's devices sent it."""
+    return msgspec.json.encode({"id": entry_id, "timestamp": 1748799900000 + int(entry_id[1:]) * 60000,
+                                "duration": 15, "type": "practice", "instrument": "piano", "notes": "scales",
+                                "updatedAt": "2025-06-01T18:30:12.345Z"})
+
+
+async def test_a_database_at_migration_1_keeps_what_each_device_sent(tmp_path: Path) -> None:
+    """Made by the release before 0002 (a device row for every key a device sent): migrated to the
+    latest, `recovery_device_sent` says what each device sent, and a device sending its records again
+    with a new one counts only the new one."""
+    path = str(tmp_path / "app.db")
+    with sqlite3.connect(path) as conn:
+        conn.executescript(MIGRATION_0001.read_text())
+    conn.close()
+    db = await SqliteStorage.open(path)
+    try:
+        assert _versions(path) == [(m.version, m.name) for m in migrations()]
+        sent = {(r["device_id"], r["entity_id"]) for r in query(
+            path, "SELECT device_id, entity_id FROM recovery_device_sent")}
+        assert sent == {(PHONE, "bad"), (PHONE, "e1"), (PHONE, "e2"), (TABLET, "e1"), (TABLET, "e3")}
+        ada = UserRecord(ADA[0], ADA[1], "user")
+        for device, ids in ((PHONE, ("e1", "e2", "e4")), (TABLET, ("e1", "e3", "e2"))):
+            upload = Upload(owner=ADA[0], user=ada, device_id=device, source="push",
+                            records=[IncomingRecord("logbook_entry", _entry_bytes(i)) for i in ids])
+            assert isinstance(await ingest(db, upload), UploadResult)
+    finally:
+        await db.close()
+    counts = {r["device_id"]: r["received"]
+              for r in query(path, "SELECT device_id, received FROM recovery_device_counts")}
+    assert counts == {PHONE: 4, TABLET: 3}

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from service.store.interface import SchemaTooNew
 from service.store.postgres.setup import APP_TABLES
 
 # pg_advisory_lock key of the migrations (any fixed number; user locks use the other, two-key, form).
@@ -67,7 +68,11 @@ def migrate(conn: Any) -> list[int]:
                 " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
             )
         applied = set(applied_versions(conn))
-        for migration in migrations():
+        known = migrations()
+        if applied and max(applied) > known[-1].version:
+            raise SchemaTooNew(f"the database's service tables are at migration {max(applied)}, newer than "
+                               f"this release knows ({known[-1].version}): run the newer release")
+        for migration in known:
             if migration.version in applied:
                 continue
             table = _touches_app_table(migration.sql)

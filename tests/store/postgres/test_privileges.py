@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
+from service.store.interface import SchemaTooNew
 from service.store.postgres import migrate, setup
 from tests import pgserver
 from tests.pgfixtures import Cluster
@@ -101,6 +102,16 @@ def test_the_service_creates_its_own_tables_by_numbered_migrations(pg_database: 
     assert owners[migrate.VERSION_TABLE] == "resync_test_service"
     assert {t for t, o in owners.items() if o == "resync_test_owner"} == set(setup.APP_TABLES)
     assert all(t.startswith("recovery_") for t, o in owners.items() if o == "resync_test_service")
+
+
+def test_a_database_migrated_by_a_newer_release_is_refused_in_one_line(pg_database: PgDatabase) -> None:
+    """A release would misread what a newer one wrote (#17's rows without merge state or device rows):
+    it refuses the database instead, and applies nothing."""
+    with psycopg.connect(pg_database.url, autocommit=True) as conn:
+        migrate.migrate(conn)
+        conn.execute("INSERT INTO recovery_schema_version VALUES (999, 'from_the_future', '2030-01-01 00:00:00')")
+        with pytest.raises(SchemaTooNew, match="migration 999, newer than this release knows"):
+            migrate.migrate(conn)
 
 
 def test_a_migration_that_names_an_app_table_is_refused_before_it_runs() -> None:

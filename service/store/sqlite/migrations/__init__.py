@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from service.domain.times import app_timestamp
-from service.store.interface import NotAnAppDatabase
+from service.store.interface import NotAnAppDatabase, SchemaTooNew
 from service.store.sqlite.connection import SyncConnection
 from service.store.sqlite.schema import (
     ADDED_COLUMNS,
@@ -34,14 +34,10 @@ _FILE = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
 _SERVICE_TABLE = re.compile(r"recovery_\w+", re.IGNORECASE)
 # What a migration statement creates, changes or removes, and the table it names.
 _TARGET = re.compile(
-    r"^\s*(?:CREATE\s+(?:UNIQUE\s+)?INDEX\s+\w+\s+ON|CREATE\s+TABLE|ALTER\s+TABLE|DROP\s+\w+|INSERT\s+INTO|"
+    r"^\s*(?:CREATE\s+(?:UNIQUE\s+)?INDEX\s+\w+\s+ON|CREATE\s+TABLE|CREATE\s+VIEW|ALTER\s+TABLE|DROP\s+\w+|INSERT\s+INTO|"
     r"UPDATE|DELETE\s+FROM|CREATE\s+TRIGGER\s+\w+\s+\w+\s+\w+\s+ON)\s+(\w+)",
     re.IGNORECASE,
 )
-
-
-class SchemaTooNew(NotAnAppDatabase):
-    """The database was migrated by a newer release than this one."""
 
 
 @dataclass(frozen=True)
