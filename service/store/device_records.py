@@ -11,7 +11,7 @@ B-tree per record). A database of an earlier version, a device row for every key
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 
 import msgspec
 
@@ -65,3 +65,15 @@ def device_receipt(
         if key not in recorded_by_raw:
             rows.append(key)
     return DeviceReceipt(rows, new_per_type)
+
+
+def receipt_of_upload(
+    sent: list[EntityKey],
+    kept: list[RawRecordRow],
+    known: Collection[EntityKey],
+    probe: Callable[[list[EntityKey]], list[SentBefore]],
+) -> DeviceReceipt:
+    """The receipt of one upload, `probe` (the engine's read, before the raw rows go in) asked only for
+    the keys not already known to be the device's (none, for a device re-pushing its history)."""
+    unknown = [key for key in dict.fromkeys(sent) if key not in known]
+    return device_receipt(sent, kept, probe(unknown) if unknown else [], known)

@@ -23,7 +23,7 @@ from service.domain.owners import EmailMatch, UserRecord, match_email_among
 from service.domain.progress import RecoveryState, state_of
 from service.domain.records import LOGBOOK_ENTRY, LogbookRow
 from service.domain.times import app_timestamp, ms_to_iso_z
-from service.store.device_records import SentBefore, device_receipt
+from service.store.device_records import SentBefore, receipt_of_upload
 from service.store.interface import IDEMPOTENCY_TTL_SECONDS, UserExists
 from service.store.merge_state import content_key_from, holders_of, stored_entities
 from service.store.rows import (
@@ -790,11 +790,8 @@ class SqliteWriteUnit(SqliteReadUnit):
     ) -> None:
         keyed = [r for r in rows if r.entity_id is not None]
         # Read before the raw rows go in: what the device had sent, and which contents were kept already.
-        receipt = None
-        if device_id is not None and sent:
-            unknown = [key for key in dict.fromkeys(sent) if key not in sent_before]
-            found = self._sent_before(user_id, device_id, unknown) if unknown else []
-            receipt = device_receipt(sent, keyed, found, sent_before)
+        receipt = (receipt_of_upload(sent, keyed, sent_before, lambda keys: self._sent_before(user_id, device_id, keys))
+                   if device_id is not None and sent else None)
         now = app_timestamp()
         if keyed:
             self.sql.insert_rows(
