@@ -804,9 +804,9 @@ class PgWriteUnit(PgReadUnit):
         )
 
     def _sent_before(self, user_id: str, device_id: str, keys: list[EntityKey]) -> list[SentBefore]:
-        """The kept raw records of these keys (whose device, which content), and the device's own rows
-        for them."""
-        types, ids = _columns(list(dict.fromkeys(keys)), 2)
+        """The kept raw records of these (distinct) keys, whose device, which content, and the device's
+        own rows for them."""
+        types, ids = _columns(keys, 2)
         found = self._all(
             """SELECT k.t AS entity_type, k.i AS entity_id, r.raw_sha256, r.device_id IS NOT DISTINCT FROM %(d)s AS mine
                FROM unnest(%(t)b::text[], %(i)b::text[]) AS k(t, i)

@@ -815,11 +815,8 @@ class SqliteWriteUnit(SqliteReadUnit):
         )
 
     def _sent_before(self, user_id: str, device_id: str, keys: list[EntityKey]) -> list[SentBefore]:
-        """The kept raw records of these keys (whose device, which content), and the device's own rows
-        for them: one index lookup a key in each. Keys travel as {type: [ids]}."""
-        by_type: dict[str, dict[str, None]] = {}
-        for entity_type, entity_id in keys:
-            by_type.setdefault(entity_type, {})[entity_id] = None
+        """The kept raw records of these (distinct) keys, whose device, which content, and the device's
+        own rows for them: one index lookup a key in each."""
         found = self.sql.fetchall(
             """
             SELECT t.key AS entity_type, i.value AS entity_id, r.raw_sha256, r.device_id IS ?3 AS mine
@@ -832,7 +829,7 @@ class SqliteWriteUnit(SqliteReadUnit):
             CROSS JOIN recovery_device_records d
               ON d.user_id = ?2 AND d.device_id = ?3 AND d.entity_type = t.key AND d.entity_id = i.value
             """,
-            (_json.encode({t: list(ids) for t, ids in by_type.items()}).decode(), user_id, device_id),
+            (_ids_by_type(keys), user_id, device_id),
         )
         return [SentBefore(r["entity_type"], r["entity_id"], r["raw_sha256"], bool(r["mine"])) for r in found]
 
