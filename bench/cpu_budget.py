@@ -133,13 +133,13 @@ def print_spent(what: str, count: int, unit: str, spent: Spent, rate: float) -> 
         print(f"    {name:40} {seconds / count * 1e6:8.1f} us")
 
 
-def print_budget(what: str, entries: int, spent: Spent, ceiling: float) -> None:
+def print_budget(what: str, entries: int, spent: Spent, ceiling: float, unit: str = "an entry") -> None:
     cpus = os.cpu_count() or 1
     allowed = cpus / (TARGET * ceiling) * 1e6
     used = spent.machine.busy / entries * 1e6
     rate = entries / spent.seconds
     print(f"  {what}: {rate / ceiling:.2f}x of the ceiling ({ceiling:,.0f} rows/s); {TARGET}x allows "
-          f"{allowed:.1f} us of CPU an entry on {cpus} CPUs, it spent {used:.1f} ({used / allowed:.2f}x)")
+          f"{allowed:.1f} us of CPU {unit} on {cpus} CPUs, it spent {used:.1f} ({used / allowed:.2f}x)")
 
 
 def sqlite_rows(entries: int, work: Path) -> None:
@@ -184,7 +184,41 @@ def sqlite_rows(entries: int, work: Path) -> None:
         print_budget(label, sent, spent, ceiling)
 
 
-def postgres_rows(entries: int, work: Path) -> None:
+def postgres_replay(server: Any, users: list[Any], entries: int, work: Path) -> None:
+    """`python -m service replay` of run.py's NDJSON into PostgreSQL, its CPU (the replay and its workers,
+    PostgreSQL's processes, the machine) against what 0.6x of its ceiling (the replay's resulting rows
+    by COPY into an empty database, a commit per 1,000; run.py's) allows a resulting row."""
+    import resource
+    import subprocess
+
+    import pg
+    from run import _LOGBOOK_COLUMNS, SEED
+    from workload import write_ndjson
+
+    file = write_ndjson(work / "pg-replay.ndjson", users, entries, f"{SEED}:cpu")
+    db = server.new_database("cpu_replay", users)
+    command = [sys.executable, "-m", "service", "replay", "--database-url", db, "--json", str(file.path)]
+
+    def replay() -> float:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run(command, check=True, cwd=HERE.parent, stdout=subprocess.DEVNULL)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+    replay_cpu, spent = measure(replay, lambda: {"PostgreSQL": postgres_pids()})
+    spent.groups["the replay and its workers"] = replay_cpu
+    file.path.unlink()
+    target = server.new_database("cpu_replay_ceiling", users)
+    ceiling, rows = pg.copy_database(db, target, _LOGBOOK_COLUMNS, 1000)
+    server.drop(target)
+    server.drop(db)
+    print_spent(f"PostgreSQL replay of {entries:,} entries ({rows:,} resulting rows)", rows, "row", spent,
+                rows / spent.seconds)
+    print(f"PostgreSQL replay ceiling (its rows by COPY, a commit per 1,000): {ceiling:,.0f} rows/s")
+    print_budget("PostgreSQL replay", rows, spent, ceiling, unit="a resulting row")
+
+
+def postgres_rows(entries: int, work: Path, replay_entries: int = 0) -> None:
     import pg
     from harness import ServerProcess
     from run import _LOGBOOK_COLUMNS, SEED, build_pushes, prepare_rows, send_pushes
@@ -224,6 +258,8 @@ def postgres_rows(entries: int, work: Path) -> None:
         server.drop(db)
         for label, spent, sent in runs[:1]:
             print_budget(label, sent, spent, best)
+        if replay_entries:
+            postgres_replay(server, users, replay_entries, work)
     finally:
         server.close()
 
@@ -232,12 +268,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--entries", type=int, default=200_000, help="scenario 3's 200k by default")
     parser.add_argument("--postgres", action="store_true", help="also the PostgreSQL ceiling and ingest")
+    parser.add_argument("--postgres-replay", type=int, default=0, metavar="N",
+                        help="with --postgres: also a replay of N entries into PostgreSQL (0: none)")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
     with tempfile.TemporaryDirectory(prefix="resync-cpu-") as tmp:
         sqlite_rows(args.entries, Path(tmp))
         if args.postgres:
-            postgres_rows(args.entries, Path(tmp))
+            postgres_rows(args.entries, Path(tmp), args.postgres_replay)
     return 0
 
 
